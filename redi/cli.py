@@ -1,0 +1,28 @@
+"""Argument parsing shared by the thin entry points in scripts/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+
+def job_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", type=json.loads, default={},
+                        help="the job's hyper-parameters as one JSON object")
+    parser.add_argument("--log", default=None, help="the job's log file")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("REDI_THREADS", 1)))
+    return parser
+
+
+def set_threads(threads: int) -> None:
+    """Limit intra-op threads to the job's share (Snakemake runs jobs side by side)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def dump_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, indent=2, sort_keys=True)

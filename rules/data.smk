@@ -1,0 +1,143 @@
+# Data stages: raw corpus -> filters and pairing -> length filter -> report;
+# plus the base model (and, for the tiny preset, its tokenizer).
+
+
+localrules:
+    download_raw,
+    data_report,
+
+
+rule toy_corpus:
+    """Generate the toy corpus (OpenR1-Math-Raw schema) and the toy benchmarks."""
+    input:
+        code=code("scripts/toy_corpus.py"),
+    output:
+        corpus="results/data/raw_toy.parquet",
+        benchmarks=directory("results/data/toy_benchmarks"),
+    params:
+        hp=lambda wc: hp(rc.toy_params(config)),
+    threads: 2
+    log:
+        f"{LOGS}/toy_corpus.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/toy_corpus.py --params {params.hp:q} --corpus {output.corpus}"
+        " --benchmarks {output.benchmarks} --threads {threads} --log {log}"
+
+
+rule download_raw:
+    """open-r1/OpenR1-Math-Raw from the Hub, saved as one parquet file."""
+    input:
+        code=code("scripts/download_raw.py"),
+    output:
+        "results/data/raw_hub.parquet",
+    log:
+        f"{LOGS}/download_raw.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/download_raw.py --out {output} --log {log}"
+
+
+rule base_model:
+    """Paper: Qwen2.5-Math-1.5B with the authors' config edits. Tiny: tokenizer + Qwen2 init."""
+    input:
+        code=code("scripts/base_model.py"),
+        corpus=lambda wc: (
+            ["results/data/raw_toy.parquet"] if PRESET["base_model"]["source"] == "tiny" else []
+        ),
+    output:
+        directory("results/models/base"),
+    params:
+        hp=lambda wc: hp(rc.base_model_params(config)),
+        corpus=lambda wc, input: f"--corpus {input.corpus}" if input.corpus else "",
+    threads: 2
+    log:
+        f"{LOGS}/base_model.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/base_model.py --params {params.hp:q} {params.corpus} --out {output}"
+        " --threads {threads} --log {log}"
+
+
+rule filter_data:
+    """The authors' filters, the dual-verifier rule, D_SFT and D_Pref (before the length filter)."""
+    input:
+        code=code("scripts/filter_data.py"),
+        raw=raw_corpus_path(),
+    output:
+        sft="results/data/sft.parquet",
+        pairs="results/data/pairs_unfiltered.parquet",
+        report="results/data/filter_report.json",
+    params:
+        hp=lambda wc: hp(rc.filter_params(config)),
+    log:
+        f"{LOGS}/filter_data.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/filter_data.py --params {params.hp:q} --raw {input.raw}"
+        " --sft {output.sft} --pairs {output.pairs} --report {output.report} --log {log}"
+
+
+rule length_filter:
+    """Prompt/response token limits on the pairs; token-length statistics."""
+    input:
+        code=code("scripts/length_filter.py"),
+        tokenizer="results/models/base",
+        sft=rules.filter_data.output.sft,
+        pairs=rules.filter_data.output.pairs,
+    output:
+        pairs="results/data/pairs.parquet",
+        report="results/data/length_report.json",
+    params:
+        hp=lambda wc: hp(rc.length_filter_params(config)),
+    log:
+        f"{LOGS}/length_filter.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/length_filter.py --params {params.hp:q} --tokenizer {input.tokenizer}"
+        " --sft {input.sft} --pairs-in {input.pairs} --pairs-out {output.pairs}"
+        " --report {output.report} --log {log}"
+
+
+rule verify_labels:
+    """Optional: re-run Math-Verify on every generation; agreement with the corpus labels."""
+    input:
+        code=code("scripts/verify_labels.py"),
+        raw=raw_corpus_path(),
+    output:
+        "results/data/verify_report.json",
+    params:
+        hp=lambda wc: hp(rc.verify_params(config)),
+    threads: 2
+    log:
+        f"{LOGS}/verify_labels.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/verify_labels.py --params {params.hp:q} --raw {input.raw}"
+        " --out {output} --threads {threads} --log {log}"
+
+
+rule data_report:
+    """results/data/report.json: counts at every step, sizes, token-length percentiles."""
+    input:
+        code=code("scripts/data_report.py"),
+        filter=rules.filter_data.output.report,
+        length=rules.length_filter.output.report,
+        verify=rules.verify_labels.output if config["verify_labels"] else [],
+    output:
+        "results/data/report.json",
+    params:
+        verify=lambda wc, input: f"--verify {input.verify}" if input.verify else "",
+    log:
+        f"{LOGS}/data_report.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/data_report.py --filter {input.filter} --length {input.length}"
+        " {params.verify} --out {output} --log {log}"

@@ -1,0 +1,1 @@
+# (stage rules: see README.md)

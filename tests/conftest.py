@@ -1,0 +1,67 @@
+"""Shared fixtures: a copy of the workflow in a temporary directory, run helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BENCHMARKS_DIR = SHARED / "benchmarks"
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "redi", "envs", "slurm")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow (Snakemake writes .snakemake/ and results/ there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800):
+    """Run the snakemake CLI in ``workdir``; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    cmd = [str(Path(sys.executable).with_name("snakemake")), *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    jobs = {}
+    for line in lines[start + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def data_workflow(tmp_path_factory) -> Path:
+    """The tiny preset's data stage, run for real once per test session."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("data_workflow"))
+    snakemake(workdir, "--cores", "2", "results/data/report.json")
+    return workdir
