@@ -21,7 +21,37 @@ SFT_RUNS = [rc.sft_name(e) for e in config["sft_epochs"]]
 STAGE2_RUNS = list(config["runs"])
 TRAIN_GPUS = PRESET["resources"]["train_gpus"]
 EVAL_GPUS = PRESET["resources"]["eval_gpus"]
+TRAIN_THREADS = PRESET["resources"]["train_threads"]
+EVAL_THREADS = PRESET["resources"]["eval_threads"]
 LOGS = "results/logs"
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+# Table 2 rows after the start model: one per group of runs (config order).
+TABLE2_GROUPS = [
+    {"label": g["label"], "slug": slug(g["label"]), "runs": [g["pin"]] if g.get("pin") else g["runs"],
+     "pinned": bool(g.get("pin"))}
+    for g in config["tables"]["table2"]["groups"]
+]
+
+# Every model that gets the final evaluation (16 samples, 5 benchmarks), by
+# label: results/eval/final/{label}/summary.json
+#   kind sft      -> the SFT run's final checkpoint
+#   kind group    -> best checkpoint of the group's best run (peak intermediate acc.)
+#   kind run      -> one run, its `best` or `last` checkpoint
+#   kind baseline -> an external model (Hub id or local folder)
+FINAL_MODELS = {
+    config["tables"]["table2"]["start"]: {"kind": "sft", "run": config["tables"]["table2"]["start"]},
+    config["tables"]["table1"]["sft"]: {"kind": "sft", "run": config["tables"]["table1"]["sft"]},
+    **{f"table2-{g['slug']}": {"kind": "group", "runs": g["runs"], "label": g["label"]}
+       for g in TABLE2_GROUPS},
+    "table1-final": {"kind": "run", "run": config["tables"]["table1"]["final"],
+                     "checkpoint": config["tables"]["table1"]["final_checkpoint"]},
+    **{f"baseline-{b['name']}": {"kind": "baseline", **b} for b in PRESET["baselines"]},
+}
 
 # every target of `snakemake` without arguments; the stage files extend it
 ALL_TARGETS = ["results/data/report.json"]
