@@ -1,1 +1,87 @@
-# (stage rules: see README.md)
+# Training: SFT (stage 1), DPO reference log-probs, stage 2 (DPO/SimPO/REDI).
+# One engine (redi/training.py); run folders results/train/<run>/ (docs/ARCHITECTURE.md).
+# Only manifest.json and log.csv are declared outputs: Snakemake deletes a
+# job's outputs before rerunning it, and checkpoints/ must survive a killed
+# job so that the rerun resumes from its last checkpoint.
+
+from redi.losses import OBJECTIVES  # torch-free: which objectives need reference log-probs
+
+
+rule sft:
+    """Stage 1: completion-only SFT on D_SFT for {epochs} epochs from the base model."""
+    input:
+        code=code("scripts/train_sft.py"),
+        data=rules.filter_data.output.sft,
+        base="results/models/base",
+    output:
+        manifest="results/train/sft_{epochs}ep/manifest.json",
+        log_csv="results/train/sft_{epochs}ep/log.csv",
+    params:
+        hp=lambda wc: hp(rc.sft_params(config, int(wc.epochs))),
+    threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
+    log:
+        f"{LOGS}/sft/sft_{{epochs}}ep.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "scripts/launch.sh {resources.gpu} scripts/train_sft.py --params {params.hp:q}"
+        " --data {input.data} --init {input.base} --manifest {output.manifest}"
+        " --log-csv {output.log_csv} --threads {threads} --log {log}"
+
+
+rule ref_logps:
+    """DPO reference log-probs of every pair under the SFT run {sft}: once, shared by all DPO runs."""
+    input:
+        code=code("scripts/ref_logps.py"),
+        pairs=rules.length_filter.output.pairs,
+        init="results/train/{sft}/manifest.json",
+    output:
+        "results/train/ref_logps/{sft}.parquet",
+    params:
+        hp=lambda wc: hp(rc.ref_logps_params(config, wc.sft)),
+    threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
+    log:
+        f"{LOGS}/ref_logps/{{sft}}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "scripts/launch.sh {resources.gpu} scripts/ref_logps.py --params {params.hp:q}"
+        " --pairs {input.pairs} --init-manifest {input.init} --out {output}"
+        " --threads {threads} --log {log}"
+
+
+rule stage2:
+    """Stage 2: one run of config `runs` (objective, init SFT run, LR, alpha/beta/gamma)."""
+    input:
+        # the init SFT run's manifest; its reference log-probs if the objective needs them
+        unpack(lambda wc: {
+            "init": f"results/train/{config['runs'][wc.run]['init']}/manifest.json",
+            "ref": f"results/train/ref_logps/{config['runs'][wc.run]['init']}.parquet"
+            if OBJECTIVES[config["runs"][wc.run]["objective"]].needs_ref else [],
+        }),
+        code=code("scripts/train_stage2.py"),
+        pairs=rules.length_filter.output.pairs,
+    output:
+        manifest="results/train/{run}/manifest.json",
+        log_csv="results/train/{run}/log.csv",
+    params:
+        hp=lambda wc: hp(rc.stage2_params(config, wc.run)),
+        ref=lambda wc, input: f"--ref-logps {input.ref}" if input.ref else "",
+    threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
+    log:
+        f"{LOGS}/stage2/{{run}}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "scripts/launch.sh {resources.gpu} scripts/train_stage2.py --params {params.hp:q}"
+        " --pairs {input.pairs} --init-manifest {input.init} {params.ref}"
+        " --manifest {output.manifest} --log-csv {output.log_csv} --threads {threads} --log {log}"
+
+
+ALL_TARGETS.extend(f"results/train/{run}/manifest.json" for run in SFT_RUNS + STAGE2_RUNS)

@@ -1,0 +1,106 @@
+"""Per-token log-probs without materialising [tokens x vocab] fp32 logits.
+
+The LM head + log-softmax runs over chunks of completion positions; each chunk
+is wrapped in ``torch.utils.checkpoint`` so autograd stores only the chunk's
+hidden states (not its fp32 logits) and recomputes the logits in backward.
+Peak extra memory is one ``[chunk, vocab]`` fp32 block instead of
+``[tokens, vocab]`` (performance notes, section 5). When all tokens fit in one
+chunk, the chunk is not checkpointed: what autograd keeps is then bounded by
+the chunk size anyway, and the LM head is not run twice (the tiny CPU preset).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from redi.batching import Batch
+
+# elements of one fp32 logits chunk: 2**26 = 256 MiB (441 tokens at Qwen's
+# 151,936 vocab; the whole micro-batch at the tiny model's 512)
+CHUNK_ELEMENTS = 2**26
+
+
+def chunk_tokens_for(vocab_size: int) -> int:
+    return max(16, CHUNK_ELEMENTS // vocab_size)
+
+
+def _chunk_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_tokens: int | None = None,
+) -> torch.Tensor:
+    """``log_softmax(hidden @ weight.T + bias)[i, targets[i]]``: [N, H] -> [N] fp32."""
+    n = hidden.shape[0]
+    chunk = chunk_tokens or chunk_tokens_for(weight.shape[0])
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    recompute = needs_grad and n > chunk
+    out = []
+    for start in range(0, n, chunk):
+        args = (hidden[start : start + chunk], weight, bias, targets[start : start + chunk])
+        if recompute:
+            out.append(checkpoint(_chunk_logps, *args, use_reentrant=False))
+        else:
+            out.append(_chunk_logps(*args))
+    return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def sequence_sums(token_logps: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Sum of the per-token log-probs of each sequence -> [n_seqs]."""
+    out = token_logps.new_zeros(batch.n_seqs)
+    return out.index_add(0, batch.seq_index, token_logps)
+
+
+class TokenLogps(torch.nn.Module):
+    """Wraps a causal LM so that ``forward(batch tensors)`` returns per-token log-probs.
+
+    Everything (decoder, gather, chunked LM head) happens inside ``forward``,
+    so the module can be handed to ``accelerator.prepare`` (DDP/DeepSpeed see
+    one forward). ``lm`` is the Hugging Face model (saved with
+    ``save_pretrained``).
+    """
+
+    def __init__(self, lm: Any, chunk_tokens: int | None = None) -> None:
+        super().__init__()
+        self.lm = lm
+        self.chunk_tokens = chunk_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        gather_index: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        decoder = self.lm.get_decoder()
+        # use_cache=False: with a cache object transformers does not detect packing
+        hidden = decoder(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+        ).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather_index)
+        head = self.lm.get_output_embeddings()
+        return chunked_token_logps(hidden, head.weight, targets, head.bias, self.chunk_tokens)
+
+
+def batch_token_logps(module: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Run a ``TokenLogps`` (possibly wrapped by accelerate) on a ``Batch``."""
+    return module(
+        batch.input_ids, batch.position_ids, batch.attention_mask, batch.gather_index, batch.targets
+    )

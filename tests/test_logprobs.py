@@ -1,0 +1,218 @@
+"""Chunked log-probs (values, gradients, memory); packed/padded layouts vs one sequence alone."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from redi import batching, logprobs
+from redi.batching import TokenSeq
+
+
+def naive_token_logps(hidden, weight, targets):
+    return torch.log_softmax(hidden @ weight.T, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_chunked_equals_naive(chunk):
+    gen = torch.Generator().manual_seed(0)
+    n, h, v = 300, 24, 257
+    hidden = torch.randn(n, h, generator=gen, requires_grad=True)
+    weight = torch.randn(v, h, generator=gen, requires_grad=True)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    upstream = torch.randn(n, generator=gen)
+
+    ref = naive_token_logps(hidden, weight, targets)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight))
+    out = logprobs.chunked_token_logps(hidden, weight, targets, chunk_tokens=chunk)
+    grads = torch.autograd.grad((out * upstream).sum(), (hidden, weight))
+
+    assert out.dtype == torch.float32 and out.shape == (n,)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_bf16_inputs_give_fp32_logps():
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(40, 16, generator=gen).bfloat16()
+    weight = torch.randn(50, 16, generator=gen).bfloat16()
+    targets = torch.randint(0, 50, (40,), generator=gen)
+    out = logprobs.chunked_token_logps(hidden, weight, targets, chunk_tokens=16)
+    ref = naive_token_logps(hidden.float(), weight.float(), targets)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=0.05)  # bf16 logits, fp32 log-softmax
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any op produces (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def test_chunked_never_materialises_tokens_x_vocab():
+    n, h, v, chunk = 2048, 32, 1000, 128
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, h, generator=gen, requires_grad=True)
+    weight = torch.randn(v, h, generator=gen, requires_grad=True)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    sizes = {}
+    for name, fn in [
+        ("naive", lambda: naive_token_logps(hidden, weight, targets)),
+        (
+            "chunked",
+            lambda: logprobs.chunked_token_logps(hidden, weight, targets, chunk_tokens=chunk),
+        ),
+    ]:
+        with LargestTensor() as mode:
+            fn().sum().backward()
+        sizes[name] = mode.largest
+    assert sizes["naive"] == n * v * 4  # the full fp32 [tokens, vocab] logits: 8.2 MB
+    assert sizes["chunked"] == chunk * v * 4  # one [chunk, vocab] block: 0.5 MB
+
+
+def profiled_peak_bytes(fn) -> int:
+    """Peak CPU memory allocated by torch while ``fn`` runs (profiler memory timeline)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # export_memory_timeline is marked deprecated
+        with profile(
+            activities=[ProfilerActivity.CPU],
+            profile_memory=True,
+            record_shapes=True,
+            with_stack=True,
+        ) as prof:
+            fn()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "timeline.json"
+            prof.export_memory_timeline(str(path), device="cpu")
+            _, sizes = json.loads(path.read_text())
+    return max(sum(s) for s in sizes)
+
+
+def test_chunked_peak_memory_is_lower():
+    n, h, v, chunk = 2048, 32, 2048, 128
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, h, generator=gen, requires_grad=True)
+    weight = torch.randn(v, h, generator=gen, requires_grad=True)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    naive = profiled_peak_bytes(lambda: naive_token_logps(hidden, weight, targets).sum().backward())
+    chunked = profiled_peak_bytes(
+        lambda: (
+            logprobs.chunked_token_logps(hidden, weight, targets, chunk_tokens=chunk)
+            .sum()
+            .backward()
+        )
+    )
+    logits = n * v * 4  # 16 MiB of fp32 logits
+    assert naive >= 2 * logits  # logits + the saved log-softmax (measured 48.5 MiB)
+    assert chunked <= 6 * 2**20  # 1 MiB chunks (measured 5.6 MiB)
+    assert chunked * 5 < naive
+
+
+# ------------------------------------------------------------ model layouts
+
+
+def tiny_model(attn: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+    )
+    config._attn_implementation = attn
+    return Qwen2ForCausalLM(config)
+
+
+def sequences() -> list[TokenSeq]:
+    gen = torch.Generator().manual_seed(3)
+    out = []
+    for n_prompt, n_completion in [(5, 9), (3, 1), (7, 20), (4, 13), (6, 6)]:
+        ids = torch.randint(3, 97, (n_prompt + n_completion,), generator=gen).tolist()
+        out.append(TokenSeq(tuple(ids), n_prompt))
+    return out
+
+
+def reference_logps(model, seq: TokenSeq) -> torch.Tensor:
+    """The model's own full-logits forward on one sequence alone."""
+    ids = torch.tensor([seq.ids])
+    logits = model(input_ids=ids, use_cache=False).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return logp[seq.n_prompt - 1 :]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_layout_equals_one_sequence_at_a_time(attn, packed, train_mode):
+    model = tiny_model(attn)
+    model.train(train_mode)  # eval mode is where a cache would break packing
+    module = logprobs.TokenLogps(model, chunk_tokens=8)
+    seqs = sequences()
+    batch = batching.make_batch(seqs, packed=packed, pad_id=0)
+    assert batch.attention_mask is None
+    if packed:
+        assert batch.input_ids.shape == (1, sum(len(s.ids) for s in seqs))  # no padding at all
+    else:
+        assert batch.input_ids.shape == (len(seqs), max(len(s.ids) for s in seqs))
+    with torch.no_grad():
+        out = logprobs.batch_token_logps(module, batch)
+        expected = torch.cat([reference_logps(model, s) for s in seqs])
+    assert out.shape == (sum(s.n_completion for s in seqs),)
+    assert torch.allclose(out, expected, atol=1e-5, rtol=0)
+    sums = logprobs.sequence_sums(out, batch)
+    start = 0
+    for k, s in enumerate(seqs):
+        assert sums[k].item() == pytest.approx(
+            expected[start : start + s.n_completion].sum().item(), abs=1e-4
+        )
+        start += s.n_completion
+    assert batch.lengths.tolist() == [s.n_completion for s in seqs]
+    assert batch.n_tokens == sum(len(s.ids) for s in seqs)
+
+
+def test_packed_and_padded_gradients_agree():
+    grads = []
+    for packed in (True, False):
+        model = tiny_model("sdpa")
+        module = logprobs.TokenLogps(model, chunk_tokens=8)
+        batch = batching.make_batch(sequences(), packed=packed, pad_id=0)
+        logprobs.batch_token_logps(module, batch).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_packed_position_ids_restart():
+    seqs = sequences()[:3]
+    batch = batching.make_batch(seqs, packed=True, pad_id=0)
+    lengths = [len(s.ids) for s in seqs]
+    assert batch.position_ids[0].tolist() == [i for n in lengths for i in range(n)]
+    # targets are the completion tokens, predicted from the position just before
+    flat = batch.input_ids.flatten()
+    assert torch.equal(flat[batch.gather_index + 1], batch.targets)
+    padded = batching.make_batch(seqs, packed=False, pad_id=0)
+    assert torch.equal(padded.input_ids.flatten()[padded.gather_index + 1], padded.targets)
+    assert torch.equal(padded.targets, batch.targets)
