@@ -17,8 +17,11 @@ timed-out item is wrong and logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import multiprocessing as mp
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,30 +39,34 @@ THINK_CLOSE = "</think>"
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces."""
-    best = None
-    for command in ("\\boxed", "\\fbox"):
-        start = text.rfind(command)
-        while start != -1:
-            i = start + len(command)
-            while i < len(text) and text[i] == " ":
-                i += 1
-            if i < len(text) and text[i] == "{":
-                depth, j = 0, i
-                while j < len(text):
-                    if text[j] == "{":
-                        depth += 1
-                    elif text[j] == "}":
-                        depth -= 1
-                        if depth == 0:
-                            break
-                    j += 1
-                if depth == 0:
-                    if best is None or start > best[0]:
-                        best = (start, text[i + 1 : j])
-                    break
-            start = text.rfind(command, 0, start)
-    return None if best is None else best[1]
+    """Content of the last ``\\boxed{...}`` (else the last ``\\fbox{...}``), rllm's rule.
+
+    Only the last occurrence counts (an unbalanced one gives None, as in rllm's
+    ``last_boxed_only_string``); ``\\boxed 5`` (no braces) gives the text up to
+    the next ``$``. One linear scan, so a 1 MB response is cheap.
+    """
+    start = text.rfind("\\boxed")
+    command = "\\boxed"
+    if start == -1:
+        start, command = text.rfind("\\fbox"), "\\fbox"
+        if start == -1:
+            return None
+    i = start + len(command)
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i >= len(text) or text[i] != "{":
+        if command == "\\boxed" and i > start + len(command):  # "\\boxed 5$"
+            return text[i:].split("$")[0].strip() or None
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
 
 
 def answer_segment(response: str) -> str | None:
@@ -69,12 +76,31 @@ def answer_segment(response: str) -> str | None:
     return response.split(THINK_CLOSE)[1]
 
 
-def gold_candidates(gold: Any) -> list[str]:
-    """Gold answers as LaTeX strings for Math-Verify.
+_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped $ (``\\$`` is a currency sign)
+_PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+_INT = re.compile(r"-?\d{1,15}")
 
-    Numbers are cast (``142.0`` -> ``142``), lists give alternatives, trailing
-    newlines are stripped and each is wrapped in ``$...$`` unless it already
-    carries ``$`` or ``\\boxed``.
+
+def _clean_gold(text: str) -> str:
+    """One gold string as bare LaTeX.
+
+    OlympiadBench wraps answers in ``$...$`` and writes several answers as
+    ``$69$,$84$`` (once ``$221,$8$``, once with a trailing ``.``): math pieces are
+    joined with ", " unless prose surrounds them (left to Math-Verify as is).
+    """
+    text = text.strip()
+    parts = _DOLLAR.split(text)
+    if len(parts) > 1 and not any(_PROSE.search(p) for p in parts[0::2]):
+        pieces = [p.strip().strip(",.;").strip() for p in parts]
+        text = ", ".join(p for p in pieces if p)
+    return text
+
+
+def gold_latex(gold: Any) -> list[str]:
+    """Gold alternatives as bare LaTeX strings (what a model would box).
+
+    Numbers are cast (``142.0`` -> ``142``), lists give alternatives, and
+    whitespace and stray math delimiters are removed (``_clean_gold``).
     """
     if gold is None:
         raise ValueError("gold answer is None")
@@ -85,34 +111,51 @@ def gold_candidates(gold: Any) -> list[str]:
             raise ValueError(f"gold answer {item!r} is a bool")
         if isinstance(item, float) and item.is_integer():
             item = int(item)
-        text = str(item).strip()
-        if not text:
-            continue
-        if "$" not in text and "\\boxed" not in text:
-            text = f"${text}$"
-        out.append(text)
+        text = _clean_gold(str(item))
+        if text:
+            out.append(text)
     if not out:
         raise ValueError(f"gold answer {gold!r} is empty")
     return out
 
 
+def gold_candidates(gold: Any) -> list[str]:
+    """Gold answers for Math-Verify: ``gold_latex`` wrapped in ``$...$`` (unless boxed)."""
+    return [t if "\\boxed" in t else f"${t}$" for t in gold_latex(gold)]
+
+
+def _seconds(timeout_s: float) -> int:
+    return max(1, math.ceil(timeout_s))  # Math-Verify's signal.alarm takes whole seconds
+
+
 @lru_cache(maxsize=4096)
-def _parse_gold(text: str) -> tuple:
+def _parse_gold(text: str, timeout_s: float) -> tuple:
     from math_verify import parse
 
-    return tuple(parse(text))
+    return tuple(parse(text, parsing_timeout=_seconds(timeout_s)))
 
 
-def _parse_pred(text: str, mode: str) -> list:
+def _parse_boxed(text: str, timeout_s: float) -> tuple:
+    """Strict mode parses the boxed answer alone."""
+    from math_verify import parse
+
+    return tuple(parse(f"\\boxed{{{text}}}", parsing_timeout=_seconds(timeout_s)))
+
+
+def _parse_response(text: str, timeout_s: float) -> list:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    if mode == "strict":
-        # only the boxed answer is graded: parse it alone
-        return parse(f"\\boxed{{{text}}}")
     return parse(
         text,
         extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=_seconds(timeout_s),
     )
+
+
+def _as_int(text: str) -> int | None:
+    """A plain integer literal (up to 15 digits, leading zeros allowed) or None."""
+    text = text.strip()
+    return int(text) if _INT.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -122,13 +165,11 @@ class Grade:
     timed_out: bool = False
 
 
-def grade_detail(response: str, gold: Any, mode: str) -> Grade:
-    """Grade in the current process (Math-Verify's signal timeouts only)."""
-    from math_verify import verify
-
+def grade_detail(response: str, gold: Any, mode: str, timeout_s: float = 5.0) -> Grade:
+    """Grade in the current process (main thread; Math-Verify's signal timeouts only)."""
     if mode not in MODES:
         raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
-    golds = [_parse_gold(g) for g in gold_candidates(gold)]
+    golds = tuple(gold_latex(gold))
     if mode == "strict":
         segment = answer_segment(response)
         if segment is None:
@@ -136,14 +177,52 @@ def grade_detail(response: str, gold: Any, mode: str) -> Grade:
         boxed = last_boxed(segment)
         if boxed is None:
             return Grade(False, None)
-        pred, extracted = _parse_pred(boxed, mode), boxed
-    else:
-        pred = _parse_pred(response, mode)
-        # Math-Verify returns [sympy object, matched string]; never str() the object
-        extracted = pred[-1] if pred and isinstance(pred[-1], str) else None
-    if not pred:
-        return Grade(False, extracted)
-    return Grade(any(verify(list(g), pred) for g in golds if g), extracted)
+        verdict = _strict_cached if len(boxed) <= CACHE_MAX_CHARS else _strict_verdict
+        return Grade(verdict(boxed, golds, timeout_s), boxed)
+    # identical (short) samples are graded once; long ones would only fill memory
+    verdict = _math_verify_cached if len(response) <= CACHE_MAX_CHARS else _math_verify_verdict
+    return Grade(*verdict(response, golds, timeout_s))
+
+
+CACHE_MAX_CHARS = 4096
+
+
+def _math_verify_verdict(response: str, golds: tuple[str, ...],
+                         timeout_s: float) -> tuple[bool, str | None]:
+    """(correct, extracted) in math_verify mode."""
+    pred = _parse_response(response, timeout_s)
+    # Math-Verify returns [sympy object, matched string]; never str() the object
+    extracted = pred[-1] if pred and isinstance(pred[-1], str) else None
+    return bool(pred) and _verify(golds, pred, timeout_s), extracted
+
+
+def _strict_verdict(boxed: str, golds: tuple[str, ...], timeout_s: float) -> bool:
+    """Strict mode depends on (boxed answer, gold) only: the 16 samples of a
+    problem mostly repeat a few answers, so each pair is verified once (cached)."""
+    # integer vs integer: Math-Verify compares these exactly; skip its LaTeX
+    # parser and sympy (~1-2 ms), the most common case in every benchmark
+    value = _as_int(boxed)
+    gold_ints = [_as_int(g) for g in golds]
+    if value is not None and all(g is not None for g in gold_ints):
+        return value in gold_ints
+    pred = list((_parse_boxed_cached if len(boxed) <= CACHE_MAX_CHARS else _parse_boxed)(
+        boxed, timeout_s))
+    return bool(pred) and _verify(golds, pred, timeout_s)
+
+
+_parse_boxed_cached = lru_cache(maxsize=4096)(_parse_boxed)  # shared across golds
+_strict_cached = lru_cache(maxsize=65536)(_strict_verdict)
+_math_verify_cached = lru_cache(maxsize=4096)(_math_verify_verdict)
+
+
+def _verify(golds: tuple[str, ...], pred: list, timeout_s: float) -> bool:
+    from math_verify import verify
+
+    for latex in golds:
+        parsed = _parse_gold(latex if "\\boxed" in latex else f"${latex}$", timeout_s)
+        if parsed and verify(list(parsed), pred, timeout_seconds=_seconds(timeout_s)):
+            return True  # gold first: verify is not symmetric
+    return False
 
 
 def grade(response: str, gold: Any, mode: str) -> bool:
@@ -158,7 +237,10 @@ def grade(response: str, gold: Any, mode: str) -> bool:
 # ---------------------------------------------------------------- worker pool
 
 
-def _worker(conn) -> None:
+def _worker(conn, timeout_s: float) -> None:
+    # Math-Verify logs the whole input on a timeout (megabytes for a runaway
+    # response); the pool logs its own one-line message instead
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
     while True:
         try:
             batch = conn.recv()
@@ -168,7 +250,7 @@ def _worker(conn) -> None:
             return
         for index, response, gold, mode in batch:
             try:
-                result = grade_detail(response, gold, mode)
+                result = grade_detail(response, gold, mode, timeout_s)
             except Exception as err:  # a malformed item must not kill the worker
                 result = Grade(False, None)
                 conn.send((index, result, f"{type(err).__name__}: {err}"))
@@ -198,10 +280,21 @@ class Grader:
         # fork: workers start in milliseconds and inherit the imported math_verify
         self._ctx = mp.get_context("fork")
         self._procs: list[tuple[Any, Any]] = []
-        self.timeouts: list[int] = []
-        self.errors: dict[int, str] = {}
+        self.timeouts: list[int] = []  # indices timed out in the last grade_many
+        self.errors: dict[int, str] = {}  # index -> exception text, last grade_many
 
     def __enter__(self) -> Grader:
+        return self.start()
+
+    def start(self) -> Grader:
+        """Fork the workers now (before the caller loads a model or starts threads).
+
+        Math-Verify is imported first so every worker inherits it (~1 s each otherwise).
+        """
+        import math_verify  # noqa: F401
+
+        while len(self._procs) < self.workers:
+            self._procs.append(self._spawn())
         return self
 
     def __exit__(self, *exc) -> None:
@@ -209,17 +302,15 @@ class Grader:
 
     def _spawn(self):
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(child,), daemon=True)
+        proc = self._ctx.Process(target=_worker, args=(child, self.timeout_s), daemon=True)
         proc.start()
         child.close()
         return proc, parent
 
     def close(self) -> None:
         for proc, conn in self._procs:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
             proc.join(timeout=1)
             if proc.is_alive():
                 proc.kill()
@@ -239,11 +330,11 @@ class Grader:
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
         for g in golds:  # bad gold data is an input error, not a silent 'wrong'
             gold_candidates(g)
+        self.timeouts, self.errors = [], {}  # of this call
         results: list[Grade | None] = [None] * len(responses)
         pending = [(i, responses[i], golds[i], mode) for i in range(len(responses))]
         pending.reverse()  # pop() from the end keeps input order
-        while len(self._procs) < self.workers:
-            self._procs.append(self._spawn())
+        self.start()
         # per worker: the items in flight and when the current one started
         inflight: dict[int, list] = {w: [] for w in range(self.workers)}
         started: dict[int, float] = {}

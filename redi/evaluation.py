@@ -1,0 +1,389 @@
+"""Evaluation jobs: training curves, final evaluations and generation statistics.
+
+One protocol (``redi.config.intermediate_eval_params`` / ``final_eval_params``)
+drives every job: sample n completions per problem with the Open-R1 prompt in
+the model's chat template (``<think>`` forced in the final protocol), grade
+them, and summarise the 0/1 score matrix (``redi.metrics``). All benchmarks
+of a model go to the generation backend in one call. File formats:
+docs/ARCHITECTURE.md (Evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redi.benchmarks import load_benchmark
+from redi.generation import Backend, Completion, Sampling, load_tokenizer, make_backend
+from redi.grading import MODES, Grader
+from redi.io import read_json, write_csv, write_json, write_parquet
+from redi.metrics import summarize, wait_count
+from redi.prompts import THINK_CLOSE, render_eval_prompt
+
+log = logging.getLogger(__name__)
+
+CURVE_COLUMNS = ["step", "epoch", "checkpoint", "accuracy", "sem", "n_problems", "n_samples"]
+GENSTATS_COLUMNS = ["step", "benchmark", "n_responses", "mean_tokens", "mean_wait",
+                    "wait_per_1k_tokens", "accuracy"]
+
+
+# ------------------------------------------------------------------ protocol
+
+
+def sampling(params: dict[str, Any]) -> Sampling:
+    return Sampling(temperature=params["temperature"], top_p=params["top_p"],
+                    max_new_tokens=params["max_new_tokens"], seed=params["seed"])
+
+
+def backend_from_params(params: dict[str, Any], threads: int = 1, gpus: int = 0) -> Backend:
+    """The preset's backend: ``hf`` (batch_size sequences at a time) or ``vllm``."""
+    if params["backend"] == "hf":
+        return make_backend("hf", sampling(params), batch_size=params["batch_size"],
+                            threads=threads)
+    return make_backend("vllm", sampling(params), gpus=gpus,
+                        max_model_len=params.get("max_model_len"),
+                        gpu_memory_utilization=params.get("gpu_memory_utilization", 0.9))
+
+
+def other_mode(mode: str) -> str:
+    return next(m for m in MODES if m != mode)
+
+
+@dataclass
+class BenchmarkResult:
+    """Every sample of one benchmark for one model (rows: problem-major)."""
+
+    name: str
+    label: str
+    problem_ids: list[str]
+    n_samples: int
+    responses: list[str]
+    n_tokens: list[int]
+    finished: list[bool]
+    grades: dict[str, list]  # mode -> [Grade] aligned with responses
+
+    def matrix(self, mode: str) -> list[list[bool]]:
+        n = self.n_samples
+        flat = [g.correct for g in self.grades[mode]]
+        return [flat[i * n:(i + 1) * n] for i in range(len(self.problem_ids))]
+
+    def summary(self, mode: str) -> dict[str, float]:
+        return summarize(self.matrix(mode), ks=sorted({1, self.n_samples}))
+
+    def frame(self):
+        """One row per sample (the per-benchmark parquet of the final evaluation)."""
+        import pandas as pd
+
+        n = self.n_samples
+        data: dict[str, Any] = {
+            "problem_id": [pid for pid in self.problem_ids for _ in range(n)],
+            "sample": [j for _ in self.problem_ids for j in range(n)],
+            "response": self.responses,
+            "n_tokens": self.n_tokens,
+            "finished": self.finished,
+            "has_think_close": [THINK_CLOSE in r for r in self.responses],
+        }
+        for mode in MODES:
+            if mode in self.grades:
+                data[f"extracted_{mode}"] = [g.extracted for g in self.grades[mode]]
+                data[f"correct_{mode}"] = [g.correct for g in self.grades[mode]]
+                data[f"timed_out_{mode}"] = [g.timed_out for g in self.grades[mode]]
+        return pd.DataFrame(data)
+
+    def length_stats(self) -> dict[str, float]:
+        tokens = sum(self.n_tokens)
+        waits = sum(wait_count(r) for r in self.responses)
+        count = len(self.responses)
+        return {
+            "mean_tokens": tokens / count,
+            "mean_wait": waits / count,
+            # ratio of the means: long responses weigh by their length
+            "wait_per_1k_tokens": 1000.0 * waits / tokens if tokens else 0.0,
+            "frac_think_close": sum(THINK_CLOSE in r for r in self.responses) / count,
+            "frac_truncated": sum(not f for f in self.finished) / count,
+        }
+
+
+def load_benchmarks(params: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict]]]:
+    return [(spec, load_benchmark(spec)) for spec in params["benchmarks"]]
+
+
+def evaluate_model(
+    model: str,
+    benchmarks: Sequence[tuple[dict[str, Any], list[dict]]],
+    params: dict[str, Any],
+    backend: Backend,
+    grader: Grader,
+    modes: Sequence[str],
+    force_think: bool | None = None,
+) -> dict[str, BenchmarkResult]:
+    """Generate ``n_samples`` per problem of every benchmark in one backend call; grade."""
+    force = params["force_think"] if force_think is None else force_think
+    n = params["n_samples"]
+    tokenizer = load_tokenizer(model)
+    prompts, priority = [], []
+    for spec, items in benchmarks:
+        for item in items:
+            prompts.append(render_eval_prompt(tokenizer, item["problem"], force,
+                                              params["think_prefix"],
+                                              params["think_prefix_newline"]))
+            priority.append(float(spec.get("expected_tokens", 0)))
+    # the graded response starts with what was forced into the prompt, so the
+    # strict grader sees the opening tag (also when the template itself opens it)
+    prefix = params["think_prefix"]
+    start = time.monotonic()
+    completions = backend.generate(model, prompts, n, priority=priority)
+    elapsed = time.monotonic() - start
+    total_tokens = sum(c.n_tokens for comps in completions for c in comps)
+    log.info("%s: %d responses, %d tokens in %.1f s (%.0f tokens/s)", model,
+             len(prompts) * n, total_tokens, elapsed, total_tokens / max(elapsed, 1e-9))
+    flat: list[tuple[str, Completion, Any]] = []
+    k = 0
+    for _, items in benchmarks:
+        for item in items:
+            opened = prompts[k].endswith(prefix)
+            flat.extend(((prefix if opened else "") + c.text, c, item["answer"])
+                        for c in completions[k])
+            k += 1
+    responses = [r for r, _, _ in flat]
+    golds = [g for _, _, g in flat]
+    grades = {}
+    for mode in modes:
+        grades[mode] = grader.grade_many(responses, golds, mode)
+        if grader.timeouts:
+            log.warning("%s: %d responses hit the grading time limit (%s mode); counted wrong",
+                        model, len(grader.timeouts), mode)
+    results: dict[str, BenchmarkResult] = {}
+    offset = 0
+    for spec, items in benchmarks:
+        size = len(items) * n
+        sl = slice(offset, offset + size)
+        results[spec["name"]] = BenchmarkResult(
+            name=spec["name"], label=spec["label"], problem_ids=[it["id"] for it in items],
+            n_samples=n, responses=responses[sl],
+            n_tokens=[c.n_tokens for _, c, _ in flat[sl]],
+            finished=[c.finished for _, c, _ in flat[sl]],
+            grades={mode: grades[mode][sl] for mode in modes},
+        )
+        offset += size
+    return results
+
+
+# --------------------------------------------------------------------- curves
+
+
+def _log_rows(log_csv: str | Path):
+    import pandas as pd
+
+    frame = pd.read_csv(log_csv)
+    # the manifest's epoch is the checkpoint's; the log's is per optimizer step
+    return frame.drop(columns=[c for c in ("epoch",) if c in frame.columns])
+
+
+def init_row(init_curve: str | Path, init_checkpoint: str) -> dict[str, Any] | None:
+    """The SFT curve's row of ``init_checkpoint`` as step 0 of a stage-2 curve."""
+    import pandas as pd
+
+    curve = pd.read_csv(init_curve)
+    hit = curve[curve["checkpoint"].map(os.path.normpath) == os.path.normpath(init_checkpoint)]
+    if hit.empty:
+        return None
+    row = hit.iloc[-1]
+    return {"step": 0, "epoch": 0.0, "checkpoint": init_checkpoint,
+            "accuracy": float(row["accuracy"]), "sem": float(row["sem"]),
+            "n_problems": int(row["n_problems"]), "n_samples": int(row["n_samples"])}
+
+
+def best_checkpoint(rows: Sequence[dict[str, Any]], run: str) -> dict[str, Any]:
+    """Highest accuracy among the run's own checkpoints (step > 0); ties -> earliest."""
+    own = [r for r in rows if r["step"] > 0]
+    if not own:
+        raise ValueError(f"run {run}: no checkpoints to choose from")
+    best = min(own, key=lambda r: (-r["accuracy"], r["step"]))
+    return {"run": run, "step": int(best["step"]), "epoch": best["epoch"],
+            "checkpoint": best["checkpoint"], "accuracy": best["accuracy"]}
+
+
+def run_curve(
+    manifest_path: str,
+    log_csv: str,
+    params: dict[str, Any],
+    out_csv: str,
+    out_best: str,
+    init_curve: str | None = None,
+    threads: int = 1,
+    gpus: int = 0,
+    backend: Backend | None = None,
+) -> None:
+    """Intermediate evaluation of every checkpoint of one run (one process)."""
+    import pandas as pd
+
+    started = time.monotonic()
+    manifest = read_json(manifest_path)
+    run = manifest["run"]
+    mode = params["grader"]
+    todo = [(c["step"], c["epoch"], c["path"]) for c in manifest["checkpoints"]]
+    rows: list[dict[str, Any]] = []
+    if manifest.get("stage") == "stage2":
+        row = init_row(init_curve, manifest["init"]) if init_curve else None
+        if row is None:
+            log.warning("%s: init %s not in %s; evaluating it", run, manifest["init"], init_curve)
+            todo.insert(0, (0, 0.0, manifest["init"]))
+        else:
+            rows.append(row)
+    with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
+        backend = backend or backend_from_params(params, threads, gpus)
+        benchmarks = load_benchmarks(params)
+        for step, epoch, path in todo:
+            results = evaluate_model(path, benchmarks, params, backend, grader, [mode])
+            (result,) = results.values()
+            stats = result.summary(mode)
+            rows.append({"step": int(step), "epoch": epoch, "checkpoint": path,
+                         "accuracy": stats["pass@1"], "sem": stats["pass@1_sem"],
+                         "n_problems": len(result.problem_ids), "n_samples": result.n_samples})
+            log.info("%s step %d: accuracy %.4f ± %.4f", run, step, stats["pass@1"],
+                     stats["pass@1_sem"])
+    curve = pd.DataFrame(rows, columns=CURVE_COLUMNS).sort_values("step", kind="stable")
+    curve = curve.merge(_log_rows(log_csv), on="step", how="left")
+    write_csv(out_csv, curve)
+    write_json(out_best, best_checkpoint(rows, run))
+    log.info("%s: %d checkpoints evaluated in %.1f s", run, len(todo), time.monotonic() - started)
+
+
+# --------------------------------------------------------------- final evals
+
+
+def resolve_model(spec: dict[str, Any], manifests: Sequence[str], bests: Sequence[str],
+                  model_dir: str | None) -> dict[str, Any]:
+    """Which checkpoint a final-evaluation label evaluates, with its provenance.
+
+    ``spec`` is the label's entry of FINAL_MODELS (+ ``run_labels``); ``manifests``
+    and ``bests`` are the inputs of its runs, in the spec's run order.
+    """
+    kind = spec["kind"]
+    labels = spec.get("run_labels", {})
+    if kind == "baseline":
+        return {"kind": kind, "name": spec["name"], "label": spec["label"],
+                "source": spec["model"], "checkpoint": model_dir or spec["model"]}
+    if kind == "sft" or (kind == "run" and spec["checkpoint"] == "last"):
+        manifest = read_json(manifests[0])
+        final = next((c for c in manifest["checkpoints"] if c.get("final")),
+                     manifest["checkpoints"][-1])
+        return {"kind": kind, "run": manifest["run"], "step": int(final["step"]),
+                "epoch": final["epoch"], "checkpoint": manifest["final_checkpoint"],
+                "run_label": labels.get(manifest["run"], manifest["run"])}
+    candidates = [read_json(p) for p in bests]
+    if kind == "run":
+        (best,) = candidates
+        return {"kind": kind, "run": best["run"], "step": best["step"], "epoch": best["epoch"],
+                "checkpoint": best["checkpoint"], "accuracy_intermediate": best["accuracy"],
+                "run_label": labels.get(best["run"], best["run"])}
+    if kind == "group":
+        # the group's row: its run with the highest peak (ties -> config order)
+        best = max(candidates, key=lambda b: b["accuracy"])
+        return {"kind": kind, "run": best["run"], "step": best["step"], "epoch": best["epoch"],
+                "checkpoint": best["checkpoint"], "accuracy_intermediate": best["accuracy"],
+                "group": spec.get("label"), "run_label": labels.get(best["run"], best["run"]),
+                "selected_from": [{"run": b["run"], "step": b["step"],
+                                   "accuracy": b["accuracy"]} for b in candidates]}
+    raise ValueError(f"unknown final-model kind {kind!r}")
+
+
+def benchmark_summary(result: BenchmarkResult, mode: str) -> dict[str, Any]:
+    stats = result.summary(mode)
+    other = other_mode(mode)
+    out: dict[str, Any] = {"label": result.label, "n_problems": len(result.problem_ids),
+                           "n_samples": result.n_samples, **stats}
+    if other in result.grades:
+        out[f"pass@1_{other}"] = result.summary(other)["pass@1"]
+    out.update(result.length_stats())
+    out["n_grading_timeouts"] = sum(g.timed_out for gs in result.grades.values() for g in gs)
+    return out
+
+
+def run_final(
+    label: str,
+    params: dict[str, Any],
+    out_dir: str,
+    manifests: Sequence[str] = (),
+    bests: Sequence[str] = (),
+    model_dir: str | None = None,
+    threads: int = 1,
+    gpus: int = 0,
+    backend: Backend | None = None,
+) -> dict[str, Any]:
+    """Final protocol on every benchmark: per-benchmark parquet + summary.json.
+
+    ``params``: ``redi.config.final_model_params`` (the protocol + ``model``, the
+    label's FINAL_MODELS entry).
+    """
+    started = time.monotonic()
+    params = dict(params)
+    spec = params.pop("model")
+    model = resolve_model(spec, manifests, bests, model_dir)
+    mode = params["grader"]
+    force = params["force_think"]
+    log.info("final evaluation %s: %s (force_think=%s)", label, model["checkpoint"], force)
+    with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
+        backend = backend or backend_from_params(params, threads, gpus)
+        results = evaluate_model(model["checkpoint"], load_benchmarks(params), params, backend,
+                                 grader, [mode, other_mode(mode)], force_think=force)
+    for name, result in results.items():
+        write_parquet(Path(out_dir) / f"{name}.parquet", result.frame())
+    summary = {
+        "label": label,
+        "model": model,
+        "protocol": params,
+        "grader": mode,
+        "benchmarks": {name: benchmark_summary(r, mode) for name, r in results.items()},
+    }
+    write_json(Path(out_dir) / "summary.json", summary)
+    for name, bench in summary["benchmarks"].items():
+        log.info("%s %s: pass@1 %.4f ± %.4f, pass@%d %.4f", label, name, bench["pass@1"],
+                 bench["pass@1_sem"], bench["n_samples"], bench[f"pass@{bench['n_samples']}"])
+    log.info("%s: evaluated in %.1f s", label, time.monotonic() - started)
+    return summary
+
+
+# ------------------------------------------------------------------ genstats
+
+
+def run_genstats(
+    manifest_path: str,
+    params: dict[str, Any],
+    out_csv: str,
+    threads: int = 1,
+    gpus: int = 0,
+    backend: Backend | None = None,
+) -> None:
+    """Figure 8: length and "Wait" statistics of every checkpoint (step 0 = init)."""
+    import pandas as pd
+
+    started = time.monotonic()
+    manifest = read_json(manifest_path)
+    todo = [(0, manifest["init"])] + [(c["step"], c["path"]) for c in manifest["checkpoints"]]
+    mode = params["grader"]
+    rows = []
+    with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
+        backend = backend or backend_from_params(params, threads, gpus)
+        benchmarks = load_benchmarks(params)
+        for step, path in todo:
+            results = evaluate_model(path, benchmarks, params, backend, grader, [mode])
+            for name, result in results.items():
+                stats = result.length_stats()
+                rows.append({"step": int(step), "benchmark": name,
+                             "n_responses": len(result.responses),
+                             "mean_tokens": stats["mean_tokens"], "mean_wait": stats["mean_wait"],
+                             "wait_per_1k_tokens": stats["wait_per_1k_tokens"],
+                             "accuracy": result.summary(mode)["pass@1"]})
+    frame = pd.DataFrame(rows, columns=GENSTATS_COLUMNS)
+    if not all(math.isfinite(v) for v in frame["mean_tokens"]):
+        raise ValueError("non-finite generation statistics")
+    write_csv(out_csv, frame)
+    log.info("%s: %d models in %.1f s", manifest["run"], len(todo), time.monotonic() - started)
