@@ -20,6 +20,8 @@ include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
 
+report: "report/workflow.rst"
+
 
 rule all:
     default_target: True

@@ -1,0 +1,657 @@
+"""Tables 1-2 (pass@1 ± SEM and pass@16), their markdown twins, and the
+comparison of the reproduced numbers with the paper's.
+
+Inputs are the final-evaluation summaries ``results/eval/final/<label>/summary.json``
+(fractions in [0, 1]); tables hold percentages. What a table shows (its rows,
+benchmarks, run labels, captions) arrives from the rule as one JSON object, the
+*table spec*::
+
+    {"table": "table2", "title": "...", "selection": "...", "preset": "tiny",
+     "benchmarks": [{"name": "toy_arith", "label": "Toy-Arith"}, ...],
+     "run_labels": {"dpo_b0.001_lr2e-7": "DPO β=0.001 LR=2e-7", ...},
+     "rows": [{"label": "table2-dpo", "model": "DPO", "role": "group",
+               "runs": [...], "selection": "best of 11 runs, peak checkpoint"}, ...]}
+
+Row roles: ``start`` (Table 2's SFT model), ``group`` (a Table 2 method row),
+``baseline`` (external model; ``source`` = Hub id or folder), ``sft`` (Table 1's
+SFT model) and ``final`` (Table 1's REDI model).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from redi import config as rc
+from redi.config import OBJECTIVE_LABELS
+from redi.io import read_json, write_csv, write_text
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).with_name("data")
+REPORTED_RESULTS = DATA_DIR / "reported_results.csv"
+TRAINING_TIMES = DATA_DIR / "training_times.csv"
+
+# CSV precision in percent: pass@1 over 16 x 500 samples is a multiple of
+# 0.0125 %, so four decimals keep every MATH-500 value exact.
+DECIMALS = 4
+# columns after the numbers: where each row comes from
+TRACE_COLUMNS = ["role", "run", "config", "step", "checkpoint", "selection", "label"]
+
+# --------------------------------------------------------------- the paper
+
+PAPER_BENCHMARKS = ("MATH-500", "AIME24", "AMC23", "Minerva", "OlympiadBench")
+# reported_results.csv `table` (v1 numbering) -> (our table, metric, title)
+PAPER_TABLES = {
+    "T1": ("table1", "pass@1", "Table 1: main results"),
+    "T2": ("table2", "pass@1", "Table 2: ablation from SFT-3ep"),
+    "T3": ("table2_pass16", "pass@16", "Table 6 (v1 T3): pass@16 from SFT-3ep"),
+    "T4": ("table1_pass16", "pass@16", "Table 7 (v1 T4): pass@16 from SFT-5ep"),
+}
+# reported model names with a fixed role; the other names are matched on our
+# `model` column: baselines by their label, Table 2 method rows by group label
+PAPER_ROLES = {"Qwen-SFT-1.5B-3ep": "start", "Qwen-SFT-1.5B-5ep": "sft",
+               "Qwen-REDI-1.5B": "final"}
+COMPARISON_COLUMNS = [
+    "paper_table", "our_table", "metric", "model", "paper_config", "benchmark",
+    "reported", "reported_sem", "reproduced", "reproduced_sem", "diff", "sem_basis",
+    "diff_sem_units", "our_model", "our_run", "our_config", "our_step", "status",
+]
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def percent(fraction: float) -> float:
+    return 100.0 * float(fraction)
+
+
+def average(values: Sequence[float]) -> float:
+    """Avg column: the unweighted mean over benchmarks (not weighted by problem count)."""
+    if not values:
+        raise ValueError("no values to average")
+    return math.fsum(values) / len(values)
+
+
+def average_sem(sems: Sequence[float]) -> float:
+    """Avg SEM: sqrt(sum SEM_b^2) / B (reproduces every row of the paper's Tables 1-2)."""
+    if not sems:
+        raise ValueError("no SEMs to average")
+    return math.sqrt(math.fsum(s * s for s in sems)) / len(sems)
+
+
+def config_text(run_label: str) -> str:
+    """'DPO β=0.001 LR=2e-7' -> 'β=0.001 LR=2e-7': the model column names the method."""
+    head, _, rest = run_label.partition(" ")
+    if rest and head in {*OBJECTIVE_LABELS.values(), "SFT"}:
+        return rest
+    return run_label
+
+
+def load_summaries(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """label -> summary for ``results/eval/final/<label>/summary.json`` files."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        label = Path(path).parent.name
+        summary = read_json(path)
+        if summary.get("label", label) != label:
+            raise ValueError(f"{path}: label {summary.get('label')!r} != folder {label!r}")
+        out[label] = summary
+    return out
+
+
+def _benchmark(summary: Mapping[str, Any], name: str, label: str) -> Mapping[str, Any]:
+    try:
+        return summary["benchmarks"][name]
+    except KeyError:
+        raise ValueError(f"summary of {label!r} has no benchmark {name!r}") from None
+
+
+def _trace(row: Mapping[str, Any], summary: Mapping[str, Any],
+           run_labels: Mapping[str, str]) -> dict[str, Any]:
+    """The traceability columns of one row: role, run, config, step, checkpoint, ..."""
+    model = summary.get("model", {})
+    trace = {"role": row["role"], "selection": row.get("selection", ""), "label": row["label"]}
+    if row["role"] == "baseline":
+        return {**trace, "run": "", "config": "", "step": None,
+                "checkpoint": row.get("source", model.get("checkpoint", ""))}
+    missing = [k for k in ("run", "step", "checkpoint") if k not in model]
+    if missing:
+        raise ValueError(f"summary of {row['label']!r}: model lacks {missing}")
+    run = model["run"]
+    allowed = row.get("runs") or [run]
+    if run not in allowed:
+        # a stale summary (config changed since the evaluation): refuse to mislabel it
+        raise ValueError(f"summary of {row['label']!r} names run {run!r}, not one of {allowed}")
+    label = run_labels.get(run) or model.get("run_label") or run
+    return {**trace, "run": run, "config": config_text(label), "step": int(model["step"]),
+            "checkpoint": model["checkpoint"]}
+
+
+def _frame(records: list[dict[str, Any]], numbers: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=["model", *numbers, *TRACE_COLUMNS])
+    frame[numbers] = frame[numbers].astype(float).round(DECIMALS)
+    frame["step"] = frame["step"].astype("Int64")  # empty for external baselines
+    return frame
+
+
+# ------------------------------------------------------------------ tables
+
+
+def pass1_table(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+    """pass@1 (%) ± SEM per benchmark, Avg and Avg SEM, one row per spec row.
+
+    Avg and Avg SEM are computed from the unrounded values.
+    """
+    names = [b["name"] for b in spec["benchmarks"]]
+    numbers = [c for n in names for c in (n, f"{n}_sem")] + ["avg", "avg_sem"]
+    records = []
+    for row in spec["rows"]:
+        summary = summaries[row["label"]]
+        rec: dict[str, Any] = {"model": row["model"]}
+        for name in names:
+            bench = _benchmark(summary, name, row["label"])
+            rec[name] = percent(bench["pass@1"])
+            rec[f"{name}_sem"] = percent(bench["pass@1_sem"])
+        rec["avg"] = average([rec[n] for n in names])
+        rec["avg_sem"] = average_sem([rec[f"{n}_sem"] for n in names])
+        records.append({**rec, **_trace(row, summary, spec.get("run_labels", {}))})
+    return _frame(records, numbers)
+
+
+def pass16_table(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+    """pass@16 (%) per benchmark and their mean; same rows as ``pass1_table``."""
+    names = [b["name"] for b in spec["benchmarks"]]
+    records = []
+    for row in spec["rows"]:
+        summary = summaries[row["label"]]
+        rec: dict[str, Any] = {"model": row["model"]}
+        for name in names:
+            rec[name] = percent(_benchmark(summary, name, row["label"])["pass@16"])
+        rec["avg"] = average([rec[n] for n in names])
+        records.append({**rec, **_trace(row, summary, spec.get("run_labels", {}))})
+    return _frame(records, [*names, "avg"])
+
+
+def protocol(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> dict[str, str]:
+    """Samples per problem and grader of the table's evaluations (for the caption)."""
+    samples, graders = set(), set()
+    for row in spec["rows"]:
+        summary = summaries[row["label"]]
+        graders.add(str(summary.get("grader", "unknown")))
+        for b in spec["benchmarks"]:
+            samples.add(int(_benchmark(summary, b["name"], row["label"])["n_samples"]))
+    return {"n_samples": "/".join(str(n) for n in sorted(samples)),
+            "grader": ", ".join(sorted(graders))}
+
+
+def _fmt(value: float, decimals: int = 1) -> str:
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def _best(values: pd.Series) -> set[int]:
+    """Rows holding the column's best value at one decimal (ties are all bold)."""
+    shown = values.map(lambda v: round(float(v), 1) if pd.notna(v) else math.nan)
+    if shown.isna().all():
+        return set()
+    return set(shown.index[shown == shown.max()])
+
+
+def _md_table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
+                   proto: Mapping[str, str]) -> str:
+    """The paper-style twin of a table CSV: one decimal, best per column in bold.
+
+    ``metric`` is ``pass@1`` (cells ``81.7 ± 0.2``) or ``pass@16``. The caption
+    names the metric, the checkpoint selection and the grader; a list under the
+    table names each row's run, step and checkpoint.
+    """
+    benches = spec["benchmarks"]
+    n, count = proto["n_samples"], len(benches)
+    if metric == "pass@1":
+        what = (f"pass@1 (%) over {n} samples ± SEM (spread of the {n} per-sample "
+                f"benchmark scores, paper App. C.5). Avg: unweighted mean over the {count} "
+                f"benchmarks, Avg SEM = √(Σ SEM²)/{count}.")
+    elif metric == "pass@16":
+        what = (f"pass@16 (%): share of problems solved by at least one of {n} samples. "
+                f"Avg: unweighted mean over the {count} benchmarks.")
+    else:
+        raise ValueError(f"unknown metric {metric!r}")
+    caption = (f"**{spec['title']}** {what} {spec['selection']} "
+               f"Grader: {proto['grader']}. Best value per column in bold.")
+    columns = [b["name"] for b in benches] + ["avg"]
+    best = {c: _best(frame[c]) for c in columns}
+    rows = []
+    for i, rec in frame.iterrows():
+        cells = [str(rec["model"]), str(rec["config"]) or "—"]
+        for c in columns:
+            cell = _fmt(rec[c])
+            if metric == "pass@1":
+                cell += f" ± {_fmt(rec[c + '_sem'])}"
+            cells.append(f"**{cell}**" if i in best[c] else cell)
+        rows.append(cells)
+    header = ["Model", "Config", *[b["label"] for b in benches], "Avg"]
+    lines = [caption, "", *_md_table(header, [":--", ":--", *["--:"] * len(columns)], rows),
+             "", "Rows (run, checkpoint step, checkpoint; summary label):", ""]
+    for _, rec in frame.iterrows():
+        if rec["role"] == "baseline":
+            where = f"external model `{rec['checkpoint']}`"
+        else:
+            where = f"`{rec['run']}`, step {rec['step']}, `{rec['checkpoint']}`"
+        lines.append(f"- {rec['model']}: {where} ({rec['selection']}; `{rec['label']}`)")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------- paper comparison
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table CSV written by ``pass1_table``/``pass16_table``, types restored."""
+    text = {c: str for c in ("model", "role", "run", "config", "checkpoint", "selection",
+                             "label")}
+    frame = pd.read_csv(path, dtype={**text, "step": "Int64"})
+    for column in text:
+        frame[column] = frame[column].fillna("")
+    return frame
+
+
+def load_reported(path: str | Path = REPORTED_RESULTS) -> pd.DataFrame:
+    """The paper's numbers; ``config`` empty -> '' so rows can be keyed on it."""
+    frame = pd.read_csv(path, dtype={"config": str})
+    frame["config"] = frame["config"].fillna("")
+    return frame
+
+
+def sem_units(diff: float, reproduced_sem: float | None,
+              reported_sem: float | None) -> tuple[float | None, str]:
+    """The difference in SEM units and which SEM it is measured in.
+
+    Where the paper reports a SEM, both estimates are uncertain: divide by the
+    combined SEM sqrt(ours^2 + paper^2) (a z-score of the difference). Where it
+    does not, divide by our SEM alone. pass@16 has no SEM: (None, 'none').
+    """
+    def ok(x: float | None) -> bool:
+        return x is not None and not math.isnan(x)
+
+    if not ok(reproduced_sem):
+        return None, "none"
+    if ok(reported_sem):
+        basis, kind = math.hypot(reproduced_sem, reported_sem), "combined"
+    else:
+        basis, kind = float(reproduced_sem), "reproduced"
+    if basis == 0:
+        return None, kind
+    return diff / basis, kind
+
+
+def _paper_name(model: str) -> str:
+    """'Qwen2.5-Math-1.5B-Instruct (official)' -> 'Qwen2.5-Math-1.5B-Instruct'."""
+    return re.sub(r"\s*\(.*\)\s*$", "", model)
+
+
+def _match(frame: pd.DataFrame, paper_table: str, model: str) -> tuple[pd.Series | None, str]:
+    """Our row for a reported model, or None and why not."""
+    role = PAPER_ROLES.get(model)
+    if role is not None:
+        hits = frame[frame["role"] == role]
+        why = f"no {role} row"
+    else:
+        name = _paper_name(model)
+        role = "baseline" if paper_table in ("T1", "T4") else "group"
+        hits = frame[(frame["role"] == role) & (frame["model"] == name)]
+        why = f"no {role} row named {name!r}"
+    return (hits.iloc[0], "") if len(hits) else (None, why)
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def compare_with_paper(reported: pd.DataFrame, tables: Mapping[str, pd.DataFrame],
+                       benchmarks: Sequence[Mapping[str, str]], preset: str) -> pd.DataFrame:
+    """One row per reported cell: reported vs reproduced, difference and SEM units.
+
+    ``tables`` maps our table names (table1, table2, table1_pass16, table2_pass16)
+    to their CSVs. Benchmarks are matched by label (MATH-500, AIME24, ...); the
+    Avg cell only when we evaluate exactly the paper's five benchmarks. A preset
+    without any of the paper's benchmarks (tiny) is not comparable: its rows
+    keep the reported values and an empty reproduced side.
+    """
+    by_label = {b["label"]: b["name"] for b in benchmarks}
+    same_set = set(by_label) == set(PAPER_BENCHMARKS)
+    not_comparable = ""
+    if not set(by_label) & set(PAPER_BENCHMARKS):
+        not_comparable = (f"not comparable: the {preset} preset evaluates "
+                          f"{', '.join(by_label)}, not the paper's benchmarks")
+    records = []
+    values = reported[reported["metric"] != "sem"]
+    for _, rep in values.iterrows():
+        our_table, metric, _ = PAPER_TABLES[rep["table"]]
+        sem_rows = reported[(reported["table"] == rep["table"]) & (reported["model"] == rep["model"])
+                            & (reported["config"] == rep["config"]) & (reported["metric"] == "sem")]
+        sem_rep = sem_rows.iloc[0] if len(sem_rows) else None
+        ours, why_row = (None, not_comparable) if not_comparable else _match(
+            tables[our_table], rep["table"], rep["model"])
+        for column in (*PAPER_BENCHMARKS, "Avg"):
+            if pd.isna(rep[column]):
+                continue  # the paper leaves this cell empty (pass@16 Avg)
+            rec: dict[str, Any] = {
+                "paper_table": rep["table"], "our_table": our_table, "metric": metric,
+                "model": rep["model"], "paper_config": rep["config"], "benchmark": column,
+                "reported": float(rep[column]),
+                "reported_sem": _optional(sem_rep[column]) if sem_rep is not None else None,
+            }
+            if column == "Avg":
+                ours_col = "avg" if same_set else None
+                why_col = "" if same_set else "Avg over a different benchmark set"
+            else:
+                ours_col = by_label.get(column)
+                why_col = "" if ours_col else f"benchmark {column} not evaluated"
+            if ours is None or ours_col is None:
+                reason = why_row or why_col
+                rec["status"] = reason if reason.startswith("not comparable") else (
+                    f"no counterpart: {reason}")
+                records.append(rec)
+                continue
+            reproduced = float(ours[ours_col])
+            our_sem = _optional(ours.get(f"{ours_col}_sem"))
+            diff = reproduced - rec["reported"]
+            units, basis = sem_units(diff, our_sem, rec["reported_sem"])
+            rec.update(reproduced=reproduced, reproduced_sem=our_sem, diff=diff,
+                       sem_basis=basis, diff_sem_units=units, our_model=ours["model"],
+                       our_run=ours["run"], our_config=ours["config"],
+                       our_step=ours["step"], status="compared")
+            records.append(rec)
+    frame = pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS)
+    numbers = ["reported", "reported_sem", "reproduced", "reproduced_sem", "diff",
+               "diff_sem_units"]
+    frame[numbers] = frame[numbers].astype(float).round(DECIMALS)
+    frame["our_step"] = frame["our_step"].astype("Int64")
+    return frame
+
+
+def comparison_markdown(comparison: pd.DataFrame, preset: str,
+                        benchmarks: Sequence[Mapping[str, str]], grader: str) -> str:
+    """Per paper table: the paper's row, ours, and the difference (in SEM units)."""
+    ours = [b["label"] for b in benchmarks]
+    lines = [f"# Reproduced vs reported numbers (preset `{preset}`)", ""]
+    source = "Paper: the v1 numbers (`redi/data/reported_results.csv`, graded with rllm's grader)."
+    if comparison["status"].str.startswith("not comparable").all():
+        lines += [f"**Not comparable.** The `{preset}` preset evaluates toy benchmarks "
+                  f"({', '.join(ours)}), not the paper's ({', '.join(PAPER_BENCHMARKS)}): "
+                  "the reproduced cells are left empty and the paper's values are listed "
+                  "for reference only.", "", source, ""]
+    else:
+        lines += [
+            f"{source} Ours: the final evaluation, grader `{grader}`. Δ = ours − paper in "
+            "percentage points; in brackets Δ in SEM units: Δ / √(SEM_ours² + SEM_paper²) "
+            "where the paper reports a SEM, Δ / SEM_ours where it does not (Qwen2.5-Math base "
+            "and Instruct rows). pass@16 has no SEM, so only Δ. — = no counterpart in our "
+            "tables.",
+            "",
+        ]
+    for paper_table, (our_table, metric, title) in PAPER_TABLES.items():
+        part = comparison[comparison["paper_table"] == paper_table]
+        if part.empty:
+            continue
+        columns = [c for c in (*PAPER_BENCHMARKS, "Avg") if c in set(part["benchmark"])]
+        lines += [f"## {title} → `results/{our_table}.csv` ({metric}, %)", ""]
+        rows = []
+        for (model, config), cells in part.groupby(["model", "paper_config"], sort=False):
+            cell = {r["benchmark"]: r for _, r in cells.iterrows()}
+            first = cells.iloc[0]
+            name = f"{model} ({config})" if config else model
+            if first["status"] == "compared":
+                ours_name = f"ours: {first['our_model']}"
+                if first["our_run"]:
+                    ours_name += f" `{first['our_run']}` step {first['our_step']}"
+            elif first["status"].startswith("not comparable"):
+                # said once above the tables: list the paper's values only
+                rows.append([name, "paper", *(_pm(cell[c]["reported"], cell[c]["reported_sem"])
+                                              if c in cell else "" for c in columns)])
+                continue
+            else:
+                ours_name = f"ours ({first['status']})"
+            paper_cells, our_cells, diff_cells = [], [], []
+            for c in columns:
+                r = cell.get(c)
+                if r is None:
+                    paper_cells.append("")
+                    our_cells.append("")
+                    diff_cells.append("")
+                    continue
+                paper_cells.append(_pm(r["reported"], r["reported_sem"]))
+                if r["status"] != "compared":
+                    our_cells.append("—")
+                    diff_cells.append("—")
+                    continue
+                our_cells.append(_pm(r["reproduced"], r["reproduced_sem"]))
+                d = _fmt(r["diff"])
+                d = f"+{d}" if float(d) > 0 else d
+                if pd.notna(r["diff_sem_units"]):
+                    d += f" ({_fmt(r['diff_sem_units'])})"
+                diff_cells.append(d)
+            rows += [[name, "paper", *paper_cells], ["", ours_name, *our_cells]]
+            if (cells["status"] == "compared").any():
+                rows.append(["", "Δ (SEM units)", *diff_cells])
+        lines += _md_table(["Model", "", *columns], [":--", ":--", *["--:"] * len(columns)],
+                           rows)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _pm(value: float, sem: float | None) -> str:
+    return _fmt(value) if sem is None or pd.isna(sem) else f"{_fmt(value)} ± {_fmt(sem)}"
+
+
+# ---------------------------------------------------------- training time
+
+
+def training_time_table(paper: pd.DataFrame, stages: Mapping[str, Sequence[str]],
+                        manifests: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Paper wall time per stage (one 8×A100-80GB node) next to ours.
+
+    ``stages`` maps a stage of training_times.csv (sft_3ep, dpo_1ep, ...) to our
+    runs of that kind; ours is the median ``wall_time_s`` of their manifests, in
+    hours. Stages without runs (the evaluations) keep an empty side.
+    """
+    records = []
+    for _, row in paper.iterrows():
+        runs = [r for r in stages.get(row["stage"], []) if r in manifests]
+        hours = [float(manifests[r]["wall_time_s"]) / 3600 for r in runs]
+        records.append({"stage": row["stage"], "paper_hours": float(row["duration_hours"]),
+                        "paper_gpu_hours": float(row["gpu_hours"]),
+                        "paper_hardware": row["hardware"], "our_runs": len(runs),
+                        "our_hours_median": float(pd.Series(hours).median()) if hours else None})
+    return pd.DataFrame.from_records(records)
+
+
+def _duration(hours: float) -> str:
+    """3 significant digits in the unit that suits: toy runs take seconds."""
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{hours:.3g} h"
+
+
+def training_time_markdown(times: pd.DataFrame, preset: str, train_gpus: int) -> str:
+    hardware = f"{train_gpus} GPU(s)" if train_gpus else "CPU"
+    lines = [f"## Training time (paper Table 3 and App. C.6) vs ours (preset `{preset}`, "
+             f"{hardware} per training job)", "",
+             "Ours: `wall_time_s` of `results/train/<run>/manifest.json`, median over the runs "
+             "of that kind; the evaluations are not timed here.", ""]
+    rows = []
+    for _, r in times.iterrows():
+        ours = "—" if pd.isna(r["our_hours_median"]) else (
+            f"{_duration(r['our_hours_median'])} ({r['our_runs']} "
+            f"run{'s' if r['our_runs'] > 1 else ''})")
+        rows.append([r["stage"], f"{r['paper_hours']:g} h", f"{r['paper_gpu_hours']:g}",
+                     r["paper_hardware"], ours])
+    lines += _md_table(["Stage", "Paper", "Paper GPU-h", "Paper hardware", "Ours"],
+                       [":--", "--:", "--:", ":--", "--:"], rows)
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------- job parameters (rules)
+
+
+def _preset_benchmarks(preset: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"name": b["name"], "label": b["label"]} for b in preset["benchmarks"]]
+
+
+def _preset_benchmark(preset: Mapping[str, Any], name: str) -> dict[str, str]:
+    return next(b for b in _preset_benchmarks(preset) if b["name"] == name)
+
+
+def sft_model_name(run: str) -> str:
+    """sft_3ep -> SFT-3ep."""
+    return f"SFT-{run.split('_', 1)[1]}"
+
+
+def table_spec(config: Mapping[str, Any], table: str,
+               groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The spec of Table 1 or 2 (rows in the paper's order, captions, run labels).
+
+    ``groups`` is ``TABLE2_GROUPS`` (rules/common.smk): label, slug, runs (the
+    pinned run alone when pinned) and pinned. Row labels are FINAL_MODELS labels.
+    """
+    preset = rc.preset(config)
+    t1, t2 = config["tables"]["table1"], config["tables"]["table2"]
+    inter = _preset_benchmark(preset, preset["intermediate_benchmark"])["label"]
+    n_inter = config["evaluation"]["intermediate"]["n_samples"]
+    peak = f"peak intermediate {inter} accuracy (pass@1 over {n_inter} samples"
+    if table == "table2":
+        start = sft_model_name(t2["start"])
+        rows = [{"label": t2["start"], "model": start, "role": "start", "runs": [t2["start"]],
+                 "selection": "final checkpoint"}]
+        for g in groups:
+            pick = "pinned run" if g["pinned"] else f"best of {len(g['runs'])} runs"
+            rows.append({"label": f"table2-{g['slug']}", "model": g["label"], "role": "group",
+                         "runs": list(g["runs"]), "selection": f"{pick}, peak checkpoint"})
+        title = f"Table 2 (preset {config['preset']}): ablation from {start}."
+        selection = (f"Method rows: the best run of each group and its checkpoint, both by "
+                     f"{peak}; config `pin` forces a run); {start}: its final checkpoint.")
+    elif table == "table1":
+        final, sft = t1["final"], sft_model_name(t1["sft"])
+        method = OBJECTIVE_LABELS[config["runs"][final]["objective"]]
+        rows = [{"label": f"baseline-{b['name']}", "model": b["label"], "role": "baseline",
+                 "source": b["model"], "selection": "external model"}
+                for b in preset["baselines"]]
+        rows.append({"label": t1["sft"], "model": sft, "role": "sft", "runs": [t1["sft"]],
+                     "selection": "final checkpoint"})
+        which = t1["final_checkpoint"]
+        rows.append({"label": "table1-final", "model": f"{method} (final)", "role": "final",
+                     "runs": [final], "selection": f"{which} checkpoint"})
+        title = f"Table 1 (preset {config['preset']}): main results."
+        checkpoint = f"checkpoint with the {peak})" if which == "best" else "last checkpoint"
+        selection = (f"{method} (final): run `{final}`, its {checkpoint}; {sft}: its final "
+                     "checkpoint; baselines as released.")
+    else:
+        raise ValueError(f"unknown table {table!r}")
+    runs = sorted({r for row in rows for r in row.get("runs", [])})
+    return {
+        "table": table,
+        "preset": config["preset"],
+        "title": title,
+        "title_pass16": title.replace(":", ", pass@16:", 1),
+        "selection": selection,
+        "benchmarks": _preset_benchmarks(preset),
+        "rows": rows,
+        "run_labels": {r: rc.run_label(config, r) for r in runs},
+    }
+
+
+def comparison_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Benchmarks and grader, and which of our runs time each paper training stage."""
+    preset = rc.preset(config)
+    stages: dict[str, list[str]] = {rc.sft_name(e): [rc.sft_name(e)] for e in config["sft_epochs"]}
+    for run, spec in config["runs"].items():
+        stages.setdefault(f"{spec['objective']}_1ep", []).append(run)
+    return {"preset": config["preset"], "benchmarks": _preset_benchmarks(preset),
+            "grader": config["evaluation"]["final"]["grader"], "training_stages": stages,
+            "train_gpus": preset["resources"]["train_gpus"]}
+
+
+def figure_runs(config: Mapping[str, Any], figure: str | None = None) -> list[str]:
+    """The runs of one figure (fig2: the SFT runs), or of all figures (config order)."""
+    sft_runs = [rc.sft_name(e) for e in config["sft_epochs"]]
+    if figure == "fig2":
+        return sft_runs
+    if figure is not None:
+        names = config["figures"][figure]
+        return [names] if isinstance(names, str) else list(names)
+    shown = {r for f in config["figures"] for r in figure_runs(config, f)}
+    return sft_runs + [r for r in config["runs"] if r in shown]
+
+
+def figure_params(config: Mapping[str, Any], figure: str) -> dict[str, Any]:
+    """One figure's job parameters: its runs, and for every run in any figure its
+    spec and legend label, so that a run keeps its colour across figures."""
+    preset = rc.preset(config)
+    palette = figure_runs(config)
+    keys = ("objective", "init", "lr", "alpha", "beta", "gamma")
+    specs = {r: {"objective": "sft"} if r not in config["runs"] else
+             {k: v for k, v in config["runs"][r].items() if k in keys} for r in palette}
+    bench = preset["fig8_benchmark"] if figure == "fig8" else preset["intermediate_benchmark"]
+    return {
+        "figure": figure,
+        "runs": figure_runs(config, figure),
+        "palette": palette,
+        "specs": specs,
+        "labels": {r: rc.run_label(config, r) for r in palette},
+        "benchmark": _preset_benchmark(preset, bench),
+        # the paper's "gradient step size" as the AdamW update norm (report/fig3.rst)
+        "step_size": "update_norm",
+    }
+
+
+# ------------------------------------------------------------- job entries
+
+
+def run_tables(spec: Mapping[str, Any], summary_paths: Sequence[str | Path], csv: str | Path,
+               md: str | Path, pass16_csv: str | Path, pass16_md: str | Path) -> None:
+    """The table job: pass@1 and pass@16 tables of one spec, CSV + markdown each."""
+    summaries = load_summaries(summary_paths)
+    missing = [r["label"] for r in spec["rows"] if r["label"] not in summaries]
+    if missing:
+        raise ValueError(f"no summary for rows {missing}")
+    proto = protocol(spec, summaries)
+    for metric, build, csv_path, md_path, title in (
+        ("pass@1", pass1_table, csv, md, spec["title"]),
+        ("pass@16", pass16_table, pass16_csv, pass16_md, spec["title_pass16"]),
+    ):
+        frame = build(spec, summaries)
+        write_csv(csv_path, frame)
+        write_text(md_path, table_markdown(frame, {**spec, "title": title}, metric, proto))
+        log.info("%s: %d rows -> %s, %s", metric, len(frame), csv_path, md_path)
+
+
+def run_comparison(params: Mapping[str, Any], reported_path: str | Path,
+                   table_paths: Mapping[str, str | Path], times_path: str | Path,
+                   manifest_paths: Sequence[str | Path], csv: str | Path,
+                   md: str | Path) -> None:
+    """The comparison job: paper_comparison.csv (table cells) and .md (+ training time)."""
+    tables = {name: read_table(path) for name, path in table_paths.items()}
+    comparison = compare_with_paper(load_reported(reported_path), tables,
+                                    params["benchmarks"], params["preset"])
+    manifests = {Path(p).parent.name: read_json(p) for p in manifest_paths}
+    times = training_time_table(pd.read_csv(times_path), params["training_stages"], manifests)
+    write_csv(csv, comparison)
+    write_text(md, comparison_markdown(comparison, params["preset"], params["benchmarks"],
+                                       params["grader"])
+               + "\n" + training_time_markdown(times, params["preset"], params["train_gpus"]))
+    counts = comparison["status"].str.split(":").str[0].value_counts().to_dict()
+    log.info("%d reported cells: %s", len(comparison), counts)
