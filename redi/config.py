@@ -227,12 +227,25 @@ def ref_logps_params(config: dict[str, Any], init: str) -> dict[str, Any]:
     }
 
 
+# where the download rule puts the Hub copies when a preset's benchmarks_dir is null
+BENCHMARKS_DOWNLOAD_DIR = "results/data/benchmarks"
+
+
+def benchmarks_dir(config: dict[str, Any]) -> str:
+    """The folder the benchmark JSON files are read from (null: the Hub download)."""
+    return preset(config)["benchmarks_dir"] or BENCHMARKS_DOWNLOAD_DIR
+
+
 def benchmark_specs(config: dict[str, Any], names: list[str] | None = None) -> list[dict]:
     p = preset(config)
     specs = p["benchmarks"] if names is None else [
         b for b in p["benchmarks"] if b["name"] in names
     ]
-    return [{**b, "dir": p["benchmarks_dir"]} for b in specs]
+    return [{**b, "dir": benchmarks_dir(config)} for b in specs]
+
+
+def benchmark_download_params(config: dict[str, Any]) -> dict[str, Any]:
+    return {"benchmarks": preset(config)["benchmarks"]}
 
 
 def _generation_params(config: dict[str, Any], protocol: str) -> dict[str, Any]:
@@ -262,6 +275,16 @@ def final_eval_params(config: dict[str, Any], force_think: bool | None = None) -
     if force_think is not None:
         params["force_think"] = force_think
     return params
+
+
+def final_model_params(config: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """Final protocol + the model to evaluate (a FINAL_MODELS entry, with run labels).
+
+    A baseline may set ``force_think: false`` (e.g. a model without <think>).
+    """
+    runs = model.get("runs") or ([model["run"]] if "run" in model else [])
+    spec = {**model, "run_labels": {r: run_label(config, r) for r in runs}}
+    return {**final_eval_params(config, model.get("force_think")), "model": spec}
 
 
 def genstats_params(config: dict[str, Any]) -> dict[str, Any]:

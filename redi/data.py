@@ -90,8 +90,8 @@ def shuffled_rows(ds, seed: int, batch_size: int = 1000) -> Iterator[dict[str, A
     ds = ds.shuffle(seed=seed)
     for batch in ds.iter(batch_size=batch_size):
         keys = list(batch)
-        for values in zip(*(batch[k] for k in keys)):
-            yield dict(zip(keys, values))
+        for values in zip(*(batch[k] for k in keys), strict=True):
+            yield dict(zip(keys, values, strict=True))
 
 
 # ---------------------------------------------------------------- filtering
@@ -126,7 +126,9 @@ def correct_flags(row: dict[str, Any]) -> list[bool]:
     c = row["correctness"]
     return [
         bool(judge) and bool(verifier)
-        for judge, verifier in zip(c["llama_verification"], c["math_verify_reparsed_answer"])
+        for judge, verifier in zip(
+            c["llama_verification"], c["math_verify_reparsed_answer"], strict=True
+        )
     ]
 
 

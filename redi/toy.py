@@ -175,7 +175,8 @@ def generate_corpus(params: dict[str, Any], workers: int = 2) -> list[dict[str, 
                 "synthetic": False,
                 "generations": generations,
                 "generations_count": len(generations),
-                "reparsed_answers": [_simulated_reparse(rng, g, v) for g, v in zip(generations, values)],
+                "reparsed_answers": [_simulated_reparse(rng, g, v)
+                                     for g, v in zip(generations, values, strict=True)],
                 "_values": values,
             }
         )
@@ -222,28 +223,42 @@ def _frac_from_latex(text: str) -> Fraction:
 
 
 def _corrupt(rows: list[dict[str, Any]], rng: random.Random) -> None:
-    """Rows every filter must catch (the real corpus has all of these)."""
-    for row in rows:
-        u = rng.random()
-        if u < 0.08:
+    """Rows every filter must catch (the real corpus has all of these).
+
+    Each kind hits a share of the rows at random, and the first rows get one
+    kind each, so even a small corpus exercises every filter.
+    """
+    kinds = [  # (kind, share of rows)
+        ("cn_k12", 0.08), ("invalid", 0.03), ("short_judge_list", 0.015),
+        ("long_verify_list", 0.01), ("no_generations", 0.01), ("empty_problem", 0.005),
+        ("valid_spelling", 0.02),
+    ]
+    for i, row in enumerate(rows):
+        if i < len(kinds):
+            kind = kinds[i][0]
+        else:
+            u, kind = rng.random(), None
+            for name, share in kinds:
+                if u < share:
+                    kind = name
+                    break
+                u -= share
+        c = row["correctness"]
+        if kind == "cn_k12":
             row["source"] = "cn_k12"
-        elif u < 0.11:
+        elif kind == "invalid":
             row["problem_is_valid"] = rng.choice(["No", "no", "NO "])
-        elif u < 0.125:
-            row["correctness"]["llama_verification"] = row["correctness"]["llama_verification"][:-1]
-            if not row["correctness"]["llama_verification"]:
-                row["correctness"]["llama_verification"] = [True, True]
-        elif u < 0.135:
-            row["correctness"]["math_verify_reparsed_answer"].append(True)
-        elif u < 0.145:
-            row["generations"] = []
-            row["generations_count"] = 0
-            row["reparsed_answers"] = []
-            row["correctness"] = {k: [] for k in row["correctness"]}
-        elif u < 0.15:
+        elif kind == "short_judge_list":
+            c["llama_verification"] = c["llama_verification"][:-1]
+        elif kind == "long_verify_list":
+            c["math_verify_reparsed_answer"] = [*c["math_verify_reparsed_answer"], True]
+        elif kind == "no_generations":
+            row.update(generations=[], generations_count=0, reparsed_answers=[])
+            row["correctness"] = {k: [] for k in c}
+        elif kind == "empty_problem":
             row["problem"] = ""
-        elif u < 0.17:
-            row["problem_is_valid"] = rng.choice(["yes", " Yes", "YES"])  # still valid
+        elif kind == "valid_spelling":  # still valid: the check is case/space-insensitive
+            row["problem_is_valid"] = rng.choice(["yes", " Yes", "YES"])
 
 
 def generate_benchmarks(
