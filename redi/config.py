@@ -77,7 +77,11 @@ def _describe(error) -> str:
     value = json.dumps(error.instance, default=str)
     if len(value) > 80:
         value = value[:77] + "..."
-    return f"invalid config key '{_key_path(path)}' = {value}: {error.message}"
+    hint = ""
+    if error.validator == "type" and isinstance(error.instance, str):
+        # snakemake parses the leaves of a nested --config value as strings
+        hint = " (nested --config values arrive as strings: put the override in a --configfile)"
+    return f"invalid config key '{_key_path(path)}' = {value}: {error.message}{hint}"
 
 
 def _check_references(config: dict[str, Any]) -> None:
@@ -257,7 +261,6 @@ def _generation_params(config: dict[str, Any], protocol: str) -> dict[str, Any]:
         "top_p": ev["top_p"],
         "seed": ev["seed"],
         "think_prefix": ev["think_prefix"],
-        "think_prefix_newline": ev["think_prefix_newline"],
         "grading_timeout_s": ev["grading_timeout_s"],
         **ev[protocol],
         "protocol": protocol,

@@ -95,6 +95,9 @@ def write_trace(
     """A teacher trace that rewrites the expression one operation per line.
 
     A slip at step k (a wrong partial result) propagates to every later line.
+    As in R1 traces, failed attempts are the longer ones: a slipped trace
+    usually re-checks itself ("Wait, ...") without finding the error, and a
+    truncated trace rambles until it is cut off before ``</think>``.
     """
     lines = [expression(steps[0].lhs, steps)]
     value = steps[0].lhs
@@ -105,18 +108,21 @@ def write_trace(
         lines.append("=" + expression(result, steps[k + 1:]))
         last = f"{fmt(value)}{step.op}{step.rhs}={fmt(result)}."
         value = result
-    if rng.random() < 0.3:  # a reflective check of the last step (it re-states it)
+    if slip_at is not None and rng.random() < 0.7:
+        checks = rng.randint(1, 3)
+    else:
+        checks = int(rng.random() < 0.25)
+    for _ in range(checks):  # reflective checks re-state the (possibly wrong) last step
         lines.append(f"{rng.choice(WAIT_PHRASES)} {last}")
-    if long:  # an over-long rambling trace, for the length filter
-        for _ in range(rng.randint(12, 20)):
+    if long or truncate:  # rambling: over-long traces (length filter) and cut-off ones
+        for _ in range(rng.randint(12, 20) if long else rng.randint(3, 8)):
             lines.append(f"Wait, let me recompute everything once more. The result is {fmt(value)}.")
     lines.append(f"So the result is {fmt(value)}.")
-    body = "\n".join(lines)
     if truncate:
-        cut = rng.randint(1, max(1, len(lines) - 2))
+        cut = rng.randint(len(lines) // 2, len(lines) - 1)
         return "<think>\n" + "\n".join(lines[:cut]) + "\n", value
     answer = f"The result is $\\boxed{{{latex(value)}}}$."
-    return f"<think>\n{body}\n</think>\n{answer}", value
+    return "<think>\n" + "\n".join(lines) + f"\n</think>\n{answer}", value
 
 
 def _simulated_reparse(rng: random.Random, generation: str, value: Fraction) -> str:

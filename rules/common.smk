@@ -1,11 +1,15 @@
 # Shared workflow logic: config validation, presets, params and code inputs.
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the redi package, installed or not
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from redi import config as rc
 from redi.workflow import module_inputs
@@ -14,6 +18,24 @@ try:
     rc.validate_config(config)  # before any job is planned
 except rc.ConfigError as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
+
+# A dry run with --software-deployment-method conda (the slurm profile) on a
+# machine without conda: Snakemake would stop at `conda info` while hashing
+# environments. Planning needs no environment, so plan without; a real run
+# still fails loudly when conda is missing. (The executor, hence
+# workflow.dryrun, is not known while the Snakefile is parsed: read argv.)
+def _dry_run_requested(argv):
+    return any(a in ("--dry-run", "--dryrun")
+               or (a[:1] == "-" and a[1:2] != "-" and a[1:].isalpha() and "n" in a)
+               for a in argv)
+
+
+_deployment = workflow.deployment_settings.deployment_method
+if (DeploymentMethod.CONDA in _deployment and shutil.which("conda") is None
+        and _dry_run_requested(sys.argv[1:])):
+    _deployment.discard(DeploymentMethod.CONDA)
+    logger.warning("conda not found: dry run planned without conda environments "
+                   "(a real run with --software-deployment-method conda needs conda).")
 
 PRESET = rc.preset(config)
 RAW_SOURCE = rc.raw_data_source(config)
@@ -61,6 +83,17 @@ wildcard_constraints:
     run="|".join(re.escape(r) for r in STAGE2_RUNS),
     sft=r"sft_\d+ep",
     epochs=r"\d+",
+
+
+def slurm_placement(gpu=False):
+    """SLURM account/partition from the user's environment, never from the repository:
+    REDI_SLURM_ACCOUNT, REDI_SLURM_PARTITION and (GPU rules) REDI_SLURM_GPU_PARTITION.
+    Unset -> not passed: the slurm plugin guesses the account and uses the default
+    partition. Ignored by local runs."""
+    partition = (gpu and os.environ.get("REDI_SLURM_GPU_PARTITION")) or os.environ.get(
+        "REDI_SLURM_PARTITION")
+    placement = {"slurm_account": os.environ.get("REDI_SLURM_ACCOUNT"), "slurm_partition": partition}
+    return {key: value for key, value in placement.items() if value}
 
 
 def hp(params):

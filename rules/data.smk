@@ -4,6 +4,7 @@
 
 localrules:
     download_raw,
+    base_model,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
     data_report,
 
 
@@ -17,6 +18,8 @@ rule toy_corpus:
     params:
         hp=lambda wc: hp(rc.toy_params(config)),
     threads: 2
+    resources:
+        **slurm_placement(),
     log:
         f"{LOGS}/toy_corpus.log",
     conda:
@@ -55,6 +58,8 @@ rule base_model:
     threads: 2
     log:
         f"{LOGS}/base_model.log",
+    benchmark:
+        "results/benchmarks/base_model.tsv"
     conda:
         "../envs/train.yaml"
     shell:
@@ -64,6 +69,7 @@ rule base_model:
 
 rule filter_data:
     """The authors' filters, the dual-verifier rule, D_SFT and D_Pref (before the length filter)."""
+    priority: 50  # cheap, and on the critical path to every stage-2 run
     input:
         code=code("scripts/filter_data.py"),
         raw=raw_corpus_path(),
@@ -73,6 +79,8 @@ rule filter_data:
         report="results/data/filter_report.json",
     params:
         hp=lambda wc: hp(rc.filter_params(config)),
+    resources:
+        **slurm_placement(),
     log:
         f"{LOGS}/filter_data.log",
     conda:
@@ -84,6 +92,7 @@ rule filter_data:
 
 rule length_filter:
     """Prompt/response token limits on the pairs; token-length statistics."""
+    priority: 50
     input:
         code=code("scripts/length_filter.py"),
         tokenizer="results/models/base",
@@ -94,6 +103,8 @@ rule length_filter:
         report="results/data/length_report.json",
     params:
         hp=lambda wc: hp(rc.length_filter_params(config)),
+    resources:
+        **slurm_placement(),
     log:
         f"{LOGS}/length_filter.log",
     conda:
@@ -114,6 +125,8 @@ rule verify_labels:
     params:
         hp=lambda wc: hp(rc.verify_params(config)),
     threads: 2
+    resources:
+        **slurm_placement(),
     log:
         f"{LOGS}/verify_labels.log",
     conda:

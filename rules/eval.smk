@@ -130,8 +130,11 @@ rule eval_curve:
     threads: EVAL_THREADS
     resources:
         gpu=EVAL_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/eval_curve/{{curve_run}}.log",
+    benchmark:
+        f"results/benchmarks/eval_curve/{{curve_run}}.tsv"
     conda:
         EVAL_ENV
     shell:
@@ -157,8 +160,11 @@ rule final_eval:
     threads: EVAL_THREADS
     resources:
         gpu=EVAL_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/final_eval/{{label}}.log",
+    benchmark:
+        f"results/benchmarks/final_eval/{{label}}.tsv"
     conda:
         EVAL_ENV
     shell:
@@ -181,8 +187,11 @@ rule gen_stats:
     threads: EVAL_THREADS
     resources:
         gpu=EVAL_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/gen_stats/{{run}}.log",
+    benchmark:
+        f"results/benchmarks/gen_stats/{{run}}.tsv"
     conda:
         EVAL_ENV
     shell:

@@ -21,8 +21,11 @@ rule sft:
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/sft/sft_{{epochs}}ep.log",
+    benchmark:
+        f"results/benchmarks/sft/sft_{{epochs}}ep.tsv"
     conda:
         "../envs/train.yaml"
     shell:
@@ -44,8 +47,11 @@ rule ref_logps:
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/ref_logps/{{sft}}.log",
+    benchmark:
+        f"results/benchmarks/ref_logps/{{sft}}.tsv"
     conda:
         "../envs/train.yaml"
     shell:
@@ -74,8 +80,11 @@ rule stage2:
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
+        **slurm_placement(gpu=True),
     log:
         f"{LOGS}/stage2/{{run}}.log",
+    benchmark:
+        f"results/benchmarks/stage2/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
     shell:

@@ -29,9 +29,11 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800):
-    """Run the snakemake CLI in ``workdir``; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": str(workdir)}
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,
+              env: dict[str, str] | None = None):
+    """Run the snakemake CLI in ``workdir`` (extra environment ``env``); returns the
+    CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(workdir), **(env or {})}
     cmd = [str(Path(sys.executable).with_name("snakemake")), *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=timeout)

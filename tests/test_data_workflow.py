@@ -55,9 +55,11 @@ def test_second_invocation_does_nothing(data_workflow):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_length_limit_change_replans_only_downstream(data_workflow):
-    override = '{"tiny": {"data": {"max_response_tokens": 150}}}'
-    proc = snakemake(data_workflow, "-n", REPORT, "--config", f"presets={override}")
+def test_length_limit_change_replans_only_downstream(data_workflow, tmp_path):
+    # nested overrides go through --configfile: --config delivers nested leaves as strings
+    override = tmp_path / "override.yaml"
+    override.write_text("presets:\n  tiny:\n    data:\n      max_response_tokens: 150\n")
+    proc = snakemake(data_workflow, "-n", REPORT, "--configfile", str(override))
     assert planned_jobs(proc) == {"length_filter": 1, "data_report": 1}
     assert "Params have changed" in proc.stdout + proc.stderr
 
@@ -134,16 +136,18 @@ def test_local_jsonl_counts_are_exact(data_workflow, tmp_path):
 
 
 def test_paper_preset_dry_run_plans_the_download(data_workflow):
-    proc = snakemake(data_workflow, "-n", "--config", "preset=paper", REPORT)
+    proc = snakemake(data_workflow, "-n", REPORT, "--config", "preset=paper")
     assert planned_jobs(proc) == {"download_raw": 1, "base_model": 1, "filter_data": 1,
                                   "length_filter": 1, "data_report": 1}
 
 
-def test_invalid_config_stops_before_any_job(data_workflow):
+def test_invalid_config_stops_before_any_job(data_workflow, tmp_path):
     proc = snakemake(data_workflow, "-n", REPORT, "--config", "preset=huge", check=False)
     assert proc.returncode != 0
     assert "invalid config key 'preset'" in proc.stdout + proc.stderr
-    bad_alpha = '{"redi_a0.8_lr1e-6": {"objective": "redi", "init": "sft_3ep", "lr": 1e-6, "alpha": 2}}'
-    proc = snakemake(data_workflow, "-n", REPORT, "--config", f"runs={bad_alpha}", check=False)
+    bad_alpha = tmp_path / "bad_alpha.yaml"
+    bad_alpha.write_text("runs:\n  redi_a0.8_lr1e-6:\n    objective: redi\n    init: sft_3ep\n"
+                         "    lr: 1.0e-6\n    alpha: 2.0\n")
+    proc = snakemake(data_workflow, "-n", REPORT, "--configfile", str(bad_alpha), check=False)
     assert proc.returncode != 0
     assert "invalid config key 'runs.redi_a0.8_lr1e-6.alpha'" in proc.stdout + proc.stderr

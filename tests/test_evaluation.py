@@ -102,7 +102,8 @@ def test_final_eval_numbers(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F
     # the prompts: forced <think> with no newline before it, all problems in one call
     (model, prompts, n), = backend.calls
     assert n == 4 and len(prompts) == 4
-    assert all(p.endswith("<|im_start|>assistant<think>\n") for p in prompts)
+    # the tiny preset forces "<think>\n" after "assistant\n" (think_prefix_newline: true)
+    assert all(p.endswith("<|im_start|>assistant\n<think>\n") for p in prompts)
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["benchmarks"]["toy"]["pass@1"] == pytest.approx(7 / 16)
     frame = pd.read_parquet(tmp_path / "out" / "toy.parquet")

@@ -1,0 +1,110 @@
+"""The SLURM profile: the user's literal command dry-runs here, and asks for the right GPUs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, copy_workflow, planned_jobs, snakemake
+
+GPU_RULES = {"sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats"}
+PLACEMENT = {"REDI_SLURM_ACCOUNT": "proj42", "REDI_SLURM_PARTITION": "cpu",
+             "REDI_SLURM_GPU_PARTITION": "a100"}
+
+
+def job_resources(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) for every job block of a dry run's output."""
+    jobs = []
+    rule = None
+    for line in text.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule = match.group(1)
+        elif rule and (match := re.match(r"^\s+resources: (.*)$", line)):
+            resources = dict(item.split("=", 1) for item in match.group(1).split(", "))
+            jobs.append((rule, resources))
+            rule = None
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def slurm_dry_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
+    # everything the paper's tables and figures need, as the user would plan it
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "all", env=PLACEMENT)
+    return proc.stdout + proc.stderr
+
+
+def test_profile_is_found_by_its_bare_name_and_selects_the_paper_preset():
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["software-deployment-method"] == "conda"
+    assert profile["config"] == ["preset=paper"]
+    for key in ("jobs", "latency-wait", "retries", "rerun-incomplete"):
+        assert key in profile
+    # never `tasks` (one copy of the job per task) nor --gres/--gpus in slurm_extra
+    for rule, resources in profile["set-resources"].items():
+        assert "tasks" not in resources, rule
+        assert not re.search(r"--(gres|gpus)", str(resources.get("slurm_extra", ""))), rule
+    # cpus_per_task would override cpus_per_gpu in the plugin
+    assert "cpus_per_task" not in profile.get("default-resources", {})
+    assert not (ROOT / "profiles" / "default").exists()
+
+
+def test_table2_dry_run_plans_the_paper_dag(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv")
+    jobs = planned_jobs(proc)
+    assert jobs["stage2"] == 20 and jobs["sft"] == 1 and jobs["final_eval"] == 5
+    assert jobs["eval_curve"] == 21  # 20 stage-2 runs + SFT-3ep
+
+
+def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_run):
+    paper = yaml.safe_load((ROOT / "config.yaml").read_text())["presets"]["paper"]["resources"]
+    expected = {"sft": paper["train_gpus"], "ref_logps": paper["train_gpus"],
+                "stage2": paper["train_gpus"], "eval_curve": paper["eval_gpus"],
+                "final_eval": paper["eval_gpus"], "gen_stats": paper["eval_gpus"]}
+    assert expected["sft"] == expected["stage2"] == 8
+    jobs = job_resources(slurm_dry_run)
+    seen = {rule for rule, _ in jobs}
+    assert seen >= GPU_RULES and {"filter_data", "length_filter", "table2", "fig8"} <= seen
+    for rule, resources in jobs:
+        if rule in GPU_RULES:
+            assert int(resources["gpu"]) == expected[rule] > 0, rule
+            assert int(resources["cpus_per_gpu"]) > 0, rule
+            assert "cpus_per_task" not in resources, rule
+            assert resources["slurm_partition"] == "a100", rule
+        else:  # data, download, table, figure and report rules
+            assert "gpu" not in resources and "gres" not in resources, rule
+        assert "tasks" not in resources, rule
+
+
+def test_account_and_partition_come_from_the_environment(slurm_dry_run, tmp_path):
+    jobs = dict(job_resources(slurm_dry_run))
+    assert jobs["filter_data"]["slurm_account"] == "proj42"
+    assert jobs["filter_data"]["slurm_partition"] == "cpu"
+    assert jobs["stage2"]["slurm_account"] == "proj42"
+    # unset -> not passed at all (the plugin guesses the account, SLURM's default partition)
+    workdir = copy_workflow(tmp_path / "wf")
+    unset = {key: "" for key in PLACEMENT}
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv", env=unset)
+    assert "slurm_account" not in proc.stdout + proc.stderr
+    assert "slurm_partition" not in proc.stdout + proc.stderr
+
+
+def test_rulegraph_renders(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "--profile", "slurm", "--rulegraph", "dot", "results/table2.csv")
+    graph = proc.stdout
+    assert graph.startswith("digraph")
+    for rule in ("sft", "stage2", "ref_logps", "eval_curve", "final_eval", "table2"):
+        assert f'label = "{rule}"' in graph, rule
+
+
+def test_training_jobs_launch_one_process_per_gpu(slurm_dry_run):
+    commands = [line for line in slurm_dry_run.splitlines() if line.startswith("Shell command:")]
+    for script in ("train_sft.py", "ref_logps.py", "train_stage2.py"):
+        assert any(f"scripts/launch.sh 8 scripts/{script}" in c for c in commands), script
+    launch = (ROOT / "scripts" / "launch.sh").read_text()
+    assert 'accelerate launch --num_processes "$ngpu"' in launch
