@@ -1,0 +1,122 @@
+"""The whole tiny preset, for real: `snakemake --cores 2` from a fresh copy builds every
+table, figure and the report; a second invocation has nothing to do; a config or code
+change replans exactly its downstream jobs. (About ten minutes on 2 cores.)"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import copy_workflow, planned_jobs, snakemake
+
+TABLE2_ORDER = ["SFT-3ep", "DPO", "SimPO", "Symmetric REDI", "REDI"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
+    start = time.monotonic()
+    snakemake(workdir, "--cores", "2", timeout=3600)  # the default target: everything
+    print(f"\ntiny preset, full DAG: {time.monotonic() - start:.0f} s wall")
+    return workdir
+
+
+def benchmarks(workdir: Path) -> list[str]:
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    return [b["name"] for b in cfg["presets"]["tiny"]["benchmarks"]]
+
+
+def test_every_table_and_figure_is_built(tiny_run):
+    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "paper_comparison"):
+        for ext in ("csv", "md"):
+            assert (tiny_run / f"results/{table}.{ext}").stat().st_size > 0, table
+    for n in range(2, 9):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / f"results/figures/fig{n}.{ext}").stat().st_size > 1000, n
+
+
+def test_table2_rows_and_averages(tiny_run):
+    table = pd.read_csv(tiny_run / "results/table2.csv")
+    assert list(table["model"]) == TABLE2_ORDER
+    names = benchmarks(tiny_run)
+    for row in table.itertuples():
+        values = [getattr(row, n) for n in names]
+        sems = [getattr(row, f"{n}_sem") for n in names]
+        assert all(0 <= v <= 100 for v in values)
+        # Avg = plain mean, Avg SEM = sqrt(sum SEM^2) / B (CSV rounds to 4 decimals)
+        assert row.avg == pytest.approx(sum(values) / len(values), abs=2e-4)
+        assert row.avg_sem == pytest.approx(math.sqrt(sum(s * s for s in sems)) / len(sems),
+                                            abs=2e-4)
+    # every method row names its run, and the run is one of its group's
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    groups = {g["label"]: g["runs"] for g in cfg["tables"]["table2"]["groups"]}
+    for row in table.itertuples():
+        if row.model in groups:
+            assert row.run in groups[row.model], row.model
+
+
+def test_training_taught_the_tiny_model(tiny_run):
+    table1 = pd.read_csv(tiny_run / "results/table1.csv").set_index("role")
+    base, sft = table1.loc["baseline", "avg"], table1.loc["sft", "avg"]
+    # measured: base 0.0, SFT-5ep 45.0 (pass@1 %, strict grading, forced <think>)
+    assert sft > base + 10, (base, sft)
+    fig2_curve = pd.read_csv(tiny_run / "results/eval/curves/sft_5ep.csv")
+    assert fig2_curve["accuracy"].iloc[-1] > fig2_curve["accuracy"].iloc[0]
+
+
+def test_stage2_logs_and_curves(tiny_run):
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    for run, spec in cfg["runs"].items():
+        log = pd.read_csv(tiny_run / f"results/train/{run}/log.csv")
+        for column in ("step", "loss", "lr", "grad_norm", "update_norm", "chosen_logps",
+                       "rejected_logps", "tokens_per_s"):
+            assert log[column].notna().all(), (run, column)
+        assert (log["update_norm"] >= 0).all()
+        has_margin = spec["objective"] in ("dpo", "simpo")
+        assert log["reward_margin"].notna().all() == has_margin, run
+        curve = pd.read_csv(tiny_run / f"results/eval/curves/{run}.csv")
+        assert curve["step"].iloc[0] == 0 and curve["step"].iloc[-1] == log["step"].iloc[-1]
+        best = json.loads((tiny_run / f"results/eval/curves/{run}.best.json").read_text())
+        later = curve[curve["step"] > 0]
+        assert best["accuracy"] == pytest.approx(later["accuracy"].max())
+
+
+def test_second_invocation_has_nothing_to_do(tiny_run):
+    proc = snakemake(tiny_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_html_report(tiny_run):
+    snakemake(tiny_run, "--report", "results/report.html")
+    html = (tiny_run / "results/report.html").read_text(errors="replace")
+    for name in ("fig2.png", "fig8.png", "table2.csv", "paper_comparison.md"):
+        assert name in html, name
+
+
+def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path):
+    override = tmp_path / "lr.yaml"
+    override.write_text(yaml.safe_dump({"runs": {"redi_a0.2_lr1e-6": {"lr": 3.0e-6}}}))
+    jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(override)))
+    jobs.pop("all", None)
+    assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table2": 1,
+                    "paper_comparison": 1, "fig7": 1}
+
+
+def test_editing_the_plotting_module_replans_only_figures(tiny_run):
+    plotting = tiny_run / "redi/plotting.py"
+    text, stat = plotting.read_text(), plotting.stat()
+    try:
+        plotting.write_text(text + "\n# an edit\n")
+        jobs = planned_jobs(snakemake(tiny_run, "-n"))
+    finally:  # leave the run as it was for other tests
+        plotting.write_text(text)
+        os.utime(plotting, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    jobs.pop("all", None)
+    assert jobs == {f"fig{n}": 1 for n in range(2, 9)}
