@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the redi package, installed or not
+# jobs import redi from this checkout too: the conda envs do not install it
+# (Snakemake copies env files into .snakemake/conda/, so `-e ..` cannot work)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
