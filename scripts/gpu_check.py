@@ -16,7 +16,7 @@ deepspeed or accelerate. The redi package need not be installed; the working
 tree is put on ``sys.path``.
 
     bash scripts/gpu_check.sh                 # one H100, a few minutes
-    python scripts/gpu_check.py --tiny        # CPU smoke test, seconds (tests/)
+    python scripts/gpu_check.py --tiny        # seconds: CPU fp32 (tests/), or GPU smoke test
 
 MFU = model FLOPs / time / peak, with model FLOPs (per micro-batch)
 
@@ -34,6 +34,7 @@ chunked log-prob recompute when it is checkpointed).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import random
@@ -117,7 +118,7 @@ class Plan:
     gen_tokens: int
 
 
-FULL_PLAN = Plan(16384, 1024, 6144, 64, 512, 2, 5, 8, 4, 256)
+FULL_PLAN = Plan(16384, 1024, 6144, 64, 512, 2, 5, 8, 4, 512)
 TINY_PLAN = Plan(2048, 128, 768, 8, 64, 1, 2, 4, 2, 8)
 
 
@@ -225,7 +226,7 @@ def build_tokenizer(shape: Shape) -> Any:
 def write_model_dir(shape: Shape, out: Path, device: str, dtype: torch.dtype) -> Any:
     """A random-init Qwen2 + tokenizer saved as a Hugging Face folder (what both
     ``training.load_model`` and the hf generation backend read)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2Config
 
     tokenizer = build_tokenizer(shape)
     eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
@@ -246,7 +247,7 @@ def write_model_dir(shape: Shape, out: Path, device: str, dtype: torch.dtype) ->
     )
     torch.manual_seed(0)
     with torch.device(device):  # initialising 1.5B weights on the GPU takes a blink
-        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     set_stop_tokens(model, tokenizer)
     save(model, tokenizer, out)
     return tokenizer
@@ -345,7 +346,7 @@ def run_phase(
         padded += batch.input_ids.numel()
         mflops += model_flops(n_params, lens, shape.layers, shape.hidden)
         hflops += hardware_flops(n_params, lens, shape, n_targets, True, n_targets > chunk)
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
         raise RuntimeError(f"{name}: non-finite loss {loss_value}")
     return Phase(
@@ -375,6 +376,41 @@ def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
         betas=(0.9, 0.999),
         eps=1e-8,
     )
+
+
+def packing_check(
+    lm: Any, vocab: int, pad_id: int, device: str, autocast: Callable[[], Any]
+) -> dict[str, float | str]:
+    """Do packed sequences stay isolated? Decoder hidden states of a few short
+    sequences, packed in one row vs one padded row each, and vs the same row
+    with positions NOT restarting (what undetected packing would compute).
+
+    Short sequences: attention then weighs much in the residual stream even
+    with random weights, so a leak is far above bf16 noise.
+    """
+    rng = random.Random(1)
+    seqs = [TokenSeq(tuple(_ids(n, vocab, rng)), 1) for n in (40, 72, 56, 88)]
+    decoder = lm.get_decoder()
+
+    def hidden(batch: batching.Batch) -> torch.Tensor:
+        batch = batch.to(device)
+        with torch.no_grad(), autocast():
+            h = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                        attention_mask=None, use_cache=False).last_hidden_state
+        # the positions that predict completion tokens: every token but the last of each seq
+        return h.reshape(-1, h.shape[-1]).index_select(0, batch.gather_index).float()
+
+    packed = batching.make_batch(seqs, True, pad_id)
+    padded = batching.make_batch(seqs, False, pad_id)
+    leaky = batching.make_batch(seqs, True, pad_id)
+    leaky.position_ids = torch.arange(leaky.input_ids.shape[1])[None]
+    ref = hidden(padded)
+    later = packed.seq_index > 0  # the first sequence is the same in all three
+    ref_norm = ref[later].norm()
+    err = float((hidden(packed) - ref)[later].norm() / ref_norm)
+    leak = float((hidden(leaky) - ref)[later].norm() / ref_norm)
+    verdict = "ok" if err < 0.2 * leak else ("inconclusive" if leak < 1e-3 else "FAIL")
+    return {"packing_rel_err": err, "packing_leak_rel_err": leak, "packing_check": verdict}
 
 
 # -------------------------------------------------------------- generation
@@ -440,7 +476,8 @@ def run_generation(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true",
-                    help="a tiny model and workload on the CPU in fp32 (smoke test)")
+                    help="a tiny model and workload: seconds; on the CPU in fp32 where there "
+                         "is no GPU (the test suite), else a GPU smoke test")
     ap.add_argument("--precision", choices=["bf16", "amp"], default="bf16",
                     help="GPU only. bf16: bf16 weights (as DeepSpeed bf16 computes); "
                          "amp: fp32 weights + bf16 autocast (the trainer without DeepSpeed)")
@@ -448,6 +485,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, help="timed steps per phase")
     ap.add_argument("--warmup", type=int, help="untimed steps per phase")
     ap.add_argument("--gen-tokens", type=int, help="max new tokens per generated sample")
+    ap.add_argument("--gen-samples", type=int, help="samples per prompt (8 prompts)")
     ap.add_argument("--peak-flops", type=float, default=H100_BF16_PEAK,
                     help="peak FLOP/s for MFU (default: H100 dense bf16, 989e12)")
     ap.add_argument("--workdir", help="where the model folder goes (default: a temp dir)")
@@ -464,15 +502,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = TINY_SHAPE if args.tiny else PAPER_SHAPE
     plan = TINY_PLAN if args.tiny else FULL_PLAN
     overrides = {"pack_tokens": args.pack_tokens, "steps": args.steps, "warmup": args.warmup,
-                 "gen_tokens": args.gen_tokens}
+                 "gen_tokens": args.gen_tokens, "gen_samples": args.gen_samples}
     plan = Plan(**{**asdict(plan), **{k: v for k, v in overrides.items() if v is not None}})
-    device = "cpu" if args.tiny else "cuda"
-    if args.tiny:
+    # --tiny runs where the trainer would: the GPU if there is one (a quick smoke
+    # test there), else the CPU in fp32 (the test suite)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
         precision, dtype = "fp32", torch.float32
+        # tiny ops: one thread is as fast, and immune to a busy shared CPU's spin-waits
+        torch.set_num_threads(1)
     else:
         precision = args.precision
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    attn = training.attention_implementation() if device == "cuda" else "sdpa"
+    attn = training.attention_implementation()  # FA2 iff CUDA + flash_attn (load_model's rule)
     packed = attn == "flash_attention_2"  # the trainer's rule (redi.training.Trainer)
 
     def autocast() -> Any:
@@ -493,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokenizer = write_model_dir(shape, model_dir, device, torch.bfloat16 if device == "cuda"
                                     else torch.float32)
         build_s = time.perf_counter() - t0
+        gc.collect()  # the init model is gone: give its memory back before loading
+        if device == "cuda":
+            torch.cuda.empty_cache()
         # the trainer's loader: attention implementation, use_cache off, non-reentrant GC
         t0 = time.perf_counter()
         lm = training.load_model(model_dir, dtype, gradient_checkpointing=True).to(device)
@@ -508,6 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("MFU = (6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / "
               f"{args.peak_flops:.4g}  [attention: 6 (fwd+bwd) * 2 (QK^T, AV) * L * s^2 * H / 2 "
               "(causal)]; HFU adds the GC re-forward and the LM head over completion tokens")
+
+        check = packing_check(lm, shape.vocab, tokenizer.pad_token_id, device, autocast)
+        print(f"[packing] packed vs padded hidden states: rel err {check['packing_rel_err']:.2e}; "
+              f"with positions not restarting (a leak): {check['packing_leak_rel_err']:.2e} -> "
+              f"{check['packing_check']}")
 
         module = logprobs.TokenLogps(lm)
         module.train()  # gradient checkpointing only acts in training mode
@@ -525,11 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{name}] {phase.steps} steps x {plan.pack_tokens} tokens "
                   f"(~{len(packs[-1])} seqs/pack, input tensor {phase.padded_tokens} tokens, "
                   f"{phase.layout}): {phase.tokens_per_s:,.0f} tok/s, step {phase.step_s_mean:.3f}s "
-                  f"(min {phase.step_s_min:.3f}s), MFU {phase.mfu(args.peak_flops):.3f}, "
-                  f"HFU {phase.hfu(args.peak_flops):.3f}, peak mem "
+                  f"(min {phase.step_s_min:.3f}s), MFU {phase.mfu(args.peak_flops):.4g}, "
+                  f"HFU {phase.hfu(args.peak_flops):.4g}, peak mem "
                   f"{'n/a' if phase.peak_mem_gib is None else f'{phase.peak_mem_gib:.2f} GiB'}, "
                   f"loss {phase.last_loss:.4f}")
         del module, lm, optimizer
+        gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
 
@@ -551,15 +602,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "params_total": total,
         "params_non_embedding_N": n_params,
         "peak_flops": args.peak_flops,
+        "mfu_formula": "(6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / peak_flops",
         "pack_tokens": plan.pack_tokens,
+        **check,
     }
     for p in phases:
         summary.update({
             f"{p.name}_tokens_per_s": round(p.tokens_per_s, 1),
             f"{p.name}_step_s": round(p.step_s_mean, 4),
             f"{p.name}_peak_mem_gib": None if p.peak_mem_gib is None else round(p.peak_mem_gib, 2),
-            f"{p.name}_mfu": round(p.mfu(args.peak_flops), 4),
-            f"{p.name}_hfu": round(p.hfu(args.peak_flops), 4),
+            f"{p.name}_mfu": float(f"{p.mfu(args.peak_flops):.4g}"),
+            f"{p.name}_hfu": float(f"{p.hfu(args.peak_flops):.4g}"),
         })
     summary["generation_tokens_per_s"] = round(float(gen["gen_decode_tokens_per_s"]), 1)
     summary["generation_hf_backend_tokens_per_s"] = round(
@@ -574,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{key}: {'n/a' if value is None else value}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
+    if check["packing_check"] == "FAIL":
+        print("gpu_check: packed sequences are NOT isolated (see packing_check)", file=sys.stderr)
+        return 3
     return 0
 
 
