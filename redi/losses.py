@@ -88,6 +88,11 @@ class PairLogps:
     ref_chosen: torch.Tensor | None = None
     ref_rejected: torch.Tensor | None = None
 
+    @classmethod
+    def interleaved(cls, sums: torch.Tensor, lengths: torch.Tensor) -> PairLogps:
+        """From one forward over [chosen_0, rejected_0, chosen_1, ...] (the stage-2 layout)."""
+        return cls(sums[0::2], sums[1::2], lengths[0::2], lengths[1::2])
+
 
 @dataclass(frozen=True)
 class Objective:

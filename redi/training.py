@@ -211,7 +211,8 @@ def load_model(
     )
     model.config.use_cache = False
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant, as the authors (the gradient_checkpointing_* names are deprecated in 5.x)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -394,7 +395,7 @@ class Trainer:
                 stats[1] += mean_logps.sum().double()
                 stats[2] += len(items)
             return loss_sum
-        pairs = losses.PairLogps(sums[0::2], sums[1::2], batch.lengths[0::2], batch.lengths[1::2])
+        pairs = losses.PairLogps.interleaved(sums, batch.lengths)
         if self.objective.needs_ref:
             ref = torch.tensor([it.ref for it in items], dtype=sums.dtype, device=sums.device)
             pairs.ref_chosen, pairs.ref_rejected = ref[:, 0], ref[:, 1]

@@ -300,7 +300,7 @@ def sft_loss(module: torch.nn.Module, batch: batching.Batch) -> torch.Tensor:
 def redi_loss(module: torch.nn.Module, batch: batching.Batch) -> torch.Tensor:
     """REDI over the pairs of one forward (as ``Trainer._micro_loss``), pair mean."""
     sums = logprobs.sequence_sums(logprobs.batch_token_logps(module, batch), batch)
-    pairs = losses.PairLogps(sums[0::2], sums[1::2], batch.lengths[0::2], batch.lengths[1::2])
+    pairs = losses.PairLogps.interleaved(sums, batch.lengths)
     return losses.objective("redi").loss(pairs, {"alpha": REDI_ALPHA}).mean()
 
 
