@@ -15,7 +15,8 @@ from pathlib import Path
 PACKAGE = "redi"
 
 
-def _imported_modules(path: Path) -> set[str]:
+@cache  # every rule's scripts share most modules: parse each file once per Snakefile parse
+def _imported_modules(path: Path) -> frozenset[str]:
     """Top-level ``redi.<module>`` names imported anywhere in a file."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
@@ -36,7 +37,7 @@ def _imported_modules(path: Path) -> set[str]:
                     found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 1:
             found.update(alias.name for alias in node.names)  # from . import x
-    return found
+    return frozenset(found)
 
 
 @cache
