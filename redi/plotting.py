@@ -106,7 +106,8 @@ def run_styles(palette: Sequence[str], specs: Mapping[str, Mapping[str, Any]],
             color = SFT_COLORS[index % len(SFT_COLORS)]
         else:
             color = PALETTE[index % len(PALETTE)]
-        styles[run] = RunStyle(color, _linestyle(spec, palette, specs), labels[run])
+        # labels: only the runs this figure shows
+        styles[run] = RunStyle(color, _linestyle(spec, palette, specs), labels.get(run, run))
     return styles
 
 
@@ -114,7 +115,7 @@ def _linestyle(spec: Mapping[str, Any], palette: Sequence[str],
                specs: Mapping[str, Mapping[str, Any]]) -> str:
     objective = spec["objective"]
     if objective == "redi":  # symmetric REDI (α = 1) dashed, as in the paper's Fig. 6
-        return "--" if spec["alpha"] >= 1.0 else "-"
+        return "--" if spec.get("alpha", 0.0) >= 1.0 else "-"  # α: own runs only
     if objective in ("dpo", "simpo"):  # stronger regularisation (larger β): sparser dashes
         betas = sorted({specs[r]["beta"] for r in palette if specs[r]["objective"] == objective})
         return LINESTYLES[betas.index(spec["beta"]) % len(LINESTYLES)]

@@ -598,20 +598,25 @@ def figure_runs(config: Mapping[str, Any], figure: str | None = None) -> list[st
 
 
 def figure_params(config: Mapping[str, Any], figure: str) -> dict[str, Any]:
-    """One figure's job parameters: its runs, and for every run in any figure its
-    spec and legend label, so that a run keeps its colour across figures."""
+    """One figure's job parameters: its runs with their specs and legend labels, and
+    for every other run in any figure only what fixes the styles (objective, β), so
+    that a run keeps its colour across figures while changing another figure's run
+    (its LR, say) does not replan this figure."""
     preset = rc.preset(config)
     palette = figure_runs(config)
+    own = figure_runs(config, figure)
     keys = ("objective", "init", "lr", "alpha", "beta", "gamma")
+    style_keys = ("objective", "beta")
     specs = {r: {"objective": "sft"} if r not in config["runs"] else
-             {k: v for k, v in config["runs"][r].items() if k in keys} for r in palette}
+             {k: v for k, v in config["runs"][r].items()
+              if k in (keys if r in own else style_keys)} for r in palette}
     bench = preset["fig8_benchmark"] if figure == "fig8" else preset["intermediate_benchmark"]
     return {
         "figure": figure,
-        "runs": figure_runs(config, figure),
+        "runs": own,
         "palette": palette,
         "specs": specs,
-        "labels": {r: rc.run_label(config, r) for r in palette},
+        "labels": {r: rc.run_label(config, r) for r in own},
         "benchmark": _preset_benchmark(preset, bench),
         # the paper's "gradient step size" as the AdamW update norm (report/fig3.rst)
         "step_size": "update_norm",

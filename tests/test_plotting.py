@@ -283,7 +283,7 @@ def test_report_rules_run_and_only_figures_replan_after_a_plotting_edit(tmp_path
     assert table2["config"].tolist()[1:] == ["β=0.001 LR=1e-7", "β=10 γ=5 LR=3e-7",
                                              "α=1 LR=1e-7", "α=0.8 LR=1e-6"]
     table1 = pd.read_csv(workdir / "results/table1.csv")
-    assert table1["model"].tolist() == ["Tiny base model (untrained)", "SFT-5ep", "REDI (final)"]
+    assert table1["model"].tolist() == ["Tiny base model (no SFT)", "SFT-5ep", "REDI (final)"]
     assert table1.loc[2, "config"] == "α=0.8 LR=1e-6 from sft_5ep"
     comparison = pd.read_csv(workdir / "results/paper_comparison.csv")
     assert len(comparison) == 30 + 30 + 25 + 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -393,8 +394,20 @@ def test_figure_params(cfg):
     # the palette: SFT runs, then every run of any figure in config order (20 runs)
     assert fig3["palette"][:3] == ["sft_3ep", "sft_5ep", "dpo_b0.1_lr1e-8"]
     assert len(fig3["palette"]) == 20
-    assert fig3["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi", "init": "sft_3ep",
+    # its own runs in full; the others only as far as they fix colours and dashes
+    assert fig3["specs"]["dpo_b0.1_lr1e-8"] == {"objective": "dpo", "init": "sft_3ep",
+                                               "lr": 1e-8, "beta": 0.1}
+    assert fig3["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi"}
+    assert fig3["specs"]["dpo_b0.01_lr5e-7"] == {"objective": "dpo", "beta": 0.01}
+    assert set(fig3["labels"]) == set(fig3["runs"])
+    fig7 = reporting.figure_params(cfg, "fig7")
+    assert fig7["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi", "init": "sft_3ep",
                                                 "lr": 1e-6, "alpha": 0.8}
+    # another figure's LR does not change this figure's job parameters
+    changed = copy.deepcopy(cfg)
+    changed["runs"]["redi_a0.2_lr1e-6"]["lr"] = 3e-6
+    assert reporting.figure_params(changed, "fig3") == fig3
+    assert reporting.figure_params(changed, "fig7") != fig7
     assert reporting.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
     fig8 = reporting.figure_params(cfg, "fig8")
     assert fig8["runs"] == ["redi_a0.8_lr1e-6"]
