@@ -91,7 +91,7 @@ def run_styles(palette: Sequence[str], specs: Mapping[str, Mapping[str, Any]],
                labels: Mapping[str, str]) -> dict[str, RunStyle]:
     """A fixed style per run for all figures.
 
-    ``palette`` lists every run shown in any figure (config order); a run's
+    ``palette`` lists every run shown in any figure (order of first appearance); a run's
     colour is its position among the listed runs of its objective, so runs that
     share a figure never share a colour. SFT runs are black and grey.
     """

@@ -586,15 +586,17 @@ def comparison_params(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def figure_runs(config: Mapping[str, Any], figure: str | None = None) -> list[str]:
-    """The runs of one figure (fig2: the SFT runs), or of all figures (config order)."""
+    """The runs of one figure (fig2: the SFT runs), or of all figures: the SFT runs, then
+    each run at its first appearance in `figures` (not the order of `runs`, which a
+    --configfile override reorders)."""
     sft_runs = [rc.sft_name(e) for e in config["sft_epochs"]]
     if figure == "fig2":
         return sft_runs
     if figure is not None:
         names = config["figures"][figure]
         return [names] if isinstance(names, str) else list(names)
-    shown = {r for f in config["figures"] for r in figure_runs(config, f)}
-    return sft_runs + [r for r in config["runs"] if r in shown]
+    shown = [r for f in config["figures"] for r in figure_runs(config, f)]
+    return list(dict.fromkeys(sft_runs + shown))
 
 
 def figure_params(config: Mapping[str, Any], figure: str) -> dict[str, Any]:

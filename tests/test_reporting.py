@@ -391,8 +391,8 @@ def test_figure_params(cfg):
     assert fig3["runs"] == ["dpo_b0.001_lr1e-6", "dpo_b0.01_lr1e-7", "dpo_b0.1_lr1e-8"]
     assert fig3["benchmark"] == {"name": "toy_arith", "label": "Toy-Arith"}
     assert fig3["step_size"] == "update_norm"
-    # the palette: SFT runs, then every run of any figure in config order (20 runs)
-    assert fig3["palette"][:3] == ["sft_3ep", "sft_5ep", "dpo_b0.1_lr1e-8"]
+    # the palette: SFT runs, then every run of any figure in order of appearance (20 runs)
+    assert fig3["palette"][:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
     assert len(fig3["palette"]) == 20
     # its own runs in full; the others only as far as they fix colours and dashes
     assert fig3["specs"]["dpo_b0.1_lr1e-8"] == {"objective": "dpo", "init": "sft_3ep",
@@ -406,6 +406,9 @@ def test_figure_params(cfg):
     # another figure's LR does not change this figure's job parameters
     changed = copy.deepcopy(cfg)
     changed["runs"]["redi_a0.2_lr1e-6"]["lr"] = 3e-6
+    # (and as a --configfile override would leave it: that run first)
+    changed["runs"] = {"redi_a0.2_lr1e-6": changed["runs"].pop("redi_a0.2_lr1e-6"),
+                       **changed["runs"]}
     assert reporting.figure_params(changed, "fig3") == fig3
     assert reporting.figure_params(changed, "fig7") != fig7
     assert reporting.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
