@@ -79,8 +79,12 @@ def _describe(error) -> str:
         value = value[:77] + "..."
     hint = ""
     if error.validator == "type" and isinstance(error.instance, str):
-        # snakemake parses the leaves of a nested --config value as strings
-        hint = " (nested --config values arrive as strings: put the override in a --configfile)"
+        # snakemake's --config parses Python literals, and nested leaves stay strings
+        if error.instance.lower() in ("true", "false"):
+            hint = " (--config reads Python literals: write True or False)"
+        else:
+            hint = (" (nested --config values arrive as strings: put the override in a"
+                    " --configfile)")
     return f"invalid config key '{_key_path(path)}' = {value}: {error.message}{hint}"
 
 

@@ -42,6 +42,9 @@ if (DeploymentMethod.CONDA in _deployment and shutil.which("conda") is None
                    "(a real run with --software-deployment-method conda needs conda).")
 
 PRESET = rc.preset(config)
+# a --config on the command line replaces the slurm profile's `preset=paper`: say
+# which preset this is, so a cluster run of the tiny preset does not go unnoticed
+logger.info(f"preset: {config['preset']}")
 RAW_SOURCE = rc.raw_data_source(config)
 SFT_RUNS = [rc.sft_name(e) for e in config["sft_epochs"]]
 STAGE2_RUNS = list(config["runs"])

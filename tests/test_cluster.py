@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import ROOT, copy_workflow, planned_jobs, snakemake
+from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 
 GPU_RULES = {"sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats"}
 PLACEMENT = {"REDI_SLURM_ACCOUNT": "proj42", "REDI_SLURM_PARTITION": "cpu",
@@ -108,3 +108,18 @@ def test_training_jobs_launch_one_process_per_gpu(slurm_dry_run):
         assert any(f"scripts/launch.sh 8 scripts/{script}" in c for c in commands), script
     launch = (ROOT / "scripts" / "launch.sh").read_text()
     assert 'accelerate launch --num_processes "$ngpu"' in launch
+
+
+def test_overrides_through_a_configfile_keep_the_paper_preset(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    override = tmp_path / "offline.yaml"
+    override.write_text(f"presets:\n  paper:\n    benchmarks_dir: {BENCHMARKS_DIR}\n")
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv",
+                     "--configfile", str(override))
+    assert "preset: paper" in proc.stdout + proc.stderr
+    jobs = planned_jobs(proc)
+    assert "download_benchmarks" not in jobs and jobs["download_raw"] == 1
+    # a --config on the command line replaces the profile's; the run says which preset
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv",
+                     "--config", "verify_labels=True")
+    assert "preset: tiny" in proc.stdout + proc.stderr
