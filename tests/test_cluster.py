@@ -123,3 +123,14 @@ def test_overrides_through_a_configfile_keep_the_paper_preset(tmp_path):
     proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv",
                      "--config", "verify_labels=True")
     assert "preset: tiny" in proc.stdout + proc.stderr
+
+
+def test_without_gpus_the_same_rules_run_on_cpu(tmp_path):
+    # --resources gpu=0 caps every job's `gpu`: training launches one CPU process
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "-n", "-p", "results/table2.csv", "--config", "preset=paper",
+                     "--resources", "gpu=0")
+    text = proc.stdout + proc.stderr
+    assert "scripts/launch.sh 0 scripts/train_sft.py" in text
+    assert "scripts/launch.sh 0 scripts/train_stage2.py" in text
+    assert "--gpus 8" not in text and "--gpus 0" in text
