@@ -223,10 +223,11 @@ def _dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFram
 
 
 @_styled
-def plot_fig3(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
-              styles: Mapping[str, RunStyle], benchmark_label: str,
-              step_size: str = "update_norm") -> Figure:
-    """Figure 3: DPO dynamics for β with matched initial step sizes."""
+def plot_dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
+                  styles: Mapping[str, RunStyle], benchmark_label: str,
+                  step_size: str = "update_norm") -> Figure:
+    """Figures 3, 5, 6, 7 (DPO dynamics for β with matched initial step sizes; SimPO;
+    symmetric REDI vs REDI α = 0.8; the α ablation): one layout, the runs differ."""
     return _dynamics(curves, logs, styles, benchmark_label, step_size)
 
 
@@ -255,30 +256,6 @@ def plot_fig4(curves: Mapping[str, pd.DataFrame], styles: Mapping[str, RunStyle]
 
 
 @_styled
-def plot_fig5(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
-              styles: Mapping[str, RunStyle], benchmark_label: str,
-              step_size: str = "update_norm") -> Figure:
-    """Figure 5: SimPO dynamics (both β, γ configurations)."""
-    return _dynamics(curves, logs, styles, benchmark_label, step_size)
-
-
-@_styled
-def plot_fig6(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
-              styles: Mapping[str, RunStyle], benchmark_label: str,
-              step_size: str = "update_norm") -> Figure:
-    """Figure 6: symmetric REDI (α = 1, three LRs) vs REDI (α = 0.8)."""
-    return _dynamics(curves, logs, styles, benchmark_label, step_size)
-
-
-@_styled
-def plot_fig7(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
-              styles: Mapping[str, RunStyle], benchmark_label: str,
-              step_size: str = "update_norm") -> Figure:
-    """Figure 7: REDI α ablation."""
-    return _dynamics(curves, logs, styles, benchmark_label, step_size)
-
-
-@_styled
 def plot_fig8(genstats: pd.DataFrame, benchmark: str, benchmark_label: str,
               style: RunStyle) -> Figure:
     """Figure 8: generation statistics vs REDI training step (step 0 = the SFT model)."""
@@ -303,7 +280,7 @@ def plot_fig8(genstats: pd.DataFrame, benchmark: str, benchmark_label: str,
     return fig
 
 
-DYNAMICS = {"fig3": plot_fig3, "fig5": plot_fig5, "fig6": plot_fig6, "fig7": plot_fig7}
+DYNAMICS = {figure: plot_dynamics for figure in ("fig3", "fig5", "fig6", "fig7")}
 
 
 # ---------------------------------------------------------------- job entry

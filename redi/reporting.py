@@ -31,6 +31,7 @@ import pandas as pd
 from redi import config as rc
 from redi.config import OBJECTIVE_LABELS
 from redi.io import read_json, write_csv, write_text
+from redi.metrics import average_sem  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,6 @@ def average(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("no values to average")
     return math.fsum(values) / len(values)
-
-
-def average_sem(sems: Sequence[float]) -> float:
-    """Avg SEM: sqrt(sum SEM_b^2) / B (reproduces every row of the paper's Tables 1-2)."""
-    if not sems:
-        raise ValueError("no SEMs to average")
-    return math.sqrt(math.fsum(s * s for s in sems)) / len(sems)
 
 
 def config_text(run_label: str) -> str:

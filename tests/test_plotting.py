@@ -127,8 +127,8 @@ def test_dynamics_figures(tmp_path, cfg, name):
 def test_dynamics_step_size_alternative(cfg):
     styles, _ = styles_for(cfg)
     run = cfg["figures"]["fig6"][0]
-    fig = plotting.plot_fig6({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
-                             step_size="lr_x_grad_norm")
+    fig = plotting.DYNAMICS["fig6"]({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
+                                     step_size="lr_x_grad_norm")
     assert fig.axes[3].get_ylabel() == "LR × ‖∇L‖₂ (pre-clip)"
     assert fig.axes[3].lines[0].get_ydata()[0] == pytest.approx(2e-6)
 
