@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -26,3 +29,20 @@ def set_threads(threads: int) -> None:
 
 def dump_params(params: dict[str, Any]) -> str:
     return json.dumps(params, indent=2, sort_keys=True)
+
+
+def run_job(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; an uncaught error is logged with its traceback.
+
+    The log handlers of ``redi.io.setup_logging`` then put the traceback into the
+    job's own log file (``results/logs/<rule>/...``, where Snakemake points the
+    user), not only on stderr; the process exits with status 1.
+    """
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        logging.getLogger("redi").exception("job failed")
+        logging.shutdown()
+        sys.exit(1)

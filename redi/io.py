@@ -58,18 +58,26 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def setup_logging(log_path: str | os.PathLike | None, name: str = "redi") -> logging.Logger:
-    """Log to the job's log file (if given) and to stderr."""
+    """Log to the job's log file (if given) and to stderr.
+
+    Under a multi-process launcher (``RANK`` set by torchrun/accelerate) rank 0
+    writes ``log_path`` and rank k > 0 writes ``log_path.rank<k>``: ranks never
+    truncate or interleave each other's file.
+    """
+    rank = int(os.environ.get("RANK", "0") or 0)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tag = f" [rank {rank}]" if "RANK" in os.environ else ""
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     root.addHandler(stream)
     if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_path, mode="w")
+        path = Path(log_path) if rank == 0 else Path(f"{log_path}.rank{rank}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, mode="w")
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
     return logging.getLogger(name)

@@ -3,15 +3,21 @@
 from pathlib import Path
 
 from redi import base_model
-from redi.cli import dump_params, job_parser, set_threads
+from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import atomic_path, setup_logging
 
-parser = job_parser(__doc__)
-parser.add_argument("--corpus", help="toy corpus (tiny preset: tokenizer training data)")
-parser.add_argument("--out", required=True)
-args = parser.parse_args()
-log = setup_logging(args.log)
-set_threads(args.threads)
-log.info("params %s", dump_params(args.params))
-with atomic_path(args.out) as tmp:
-    base_model.build(args.params, args.corpus, Path(tmp))
+
+def main() -> None:
+    parser = job_parser(__doc__)
+    parser.add_argument("--corpus", help="toy corpus (tiny preset: tokenizer training data)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    log = setup_logging(args.log)
+    set_threads(args.threads)
+    log.info("params %s", dump_params(args.params))
+    with atomic_path(args.out) as tmp:
+        base_model.build(args.params, args.corpus, Path(tmp))
+
+
+if __name__ == "__main__":
+    run_job(main)

@@ -1,11 +1,17 @@
 """Download the evaluation benchmarks from the Hub into one folder of JSON files."""
 
 from redi.benchmarks import download_benchmarks
-from redi.cli import job_parser
+from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
-parser = job_parser(__doc__)
-parser.add_argument("--out", required=True)
-args = parser.parse_args()
-setup_logging(args.log)
-download_benchmarks(args.params["benchmarks"], args.out)
+
+def main() -> None:
+    parser = job_parser(__doc__)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    setup_logging(args.log)
+    download_benchmarks(args.params["benchmarks"], args.out)
+
+
+if __name__ == "__main__":
+    run_job(main)

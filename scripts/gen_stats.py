@@ -1,15 +1,21 @@
 """Generation statistics (tokens, "Wait") of every checkpoint of one run (Figure 8)."""
 
 from redi import evaluation
-from redi.cli import job_parser, set_threads
+from redi.cli import job_parser, run_job, set_threads
 from redi.io import setup_logging
 
-parser = job_parser(__doc__)
-parser.add_argument("--manifest", required=True)
-parser.add_argument("--gpus", type=int, default=0)
-parser.add_argument("--out", required=True)
-args = parser.parse_args()
-setup_logging(args.log)
-set_threads(args.threads)
-evaluation.run_genstats(args.manifest, args.params, args.out, threads=args.threads,
-                        gpus=args.gpus)
+
+def main() -> None:
+    parser = job_parser(__doc__)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--gpus", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    setup_logging(args.log)
+    set_threads(args.threads)
+    evaluation.run_genstats(args.manifest, args.params, args.out, threads=args.threads,
+                            gpus=args.gpus)
+
+
+if __name__ == "__main__":
+    run_job(main)

@@ -1,16 +1,22 @@
 """Token-length filter of the preference pairs (authors' measurement)."""
 
 from redi import data
-from redi.cli import job_parser
+from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
-parser = job_parser(__doc__)
-parser.add_argument("--tokenizer", required=True)
-parser.add_argument("--sft", required=True)
-parser.add_argument("--pairs-in", required=True)
-parser.add_argument("--pairs-out", required=True)
-parser.add_argument("--report", required=True)
-args = parser.parse_args()
-setup_logging(args.log)
-data.run_length_filter(args.tokenizer, args.params, args.sft, args.pairs_in, args.pairs_out,
-                       args.report)
+
+def main() -> None:
+    parser = job_parser(__doc__)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--sft", required=True)
+    parser.add_argument("--pairs-in", required=True)
+    parser.add_argument("--pairs-out", required=True)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args()
+    setup_logging(args.log)
+    data.run_length_filter(args.tokenizer, args.params, args.sft, args.pairs_in, args.pairs_out,
+                           args.report)
+
+
+if __name__ == "__main__":
+    run_job(main)

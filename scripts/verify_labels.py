@@ -1,12 +1,18 @@
 """Re-run Math-Verify on every raw generation and compare with the corpus labels."""
 
 from redi import data
-from redi.cli import job_parser
+from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
-parser = job_parser(__doc__)
-parser.add_argument("--raw", required=True)
-parser.add_argument("--out", required=True)
-args = parser.parse_args()
-setup_logging(args.log)
-data.run_verify(args.raw, args.params, args.out, workers=args.threads)
+
+def main() -> None:
+    parser = job_parser(__doc__)
+    parser.add_argument("--raw", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    setup_logging(args.log)
+    data.run_verify(args.raw, args.params, args.out, workers=args.threads)
+
+
+if __name__ == "__main__":
+    run_job(main)
