@@ -12,10 +12,10 @@ which are counted in the loss and in the length ``|y|``:
 Two layouts of a micro-batch, both one forward pass with ``use_cache=False``:
 
 * ``packed``: all sequences concatenated in ONE row without any padding,
-  ``position_ids`` restarting at 0 per sequence and ``attention_mask=None``;
-  transformers then isolates the sequences (FlashAttention-2 varlen via
-  ``cu_seqlens`` derived from the position ids; SDPA/eager via a block-diagonal
-  mask). Used with FlashAttention-2, where it costs no extra attention FLOPs.
+  ``position_ids`` restarting at 0 per sequence, ``attention_mask=None`` and the
+  sequence starts in ``cu_seqlens``; the varlen attention of ``redi.attention``
+  (or FlashAttention-2) keeps the sequences apart. Used on GPUs, where it costs
+  no extra attention FLOPs.
 * ``padded``: one sequence per row, right-padded to the longest, also with
   ``attention_mask=None``: causal attention alone keeps every real token away
   from the padding (which only follows it), so the real tokens' log-probs are
@@ -72,6 +72,10 @@ class Batch:
     seq_index: torch.Tensor
     lengths: torch.Tensor
     n_tokens: int
+    # packed layout: sequence starts in the row (int32, [n_seqs + 1]) and the longest
+    # sequence, for padding-free attention (redi.attention); None when padded
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int = 0
 
     @property
     def n_seqs(self) -> int:
@@ -141,6 +145,11 @@ def make_batch(seqs: Seq[TokenSeq], packed: bool, pad_id: int) -> Batch:
             targets.append(torch.tensor(s.ids[s.n_prompt :]))
             seq_index.append(torch.full((s.n_completion,), k))
             offset += n
+        starts = [0]
+        for s in seqs:
+            starts.append(starts[-1] + len(s.ids))
+        cu_seqlens = torch.tensor(starts, dtype=torch.int32)
+        max_seqlen = max(len(s.ids) for s in seqs)
     else:
         width = max(len(s.ids) for s in seqs)
         input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -153,6 +162,7 @@ def make_batch(seqs: Seq[TokenSeq], packed: bool, pad_id: int) -> Batch:
         # right padding under plain causal attention: no mask needed, the pad
         # positions keep counting (no restart, so no packing is detected)
         position_ids = torch.arange(width).expand(len(seqs), width).contiguous()
+        cu_seqlens, max_seqlen = None, 0
     return Batch(
         input_ids=input_ids,
         position_ids=position_ids,
@@ -162,4 +172,6 @@ def make_batch(seqs: Seq[TokenSeq], packed: bool, pad_id: int) -> Batch:
         seq_index=torch.cat(seq_index),
         lengths=torch.tensor([s.n_completion for s in seqs], dtype=torch.long),
         n_tokens=sum(len(s.ids) for s in seqs),
+        cu_seqlens=cu_seqlens,
+        max_seqlen=max_seqlen,
     )

@@ -21,10 +21,12 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def set_threads(threads: int) -> None:
-    """Limit intra-op threads to the job's share (Snakemake runs jobs side by side)."""
+    """Limit intra-op threads to the job's share (Snakemake runs jobs side by side);
+    the processes of a multi-process launch on one machine split it."""
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    torch.set_num_threads(max(1, threads // max(1, processes)))
 
 
 def dump_params(params: dict[str, Any]) -> str:

@@ -85,14 +85,21 @@ class TokenLogps(torch.nn.Module):
         attention_mask: torch.Tensor | None,
         gather_index: torch.Tensor,
         targets: torch.Tensor,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int = 0,
     ) -> torch.Tensor:
         decoder = self.lm.get_decoder()
-        # use_cache=False: with a cache object transformers does not detect packing
+        # packed rows: the sequence boundaries once for every layer (varlen attention)
+        varlen = {} if cu_seqlens is None else {
+            "cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
+            "max_length_q": max_seqlen, "max_length_k": max_seqlen,
+        }
         hidden = decoder(
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
             use_cache=False,
+            **varlen,
         ).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather_index)
         head = self.lm.get_output_embeddings()
@@ -102,5 +109,6 @@ class TokenLogps(torch.nn.Module):
 def batch_token_logps(module: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Run a ``TokenLogps`` (possibly wrapped by accelerate) on a ``Batch``."""
     return module(
-        batch.input_ids, batch.position_ids, batch.attention_mask, batch.gather_index, batch.targets
+        batch.input_ids, batch.position_ids, batch.attention_mask, batch.gather_index,
+        batch.targets, batch.cu_seqlens, batch.max_seqlen,
     )

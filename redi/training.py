@@ -1,11 +1,13 @@
 """One training engine for SFT (stage 1) and stage 2 (DPO, SimPO, REDI).
 
-Built on accelerate: on the cluster ``scripts/launch.sh`` runs it under
-``accelerate launch`` with DeepSpeed ZeRO-2 (configs/); on a CPU it is one
-plain process. The same optimizer everywhere (AdamW, 10 % linear warmup then
-linear decay to 0, clipping; ``redi.config.OPTIMIZER``), bf16 on GPU, fp32 on
-CPU, FlashAttention-2 when installed (then micro-batches are packed without
-padding), SDPA otherwise (padded; see ``redi.batching``).
+Built on accelerate: ``scripts/launch.sh N`` runs it as N processes, under
+``accelerate launch`` with DeepSpeed ZeRO-2 (configs/) on GPUs, or under
+``torchrun`` on a CPU machine (gloo; ZeRO-2 or plain DDP), and as one plain
+process for N <= 1. The same optimizer everywhere (AdamW, 10 % linear warmup
+then linear decay to 0, clipping; ``redi.config.OPTIMIZER``), bf16 on GPU, fp32
+on CPU. On GPUs micro-batches are packed without padding (PyTorch's varlen
+FlashAttention, ``redi.attention``); on a CPU they are padded rows under SDPA
+(see ``redi.batching``).
 
 Losses, per optimizer step (a global batch of ``global_batch`` examples =
 ``micro_batch x accumulation x processes``):
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 
-from redi import batching, logprobs, losses
+from redi import attention, batching, logprobs, losses
 from redi.batching import TokenSeq
 from redi.io import atomic_path, read_json, write_json
 
@@ -65,7 +66,7 @@ LOG_COLUMNS = [
     "elapsed_s",
 ]
 # code whose change invalidates a resume state (besides params and inputs)
-_CODE_MODULES = ("training", "batching", "logprobs", "losses", "prompts")
+_CODE_MODULES = ("training", "batching", "logprobs", "losses", "prompts", "attention")
 _HASH_LIMIT = 64 * 2**20  # bigger input files are fingerprinted by size + mtime
 
 
@@ -195,19 +196,34 @@ def fingerprint(params: dict[str, Any], inputs: list[str | os.PathLike]) -> str:
 # --------------------------------------------------------------------- model
 
 
-def attention_implementation() -> str:
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+def distributed_state() -> Any:
+    """accelerate's process state, also for ``torchrun`` on a machine without CUDA.
+
+    There accelerate does not pick up the torchrun world by itself; creating the
+    state with a CPU backend first makes it (gloo: ``cpu=True`` for DDP,
+    ``backend="gloo"`` for DeepSpeed, whose accelerator is then ``DS_ACCELERATOR=cpu``).
+    """
+    from accelerate import PartialState
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return PartialState()
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return PartialState(backend="gloo")
+    return PartialState(cpu=True)
 
 
 def load_model(
-    path: str | os.PathLike, dtype: torch.dtype, gradient_checkpointing: bool = False
+    path: str | os.PathLike,
+    dtype: torch.dtype,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == attention.VARLEN:
+        attention.register()
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=attention_implementation()
+        path, dtype=dtype, attn_implementation=attn_implementation
     )
     model.config.use_cache = False
     if gradient_checkpointing:
@@ -254,12 +270,12 @@ class Trainer:
     """The optimisation loop shared by SFT and stage 2."""
 
     def __init__(self, spec: RunSpec) -> None:
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.spec = spec
         p = spec.params
-        state = PartialState()
+        state = distributed_state()
         self.world, self.rank = state.num_processes, state.process_index
         per_step = p["micro_batch"] * self.world
         if p["global_batch"] % per_step:
@@ -281,7 +297,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(spec.items) / p["global_batch"])
         self.objective = losses.objective(p["objective"]) if spec.stage == "stage2" else None
 
-        self.packed = attention_implementation() == "flash_attention_2"
+        self.attn, self.packed = attention.training_attention()
         self.pad_id = spec.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = spec.tokenizer.eos_token_id
@@ -293,7 +309,7 @@ class Trainer:
             if plugin is not None and acc.mixed_precision == "bf16"
             else torch.float32
         )
-        model = load_model(spec.init, dtype, bool(p.get("gradient_checkpointing")))
+        model = load_model(spec.init, dtype, bool(p.get("gradient_checkpointing")), self.attn)
         self.module = logprobs.TokenLogps(model)
         decay, no_decay = [], []  # no weight decay on biases and norm weights (as HF Trainer)
         for param in self.module.parameters():
@@ -333,17 +349,34 @@ class Trainer:
 
     # ----------------------------------------------------------- resume state
 
+    @property
+    def layout(self) -> dict[str, Any]:
+        """How the processes share the work: per-rank resume state depends on it."""
+        return {"world_size": self.world, "distributed": self.accelerator.distributed_type.value}
+
+    def _find_resume_state(self) -> tuple[Path, dict[str, Any]] | None:
+        """The latest resume state of this run (same fingerprint) that this
+        process layout can load; another world size restarts the run, logged."""
+        if not self.ckpt_dir.is_dir():
+            return None
+        for state_file in sorted(self.ckpt_dir.glob("step-*/resume/trainer_state.json"),
+                                 reverse=True):
+            state = read_json(state_file)
+            if state.get("fingerprint") != self.spec.fingerprint:
+                continue
+            written = {k: state.get(k) for k in self.layout}
+            if written != self.layout:
+                # optimizer shards and RNG states are per rank: they cannot be re-sharded
+                log.warning("%s: resume state %s was written by %s, this run is %s: "
+                            "starting the run afresh", self.spec.params.get("run"),
+                            state_file.parent, written, self.layout)
+                return None
+            return state_file.parent, state
+        return None
+
     def _resume(self) -> None:
         acc = self.accelerator
-        found = None
-        if self.ckpt_dir.is_dir():
-            for state_file in sorted(
-                self.ckpt_dir.glob("step-*/resume/trainer_state.json"), reverse=True
-            ):
-                state = read_json(state_file)
-                if state.get("fingerprint") == self.spec.fingerprint:
-                    found = (state_file.parent, state)
-                    break
+        found = self._find_resume_state()
         acc.wait_for_everyone()
         if found is None:
             if acc.is_main_process:  # stale or foreign: start afresh
@@ -525,8 +558,12 @@ class Trainer:
         # accelerate warns that it drops the tied lm_head copy: expected (it is re-tied on load)
         logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
         acc.save_state(str(tmp / "resume"))  # every process (DeepSpeed partitions)
+        # save_state ends without a barrier: no rank may rename the folder while
+        # another still writes its shard or RNG state into it
+        acc.wait_for_everyone()
         if acc.is_main_process:
             state = {
+                **self.layout,
                 "fingerprint": self.spec.fingerprint,
                 "step": step,
                 "rows": self.rows,
@@ -616,8 +653,9 @@ class Trainer:
             "final_checkpoint": self.checkpoints[-1]["path"],
             "log": spec.log_csv_path.as_posix(),
             "wall_time_s": round(wall, 3),
-            "attention": attention_implementation(),
+            "attention": self.attn,
             "layout": "packed" if self.packed else "padded",
+            **self.layout,
         }
         if acc.is_main_process:
             self._write_log_csv()
@@ -714,17 +752,17 @@ def compute_ref_logps(
     (init SFT checkpoint, pair set): a forward-only pass, sharded over processes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from tqdm import tqdm
 
-    state = PartialState()
+    state = distributed_state()
     init = init_checkpoint(init_manifest)
     tokenizer = _tokenizer(init)
     items = pair_items(tokenizer, pairs, params["max_prompt_length"], params["max_length"])
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    module = logprobs.TokenLogps(load_model(init, dtype)).to(state.device).eval()
-    packed = attention_implementation() == "flash_attention_2"
+    attn, packed = attention.training_attention()
+    module = logprobs.TokenLogps(load_model(init, dtype, attn_implementation=attn))
+    module = module.to(state.device).eval()
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +70,58 @@ def data_workflow(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("data_workflow"))
     snakemake(workdir, "--cores", "2", "results/data/report.json")
     return workdir
+
+
+# ------------------------------------------------------- tiny training inputs
+
+
+def toy_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b, c = rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9)
+        good, bad = a + b * c, a + b * c + rng.choice([-2, -1, 1, 2])
+        trace = "<think>\n{a}+{b}*{c}\n={a}+{p}\n={r}\n</think>\nThe result is $\\boxed{{{r}}}$."
+        rows.append(
+            {
+                "problem": f"Compute {a}+{b}*{c}",
+                "answer": str(good),
+                "response": trace.format(a=a, b=b, c=c, p=b * c, r=good),
+                "chosen": trace.format(a=a, b=b, c=c, p=b * c, r=good),
+                "rejected": trace.format(a=a, b=b, c=c, p=bad - a, r=bad)
+                + " Wait" * rng.randint(0, 6),
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A tiny base model folder (tokenizer + random Qwen2), sft.parquet and pairs.parquet."""
+    from redi import base_model
+
+    root = tmp_path_factory.mktemp("tiny_train")
+    rows = toy_rows(20, seed=0)
+    texts = [r["problem"] for r in rows] + [r["response"] + r["rejected"] for r in rows]
+    tokenizer = base_model.train_tokenizer(texts * 5, vocab_size=300)
+    params = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "rope_theta": 10000.0,
+        "seed": 0,
+    }
+    model = base_model.tiny_model(tokenizer, params)
+    base_model.save(model, tokenizer, root / "base")
+    frame = pd.DataFrame(rows)
+    frame[["problem", "answer", "response"]].to_parquet(root / "sft.parquet")
+    frame[["problem", "answer", "chosen", "rejected"]].to_parquet(root / "pairs.parquet")
+    return {
+        "root": root,
+        "base": root / "base",
+        "sft": root / "sft.parquet",
+        "pairs": root / "pairs.parquet",
+    }
