@@ -10,6 +10,7 @@ docs/ARCHITECTURE.md (Evaluation).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -49,6 +50,14 @@ def backend_from_params(params: dict[str, Any], threads: int = 1, gpus: int = 0)
     return make_backend("vllm", sampling(params), gpus=gpus,
                         max_model_len=params.get("max_model_len"),
                         gpu_memory_utilization=params.get("gpu_memory_utilization", 0.9))
+
+
+def request_seed(seed: int, benchmark: str, problem_id: Any) -> int:
+    """The sampling seed of one problem (its j-th sample uses ``+ j``): a function of
+    the evaluation seed, benchmark and problem only, so samples do not depend on how
+    prompts are batched or sharded over GPUs."""
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 2**16)  # + j stays a 31-bit int
 
 
 def other_mode(mode: str) -> str:
@@ -127,9 +136,10 @@ def evaluate_model(
     force = params["force_think"] if force_think is None else force_think
     n = params["n_samples"]
     tokenizer = load_tokenizer(model)
-    prompts, priority = [], []
+    prompts, priority, seeds = [], [], []
     for spec, items in benchmarks:
         for item in items:
+            seeds.append(request_seed(params["seed"], spec["name"], item["id"]))
             prompts.append(render_eval_prompt(tokenizer, item["problem"], force,
                                               params["think_prefix"],
                                               params["think_prefix_newline"]))
@@ -138,7 +148,7 @@ def evaluate_model(
     # strict grader sees the opening tag (also when the template itself opens it)
     prefix = params["think_prefix"]
     start = time.monotonic()
-    completions = backend.generate(model, prompts, n, priority=priority)
+    completions = backend.generate(model, prompts, n, priority=priority, seeds=seeds)
     elapsed = time.monotonic() - start
     total_tokens = sum(c.n_tokens for comps in completions for c in comps)
     log.info("%s: %d responses, %d tokens in %.1f s (%.0f tokens/s)", model,
@@ -341,6 +351,8 @@ def run_final(
         "model": model,
         "protocol": params,
         "grader": mode,
+        # the context the model was sampled with (vLLM: capped at the model's own)
+        "generation": {"backend": params["backend"], **backend.context(model["checkpoint"])},
         "benchmarks": {name: benchmark_summary(r, mode) for name, r in results.items()},
     }
     write_json(Path(out_dir) / "summary.json", summary)

@@ -15,7 +15,16 @@
 * ``vllm`` -- ``vllm.LLM`` + ``SamplingParams(n=...)``, imported lazily; one
   engine per GPU (a spawned process each, data parallel), every request of a
   model submitted in one call, longest-expected first, so long stragglers of
-  different benchmarks overlap.
+  different benchmarks overlap. ``max_model_len`` is capped at the model's own
+  context (``max_position_embeddings``): vLLM refuses a longer one.
+
+Randomness is per request on both backends: prompt ``i`` has a seed
+``seeds[i]`` (``redi.evaluation`` derives it from the evaluation seed, the
+benchmark and the problem id) and its ``j``-th sample uses ``seeds[i] + j``
+(vLLM's rule for ``SamplingParams(n, seed)``). Samples therefore do not depend
+on how prompts are batched or sharded over engines. Greedy decoding
+(temperature 0) with ``n > 1`` decodes once and repeats the completion (vLLM
+refuses ``n > 1`` without sampling).
 
 A completion's ``n_tokens`` counts generated tokens including the stop token
 (what vLLM reports); ``text`` excludes special tokens (vLLM's default).
@@ -27,6 +36,7 @@ import logging
 import os
 import pickle
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +68,7 @@ class Completion:
 
 
 @dataclass
-class Backend:
+class Backend(ABC):
     """Interface: ``generate(model, prompts, n)`` -> n completions per prompt."""
 
     sampling: Sampling = field(default_factory=Sampling)
@@ -69,10 +79,28 @@ class Backend:
         prompts: Sequence[str],
         n: int,
         priority: Sequence[float] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         """``priority``: expected length of each prompt's answers (vLLM schedules
-        the largest first); prompts keep their order in the result."""
-        raise NotImplementedError
+        the largest first); ``seeds``: each prompt's seed (default: ``sampling.seed
+        + 1000 * i``); prompts keep their order in the result."""
+        if seeds is None:
+            seeds = [self.sampling.seed + 1000 * i for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        if self.sampling.temperature <= 0 and n > 1:  # greedy: n identical samples
+            once = self._generate(model, prompts, 1, priority, list(seeds))
+            return [comps * n for comps in once]
+        return self._generate(model, prompts, n, priority, list(seeds))
+
+    @abstractmethod
+    def _generate(self, model: str, prompts: Sequence[str], n: int,
+                  priority: Sequence[float] | None, seeds: list[int]) -> list[list[Completion]]:
+        """The backend's sampling; sample ``j`` of prompt ``i`` uses ``seeds[i] + j``."""
+
+    def context(self, model: str) -> dict[str, Any]:
+        """The model's own context length (``max_position_embeddings``)."""
+        return {"model_max_position_embeddings": model_context(model)}
 
 
 def make_backend(name: str, sampling: Sampling, **options: Any) -> Backend:
@@ -106,6 +134,15 @@ def load_tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
+def model_context(model: str) -> int | None:
+    """``max_position_embeddings`` of a model folder or Hub id (None if unset)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    value = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if value else None
+
+
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -124,7 +161,7 @@ class HFBackend(Backend):
     fast: bool = True  # False: always model.generate (the reference path)
     dtype: str = "auto"
 
-    def generate(self, model, prompts, n, priority=None):
+    def _generate(self, model, prompts, n, priority, seeds):
         import torch
 
         if self.threads:
@@ -140,8 +177,8 @@ class HFBackend(Backend):
                  len(prompts), n, "incremental" if use_fast else "generate", self.batch_size, device)
         # similar lengths share a batch (less padding); results go back in input order
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        per_batch = max(1, self.batch_size // n)
-        gen = torch.Generator(device=device).manual_seed(self.sampling.seed)
+        # generate() draws from the global RNG: one prompt per call, seeded by that prompt
+        per_batch = max(1, self.batch_size // n) if use_fast else 1
         results: list[list[Completion] | None] = [None] * len(prompts)
         bar = _progress(len(prompts) * n, f"generate {Path(model).name}")
         for start in range(0, len(order), per_batch):
@@ -149,11 +186,12 @@ class HFBackend(Backend):
             batch = [encoded[i] for i in idx]
             with torch.inference_mode():
                 if use_fast:
+                    row_seeds = [seeds[i] + j for i in idx for j in range(n)]
                     tokens, lengths, finished = _decode_incremental(
-                        lm, batch, n, self.sampling, stops, gen)
+                        lm, batch, n, self.sampling, stops, row_seeds)
                 else:
                     tokens, lengths, finished = _decode_generate(
-                        lm, batch, n, self.sampling, stops, pad, gen)
+                        lm, batch, n, self.sampling, stops, pad, seeds[idx[0]])
             for j, i in enumerate(idx):
                 rows = range(j * n, (j + 1) * n)
                 results[i] = [
@@ -197,15 +235,24 @@ def fast_path_supported(lm: Any) -> bool:
                                           "scaling")) and not hasattr(attn, "q_norm")
 
 
-def sample_next(logits, temperature: float, top_p: float, gen, candidates: int = 8) -> Any:
+def uniform_streams(row_seeds: Sequence[int], steps: int, device: Any) -> Any:
+    """[rows, steps] uniforms in [0, 1): row r's stream depends on ``row_seeds[r]`` only."""
+    import torch
+
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(s)))
+            for s in row_seeds]
+    return torch.stack(rows).to(device) if rows else torch.zeros((0, steps), device=device)
+
+
+def sample_next(logits, temperature: float, top_p: float, u, candidates: int = 8) -> Any:
     """Nucleus sampling: keep the smallest top set with mass >= top_p; greedy at T=0.
 
     Same rule as transformers' TopPLogitsWarper (a token is dropped when the
     mass ranked above it already reaches top_p). A full sort of the vocabulary
     per row is slow on CPU (11 ms for 256 x 512; top-8 0.6 ms), so the nucleus
     is looked for among the ``candidates`` most likely tokens first, falling back to the full sort for
-    the rare rows whose nucleus is larger; one uniform draw per row is mapped
-    through the kept mass (inverse CDF).
+    the rare rows whose nucleus is larger; the row's uniform draw ``u`` [rows]
+    is mapped through the kept mass (inverse CDF).
     """
     import torch
 
@@ -222,26 +269,20 @@ def sample_next(logits, temperature: float, top_p: float, gen, candidates: int =
         full, full_index = probs[rows].sort(dim=-1, descending=True)
         full_before = full.cumsum(dim=-1) - full
         full_kept = full.masked_fill(full_before >= top_p, 0.0)
-        return _draw_mixed(kept, index, rows, full_kept, full_index, gen)
-    return _draw(kept, index, gen)
+        tok = _draw(kept, index, u)
+        tok[rows] = _draw(full_kept, full_index, u[rows])
+        return tok
+    return _draw(kept, index, u)
 
 
-def _draw(kept, index, gen):
-    import torch
-
+def _draw(kept, index, u):
     cum = kept.cumsum(dim=-1)
-    u = torch.rand((kept.shape[0], 1), generator=gen, device=kept.device) * cum[:, -1:]
-    choice = (cum < u).sum(dim=-1, keepdim=True).clamp(max=kept.shape[-1] - 1)
+    target = u.to(cum.dtype)[:, None] * cum[:, -1:]
+    choice = (cum < target).sum(dim=-1, keepdim=True).clamp(max=kept.shape[-1] - 1)
     return index.gather(-1, choice).squeeze(-1)
 
 
-def _draw_mixed(kept, index, rows, full_kept, full_index, gen):
-    tok = _draw(kept, index, gen)
-    tok[rows] = _draw(full_kept, full_index, gen)
-    return tok
-
-
-def _decode_generate(lm, batch, n, sampling: Sampling, stops, pad, gen):
+def _decode_generate(lm, batch, n, sampling: Sampling, stops, pad, seed: int):
     """Reference path: ``model.generate`` with left padding and num_return_sequences."""
     import torch
 
@@ -252,8 +293,7 @@ def _decode_generate(lm, batch, n, sampling: Sampling, stops, pad, gen):
     for r, ids in enumerate(batch):
         input_ids[r, width - len(ids):] = torch.tensor(ids)
         mask[r, width - len(ids):] = 1
-    # generate() samples with the global RNG: derive its seed from ours
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device)))
+    torch.manual_seed(seed)  # generate() samples with the global RNG
     greedy = sampling.temperature <= 0
     if greedy and n > 1:  # generate() refuses num_return_sequences > 1 without sampling
         input_ids, mask = input_ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
@@ -277,12 +317,13 @@ def _trim(rows: list[list[int]], stops: Sequence[int]):
     return rows, lengths, finished
 
 
-def _decode_incremental(lm, batch, n, sampling: Sampling, stops, gen):
+def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequence[int]):
     """Prefix-shared, batch-shrinking decoding with the model's own modules.
 
     Layout per row: [shared prefix (stored once)] [left pad][problem suffix]
     [generated]. Positions are contiguous over the real tokens, so every row
-    sees exactly what an unpadded forward pass would.
+    sees exactly what an unpadded forward pass would. ``row_seeds``: one per
+    sample (prompt-major), each sample's own uniform stream.
     """
     import torch
 
@@ -334,8 +375,9 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, gen):
     done = torch.zeros(total, dtype=torch.bool, device=device)  # per batch row
     stop_ids = torch.tensor(sorted(set(stops)), device=device)
     next_pos = prefix_len + width - start  # next position per row
+    uniforms = uniform_streams(row_seeds, max_new, device)
     for t in range(max_new):
-        tok = sample_next(last, sampling.temperature, sampling.top_p, gen)
+        tok = sample_next(last, sampling.temperature, sampling.top_p, uniforms[alive, t])
         out[alive, t] = tok  # rows already done write past their end: ignored
         new = torch.isin(tok, stop_ids) & ~done
         if bool(new.any()):
@@ -458,7 +500,16 @@ class VLLMBackend(Backend):
     gpu_memory_utilization: float = 0.9
     dtype: str = "bfloat16"
 
-    def generate(self, model, prompts, n, priority=None):
+    def context(self, model: str) -> dict[str, Any]:
+        """The engine's ``max_model_len``: the configured one capped at the model's own
+        context (vLLM refuses more, e.g. Qwen2.5-Math-1.5B-Instruct's 4,096)."""
+        own = model_context(model)
+        limits = [x for x in (self.max_model_len, own) if x]
+        capped = min(limits) if limits else None
+        return {"model_max_position_embeddings": own, "max_model_len_requested": self.max_model_len,
+                "max_model_len": capped}
+
+    def _generate(self, model, prompts, n, priority, seeds):
         tokenizer = load_tokenizer(model)
         from transformers import AutoConfig
 
@@ -471,16 +522,18 @@ class VLLMBackend(Backend):
         world = max(1, self.gpus)
         # round-robin keeps every engine's mix of long and short requests alike
         shards = [order[r::world] for r in range(world)]
+        context = self.context(model)
+        if context["max_model_len"] != self.max_model_len:
+            log.info("%s: max_model_len %s capped at the model's context %s", model,
+                     self.max_model_len, context["max_model_len"])
         job = {
             "model": model, "n": n, "stops": stops, "sampling": asdict(self.sampling),
-            "max_model_len": self.max_model_len, "dtype": self.dtype,
+            "max_model_len": context["max_model_len"], "dtype": self.dtype,
             "gpu_memory_utilization": self.gpu_memory_utilization,
         }
         log.info("vllm generation: %d prompts x %d samples on %d engine(s)", len(prompts), n, world)
-        if world == 1:
-            shard_out = [_vllm_shard(job, [encoded[i] for i in shards[0]], 0)]
-        else:
-            shard_out = _run_shards(job, [[encoded[i] for i in s] for s in shards])
+        requests = [[(encoded[i], seeds[i]) for i in shard] for shard in shards]
+        shard_out = [_vllm_shard(job, requests[0])] if world == 1 else _run_shards(job, requests)
         results: list[list[Completion] | None] = [None] * len(prompts)
         for shard, outs in zip(shards, shard_out, strict=True):
             for i, comps in zip(shard, outs, strict=True):
@@ -488,38 +541,45 @@ class VLLMBackend(Backend):
         return results  # type: ignore[return-value]
 
 
-def _vllm_shard(job: dict, prompts: list[list[int]], rank: int) -> list[list[tuple]]:
-    """Generate on one engine: [(text, n_tokens, finished)] * n per prompt."""
+def _vllm_shard(job: dict, requests: list[tuple[list[int], int]]) -> list[list[tuple]]:
+    """Generate on one engine: [(text, n_tokens, finished)] * n per (prompt ids, seed)."""
     import vllm
 
     s = job["sampling"]
     engine_args: dict[str, Any] = {
-        "model": job["model"], "tokenizer": job["model"], "seed": s["seed"] + rank,
+        "model": job["model"], "tokenizer": job["model"], "seed": s["seed"],
         "dtype": job["dtype"], "gpu_memory_utilization": job["gpu_memory_utilization"],
     }
     if job["max_model_len"]:
         engine_args["max_model_len"] = job["max_model_len"]
     llm = vllm.LLM(**engine_args)
-    params = vllm.SamplingParams(
+    # one SamplingParams per request: its seed, not the engine's, decides the samples
+    params = [vllm.SamplingParams(
         n=job["n"], temperature=s["temperature"], top_p=s["top_p"],
         max_tokens=s["max_new_tokens"], stop_token_ids=job["stops"], skip_special_tokens=True,
-    )
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=True)
+        seed=seed,
+    ) for _, seed in requests]
+    prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
+    outputs = llm.generate(prompts, params, use_tqdm=True)
     return [[(c.text, len(c.token_ids), c.finish_reason == "stop") for c in o.outputs]
             for o in outputs]
 
 
-def _shard_main(job: dict, prompts: list[list[int]], rank: int, device: str, out: str) -> None:
+def _shard_main(job: dict, requests: list[tuple[list[int], int]], device: str, out: str) -> None:
     # one GPU per engine; set before vllm (and CUDA) is imported in this process
     os.environ["CUDA_VISIBLE_DEVICES"] = device
-    result = _vllm_shard(job, prompts, rank)
+    result = _vllm_shard(job, requests)
     with open(out + ".tmp", "wb") as fh:
         pickle.dump(result, fh)
     os.replace(out + ".tmp", out)
 
 
-def _run_shards(job: dict, shards: list[list[list[int]]]) -> list[list[list[tuple]]]:
-    """One spawned process per GPU; results come back through files (they are large)."""
+def _run_shards(job: dict, shards: list[list[tuple[list[int], int]]]) -> list[list[list[tuple]]]:
+    """One spawned process per GPU; results come back through files (they are large).
+
+    The entry script must be import-safe (``if __name__ == "__main__":``): spawn
+    re-imports the parent's main module in every child.
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
@@ -530,18 +590,34 @@ def _run_shards(job: dict, shards: list[list[list[int]]]) -> list[list[list[tupl
         raise RuntimeError(f"{len(shards)} vLLM engines but only GPUs {devices} are visible")
     with tempfile.TemporaryDirectory(prefix="redi-vllm-") as tmp:
         outs = [str(Path(tmp) / f"shard{r}.pkl") for r in range(len(shards))]
-        procs = [ctx.Process(target=_shard_main, args=(job, s, r, devices[r], o))
+        procs = [ctx.Process(target=_shard_main, args=(job, s, devices[r], o))
                  for r, (s, o) in enumerate(zip(shards, outs, strict=True))]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
-        failed = [r for r, p in enumerate(procs) if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"vLLM engine(s) {failed} failed (exit codes "
-                               f"{[procs[r].exitcode for r in failed]})")
+        _join_or_stop(procs)
         result = []
         for o in outs:
             with open(o, "rb") as fh:
                 result.append(pickle.load(fh))
     return result
+
+
+def _join_or_stop(procs: list) -> None:
+    """Wait for every engine; the first failure stops the others (no idle GPUs
+    finishing work that is lost anyway) and raises."""
+    from multiprocessing.connection import wait
+
+    running = list(procs)
+    while running:
+        wait([p.sentinel for p in running])
+        for p in [p for p in running if not p.is_alive()]:
+            p.join()
+            running.remove(p)
+            if p.exitcode != 0:
+                failed = {r: q.exitcode for r, q in enumerate(procs)
+                          if q.exitcode not in (None, 0)}
+                for other in running:
+                    other.kill()
+                    other.join()
+                raise RuntimeError(f"vLLM engine(s) failed (rank: exit code) {failed}; "
+                                   f"{len(running)} other engine(s) stopped")

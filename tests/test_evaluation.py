@@ -36,9 +36,12 @@ class ScriptedBackend(Backend):
         self.script = script
         self.calls: list[tuple[str, list[str], int]] = []
 
-    def generate(self, model, prompts, n, priority=None):
+    def _generate(self, model, prompts, n, priority, seeds):
         self.calls.append((model, list(prompts), n))
         return [[self.script(model, problem_of(p), j) for j in range(n)] for p in prompts]
+
+    def context(self, model):
+        return {"max_model_len": None}  # scripted models have no config
 
 
 def answer(problem: str, right: bool, close: bool = True, waits: int = 0) -> str:

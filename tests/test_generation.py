@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from redi.generation import (
     VLLMBackend,
     _decode_generate,
     _decode_incremental,
+    _join_or_stop,
     _load_causal_lm,
     fast_path_supported,
     load_tokenizer,
@@ -76,15 +77,15 @@ def test_incremental_decoder_equals_generate(loaded) -> None:
     shrinking give exactly transformers' tokens, including where rows stop."""
     tok, lm, encoded = loaded
     greedy = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=24)
-    gen = torch.Generator().manual_seed(0)
+    seeds = list(range(len(encoded) * 2))
     never = [tok.get_vocab()["<|im_start|>"]]
     with torch.inference_mode():
-        free, _, _ = _decode_incremental(lm, encoded, 2, greedy, never, gen)
+        free, _, _ = _decode_incremental(lm, encoded, 2, greedy, never, seeds)
     # a "stop" token that greedy decoding emits in some rows (at various steps) only
     stop = next(t for t in free[0][2:] if 0 < sum(t in row for row in free) < len(free))
     with torch.inference_mode():
-        a = _decode_incremental(lm, encoded, 2, greedy, [stop], gen)
-        b = _decode_generate(lm, encoded, 2, greedy, [stop], never[0], gen)
+        a = _decode_incremental(lm, encoded, 2, greedy, [stop], seeds)
+        b = _decode_generate(lm, encoded, 2, greedy, [stop], never[0], 0)
     for r in range(len(encoded) * 2):
         assert a[1][r] == b[1][r] and a[2][r] == b[2][r], r
         assert a[0][r][: a[1][r]] == b[0][r][: b[1][r]], r
@@ -98,17 +99,18 @@ def test_sample_next_is_nucleus_sampling() -> None:
     gen = torch.Generator().manual_seed(0)
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     logits = probs.log().repeat(20000, 1)
-    draws = sample_next(logits, 1.0, 0.9, gen)  # mass before token 3 is 0.95 >= 0.9: dropped
+    draws = sample_next(logits, 1.0, 0.9, torch.rand(20000, generator=gen))
+    # mass before token 3 is 0.95 >= 0.9: dropped
     counts = torch.bincount(draws, minlength=4).float() / len(draws)
     assert counts[3] == 0
     assert torch.allclose(counts[:3], probs[:3] / 0.95, atol=0.015)
     # a nucleus wider than the 8 candidates takes the full-sort path
     wide = torch.linspace(1.0, 0.9, 20)
     wide_logits = (wide / wide.sum()).log().repeat(20000, 1)
-    draws = sample_next(wide_logits, 1.0, 0.95, gen)
+    draws = sample_next(wide_logits, 1.0, 0.95, torch.rand(20000, generator=gen))
     kept = set(draws.tolist())
     assert kept == set(range(19))  # the last token only enters past 95 % of the mass
-    assert (sample_next(wide_logits[:3], 0.0, 0.95, gen) == 0).all()  # T=0: greedy
+    assert (sample_next(wide_logits[:3], 0.0, 0.95, torch.rand(3)) == 0).all()  # T=0: greedy
 
 
 def test_hf_backend_samples(tiny_model_dir) -> None:
@@ -132,102 +134,109 @@ def test_hf_backend_samples(tiny_model_dir) -> None:
 
 # ------------------------------------------------------------------- vLLM
 
-
-class _FakeCompletion:
-    def __init__(self, text: str, token_ids: list[int], finish_reason: str) -> None:
-        self.text, self.token_ids, self.finish_reason = text, token_ids, finish_reason
+STAND_INS = Path(__file__).with_name("stand_ins")  # a vllm module with vLLM 0.33's checks
 
 
-def _fake_vllm(calls: list) -> types.ModuleType:
-    module = types.ModuleType("vllm")
-
-    class SamplingParams:
-        def __init__(self, **kwargs) -> None:
-            self.kwargs = kwargs
-
-    class LLM:
-        def __init__(self, **kwargs) -> None:
-            calls.append(("LLM", kwargs))
-
-        def generate(self, prompts, params, use_tqdm=True):
-            calls.append(("generate", prompts, params.kwargs))
-            outs = []
-            for p in prompts:
-                ids = p["prompt_token_ids"]
-                outs.append(types.SimpleNamespace(outputs=[
-                    _FakeCompletion(f"len{len(ids)}-s{j}", [1] * (j + 1),
-                                    "stop" if j % 2 == 0 else "length")
-                    for j in range(params.kwargs["n"])]))
-            return outs
-
-    module.LLM, module.SamplingParams = LLM, SamplingParams
-    return module
-
-
-def test_vllm_backend_in_process(tiny_model_dir, monkeypatch) -> None:
-    calls: list = []
-    monkeypatch.setitem(sys.modules, "vllm", _fake_vllm(calls))
-    tok = load_tokenizer(str(tiny_model_dir))
-    prompts = ["a", "a b c d e", "a b"]
-    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    sampling = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=77, seed=5)
-    backend = VLLMBackend(sampling=sampling, gpus=1, max_model_len=4096)
-    out = backend.generate(str(tiny_model_dir), prompts, 4, priority=[1.0, 1.0, 9.0])
-    (_, llm_args), (_, submitted, params) = calls
-    assert llm_args["seed"] == 5 and llm_args["max_model_len"] == 4096
-    assert llm_args["model"] == str(tiny_model_dir)
-    vocab = tok.get_vocab()
-    assert params == {"n": 4, "temperature": 0.6, "top_p": 0.95, "max_tokens": 77,
-                      "stop_token_ids": [vocab["<|im_end|>"], vocab["<|endoftext|>"]],
-                      "skip_special_tokens": True}
-    # one call with every prompt, longest-expected first (then the longer prompt)
-    assert [len(p["prompt_token_ids"]) for p in submitted] == [lengths[2], lengths[1], lengths[0]]
-    # results in input order, n per prompt
-    assert [[c.text for c in cs] for cs in out] == [
-        [f"len{n}-s{j}" for j in range(4)] for n in lengths]
-    assert [c.n_tokens for c in out[0]] == [1, 2, 3, 4]
-    assert [c.finished for c in out[0]] == [True, False, True, False]
-
-
-FAKE_VLLM_FILE = textwrap.dedent("""
-    import os
-    from types import SimpleNamespace
-
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
-
-    class LLM:
-        def __init__(self, **kwargs):
-            self.seed = kwargs["seed"]
-
-        def generate(self, prompts, params, use_tqdm=True):
-            gpu = os.environ["CUDA_VISIBLE_DEVICES"]
-            return [SimpleNamespace(outputs=[
-                SimpleNamespace(text=f"gpu{gpu}-seed{self.seed}-len{len(p['prompt_token_ids'])}",
-                                token_ids=[0, 1], finish_reason="stop")
-                for _ in range(params.kwargs["n"])]) for p in prompts]
-""")
-
-
-def test_vllm_backend_one_engine_per_gpu(tiny_model_dir, tmp_path, monkeypatch) -> None:
-    (tmp_path / "vllm.py").write_text(FAKE_VLLM_FILE)
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned engines import the fake too
+@pytest.fixture
+def stand_in_vllm(tmp_path, monkeypatch) -> Path:
+    """The stand-in vllm importable here and in spawned engines; returns its log file."""
+    monkeypatch.syspath_prepend(str(STAND_INS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(STAND_INS), os.environ.get(
+        "PYTHONPATH", "")]))
     monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    log = tmp_path / "engines.jsonl"
+    monkeypatch.setenv("VLLM_STAND_IN_LOG", str(log))
+    return log
+
+
+def engine_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def texts(out) -> list[list[str]]:
+    return [[c.text for c in cs] for cs in out]
+
+
+def test_vllm_backend_in_process(tiny_model_dir, stand_in_vllm) -> None:
+    prompts = ["a", "a b c d e", "a b"]
+    sampling = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=77, seed=5)
+    # 32768 requested, the model allows 1024: capped (vLLM would refuse it)
+    backend = VLLMBackend(sampling=sampling, gpus=1, max_model_len=32768)
+    assert backend.context(str(tiny_model_dir)) == {
+        "model_max_position_embeddings": 1024, "max_model_len_requested": 32768,
+        "max_model_len": 1024}
+    out = backend.generate(str(tiny_model_dir), prompts, 4, priority=[1.0, 1.0, 9.0],
+                           seeds=[100, 200, 300])
+    (engine,) = engine_log(stand_in_vllm)
+    assert engine["seed"] == 5 and engine["max_model_len"] == 1024
+    assert engine["model"] == str(tiny_model_dir) and engine["n_requests"] == 3
+    assert [len(cs) for cs in out] == [4, 4, 4]
+    # each request carries its own seed: asking for one prompt alone gives the same samples
+    alone = backend.generate(str(tiny_model_dir), prompts[1:2], 4, seeds=[200])
+    assert texts(alone) == texts(out)[1:2]
+    assert len(set(texts(out)[1])) > 1  # samples of a prompt differ (seed + j)
+    other = backend.generate(str(tiny_model_dir), prompts[1:2], 4, seeds=[201])
+    assert texts(other)[0][:3] == texts(out)[1][1:]  # seed s + j: vLLM's rule
+
+
+def test_greedy_with_several_samples(tiny_model_dir, stand_in_vllm) -> None:
+    """vLLM refuses n > 1 without sampling: greedy decodes once, repeated n times."""
+    greedy = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=8, seed=1)
+    for backend in (VLLMBackend(sampling=greedy, gpus=1),
+                    HFBackend(sampling=greedy, batch_size=8, threads=1)):
+        out = backend.generate(str(tiny_model_dir), ["a b", "c"], 3)
+        assert [len(set(t)) for t in texts(out)] == [1, 1]
+        assert [len(cs) for cs in out] == [3, 3]
+
+
+def test_vllm_backend_one_engine_per_gpu(tiny_model_dir, stand_in_vllm, monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")  # e.g. what SLURM gave the job
-    tok = load_tokenizer(str(tiny_model_dir))
     prompts = ["a " * k for k in range(1, 6)]
-    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    backend = VLLMBackend(sampling=Sampling(seed=10), gpus=2)
-    out = backend.generate(str(tiny_model_dir), prompts, 2)
-    # round-robin over the longest-first order: ranks 0,1,0,1,0 for prompts 4,3,2,1,0
-    expect_rank = {4: 0, 3: 1, 2: 0, 1: 1, 0: 0}
-    for i, cs in enumerate(out):
-        rank = expect_rank[i]
-        assert [c.text for c in cs] == [f"gpu{6 + rank}-seed{10 + rank}-len{lengths[i]}"] * 2
-        assert all(c.n_tokens == 2 and c.finished for c in cs)
+    seeds = [11, 22, 33, 44, 55]
+    one = VLLMBackend(sampling=Sampling(seed=10), gpus=1).generate(
+        str(tiny_model_dir), prompts, 2, seeds=seeds)
+    stand_in_vllm.unlink()
+    two = VLLMBackend(sampling=Sampling(seed=10), gpus=2).generate(
+        str(tiny_model_dir), prompts, 2, seeds=seeds)
+    assert texts(two) == texts(one)  # samples do not depend on the number of engines
+    engines = engine_log(stand_in_vllm)
+    # round-robin over the longest-first order: 3 prompts on GPU 6, 2 on GPU 7
+    assert sorted((e["gpu"], e["n_requests"]) for e in engines) == [("6", 3), ("7", 2)]
+    assert {e["seed"] for e in engines} == {10}
     with pytest.raises(RuntimeError, match="visible"):
         VLLMBackend(sampling=Sampling(), gpus=3).generate(str(tiny_model_dir), prompts, 1)
+
+
+def test_a_failing_engine_stops_the_others() -> None:
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("spawn")
+    sleeper, failing = ctx.Process(target=time.sleep, args=(60,)), ctx.Process(
+        target=sys.exit, args=(3,))
+    sleeper.start()
+    failing.start()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"\{1: 3\}; 1 other"):
+        _join_or_stop([sleeper, failing])
+    assert time.monotonic() - started < 30 and not sleeper.is_alive()
+
+
+def test_hf_samples_do_not_depend_on_the_batch(tiny_model_dir) -> None:
+    """Per-request seeds: a prompt's samples are the same alone, in another order or
+    batch size (the incremental decoder draws each sample from its own stream)."""
+    prompts = [f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n" for p in PROBLEMS]
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=0)
+    seeds = [7, 70, 700, 7000]
+    full = HFBackend(sampling=sampling, batch_size=12, threads=1).generate(
+        str(tiny_model_dir), prompts, 3, seeds=seeds)
+    small = HFBackend(sampling=sampling, batch_size=3, threads=1).generate(
+        str(tiny_model_dir), prompts[::-1], 3, seeds=seeds[::-1])
+    assert texts(small)[::-1] == texts(full)
+    alone = HFBackend(sampling=sampling, batch_size=12, threads=1).generate(
+        str(tiny_model_dir), prompts[2:3], 3, seeds=seeds[2:3])
+    assert texts(alone) == texts(full)[2:3]
+    assert len({c for cs in texts(full) for c in cs}) > len(prompts)  # they do vary
 
 
 def test_unknown_backend() -> None:
