@@ -556,13 +556,25 @@ def _vllm_shard(job: dict, requests: list[tuple[list[int], int]]) -> list[list[t
     # one SamplingParams per request: its seed, not the engine's, decides the samples
     params = [vllm.SamplingParams(
         n=job["n"], temperature=s["temperature"], top_p=s["top_p"],
-        max_tokens=s["max_new_tokens"], stop_token_ids=job["stops"], skip_special_tokens=True,
-        seed=seed,
-    ) for _, seed in requests]
+        max_tokens=_max_tokens(len(ids), s["max_new_tokens"], job["max_model_len"]),
+        stop_token_ids=job["stops"], skip_special_tokens=True, seed=seed,
+    ) for ids, seed in requests]
     prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
     outputs = llm.generate(prompts, params, use_tqdm=True)
     return [[(c.text, len(c.token_ids), c.finish_reason == "stop") for c in o.outputs]
             for o in outputs]
+
+
+def _max_tokens(prompt_len: int, max_new_tokens: int, max_model_len: int | None) -> int:
+    """A response may use what the context leaves after the prompt (prompt + response
+    <= max_model_len, as in the authors' runs), at most ``max_new_tokens``."""
+    if not max_model_len:
+        return max_new_tokens
+    room = max_model_len - prompt_len
+    if room < 1:
+        raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in max_model_len "
+                         f"{max_model_len}")
+    return min(max_new_tokens, room)
 
 
 def _shard_main(job: dict, requests: list[tuple[list[int], int]], device: str, out: str) -> None:

@@ -21,6 +21,7 @@ from redi.generation import (
     _decode_incremental,
     _join_or_stop,
     _load_causal_lm,
+    _max_tokens,
     fast_path_supported,
     load_tokenizer,
     make_backend,
@@ -242,3 +243,16 @@ def test_hf_samples_do_not_depend_on_the_batch(tiny_model_dir) -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError):
         make_backend("tgi", Sampling())
+
+
+def test_responses_fit_the_capped_context(tiny_model_dir, stand_in_vllm) -> None:
+    """max_new_tokens beyond the model's 1,024 positions: each request gets what its
+    prompt leaves (the stand-in engine, like a real one, refuses more)."""
+    assert _max_tokens(100, 32768, 4096) == 3996 and _max_tokens(100, 50, 4096) == 50
+    assert _max_tokens(100, 50, None) == 50
+    with pytest.raises(ValueError, match="no room"):
+        _max_tokens(4096, 10, 4096)
+    backend = VLLMBackend(sampling=Sampling(max_new_tokens=2000), gpus=1, max_model_len=None)
+    out = backend.generate(str(tiny_model_dir), ["a b c"], 2)
+    assert [len(cs) for cs in out] == [2]
+    assert engine_log(stand_in_vllm)[0]["max_model_len"] == 1024

@@ -73,6 +73,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> float:
     for r, q in zip(rows, ref_rows, strict=True):
         assert float(r["loss"]) == pytest.approx(float(q["loss"]), abs=1e-5)
     diff = max_weight_diff(final(run_dir), final(reference))
+    print(f"{run_dir.name}: max |w - w_1proc| = {diff:.3g}")  # pytest -s shows the figures
     assert diff <= WEIGHT_TOL
     return diff
 

@@ -70,6 +70,10 @@ class LLM:
                   else [sampling_params] * len(prompts))
         if len(params) != len(prompts):
             raise ValueError("The lengths of prompts and sampling_params must be the same.")
+        limit = self.args["max_model_len"] or _max_positions(self.args["model"])
+        for p, sp in zip(prompts, params, strict=True):  # what the engine can hold
+            if limit and len(p["prompt_token_ids"]) + (sp.max_tokens or 0) > limit:
+                raise ValueError(f"prompt + max_tokens exceeds max_model_len {limit}")
         self._log(len(prompts))
         return [SimpleNamespace(outputs=[self._sample(p["prompt_token_ids"], sp, i)
                                          for i in range(sp.n)])
