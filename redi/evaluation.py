@@ -11,6 +11,7 @@ docs/ARCHITECTURE.md (Evaluation).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -60,8 +61,12 @@ def request_seed(seed: int, benchmark: str, problem_id: Any) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 2**16)  # + j stays a 31-bit int
 
 
-def other_mode(mode: str) -> str:
-    return next(m for m in MODES if m != mode)
+def final_modes(mode: str) -> list[str]:
+    """What a final evaluation grades: the tables' grader first, then every other
+    mode beside it (per-sample parquet, ``pass@1_<mode>``, the agreement table)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
+    return [mode, *(m for m in MODES if m != mode)]
 
 
 @dataclass
@@ -76,6 +81,7 @@ class BenchmarkResult:
     n_tokens: list[int]
     finished: list[bool]
     grades: dict[str, list]  # mode -> [Grade] aligned with responses
+    golds: list[Any]  # per problem, as in the benchmark file
 
     def matrix(self, mode: str) -> list[list[bool]]:
         n = self.n_samples
@@ -98,6 +104,8 @@ class BenchmarkResult:
             "finished": self.finished,
             "has_think_close": [THINK_CLOSE in r for r in self.responses],
         }
+        # JSON text: a gold is a string, a number or a list of alternatives
+        data["gold"] = [json.dumps(g, ensure_ascii=False) for g in self.golds for _ in range(n)]
         for mode in MODES:
             if mode in self.grades:
                 data[f"extracted_{mode}"] = [g.extracted for g in self.grades[mode]]
@@ -180,6 +188,7 @@ def evaluate_model(
             n_tokens=[c.n_tokens for _, c, _ in flat[sl]],
             finished=[c.finished for _, c, _ in flat[sl]],
             grades={mode: grades[mode][sl] for mode in modes},
+            golds=[it["answer"] for it in items],
         )
         offset += size
     return results
@@ -306,12 +315,13 @@ def resolve_model(spec: dict[str, Any], manifests: Sequence[str], bests: Sequenc
 
 
 def benchmark_summary(result: BenchmarkResult, mode: str) -> dict[str, Any]:
+    """Metrics under ``mode`` (the tables' grader) and pass@1 under the others graded."""
     stats = result.summary(mode)
-    other = other_mode(mode)
     out: dict[str, Any] = {"label": result.label, "n_problems": len(result.problem_ids),
                            "n_samples": result.n_samples, **stats}
-    if other in result.grades:
-        out[f"pass@1_{other}"] = result.summary(other)["pass@1"]
+    for other in result.grades:
+        if other != mode:
+            out[f"pass@1_{other}"] = result.summary(other)["pass@1"]
     out.update(result.length_stats())
     out["n_grading_timeouts"] = sum(g.timed_out for gs in result.grades.values() for g in gs)
     return out
@@ -343,7 +353,7 @@ def run_final(
     with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
         backend = backend or backend_from_params(params, threads, gpus)
         results = evaluate_model(model["checkpoint"], load_benchmarks(params), params, backend,
-                                 grader, [mode, other_mode(mode)], force_think=force)
+                                 grader, final_modes(mode), force_think=force)
     for name, result in results.items():
         write_parquet(Path(out_dir) / f"{name}.parquet", result.frame())
     summary = {

@@ -1,18 +1,24 @@
-"""Answer grading with Math-Verify, in killable worker processes.
+"""Answer grading in killable worker processes: the paper's rule and Math-Verify.
 
-Two modes:
+Three modes:
 
-* ``"strict"`` -- the authors' final-table rule (rllm/DeepScaleR): no
-  ``</think>`` -> wrong; only the text after ``</think>`` is graded, using its
-  last ``\\boxed{...}``; no box -> wrong. Equivalence is decided by Math-Verify
-  (the authors used rllm's mathd/sympy graders: a documented deviation).
+* ``"rllm"`` -- the rule the paper's final tables were graded with
+  (rllm/DeepScaleR's ``RewardMathFn``, LLM judge off), step by step: no
+  ``</think>`` -> wrong, else the text ``response.split("</think>")[1]``; its
+  answer is the inside of the last ``\\boxed{...}`` (``rllm_answer``); golds are
+  ``str()`` of every alternative (``rllm_golds``); correct iff mathruler's
+  ``grade_answer`` (the Hendrycks/mathd string normaliser, then the PRM800K
+  sympy grader) accepts some alternative.
+* ``"strict"`` -- the same structure with Math-Verify deciding equivalence
+  (see ``grade_strict`` for where it deliberately differs from ``rllm``).
 * ``"math_verify"`` -- the intermediate-eval rule (LightEval): Math-Verify's own
   extraction over the whole response.
 
 Math-Verify's timeouts use SIGALRM, which cannot interrupt C-level work (a huge
-power, ``str()`` of a giant integer). ``Grader`` therefore grades in worker
-processes with a hard wall-clock limit per item and replaces a stuck worker; a
-timed-out item is wrong and logged.
+power, ``str()`` of a giant integer), and sympy in the ``rllm`` grader has no
+timeout at all. ``Grader`` therefore grades in worker processes with a hard
+wall-clock limit per item and replaces a stuck worker; a timed-out item is
+wrong and logged.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import math
 import multiprocessing as mp
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait
@@ -31,7 +37,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MODES = ("strict", "math_verify")
+MODES = ("rllm", "strict", "math_verify")
 THINK_CLOSE = "</think>"
 
 
@@ -39,11 +45,12 @@ THINK_CLOSE = "</think>"
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (else the last ``\\fbox{...}``), rllm's rule.
+    """Strict mode's box: the last ``\\boxed{...}`` (else the last ``\\fbox{...}``).
 
-    Only the last occurrence counts (an unbalanced one gives None, as in rllm's
-    ``last_boxed_only_string``); ``\\boxed 5`` (no braces) gives the text up to
-    the next ``$``. One linear scan, so a 1 MB response is cheap.
+    Only the last occurrence counts (an unbalanced one gives None); more lenient
+    than ``rllm_answer``: ``\\boxed {5}`` and ``\\fbox{5}`` count, and ``\\boxed 5``
+    (no braces) gives the text up to the next ``$``. One linear scan, so a 1 MB
+    response is cheap. Also reads Minerva's answers from Hub solutions.
     """
     start = text.rfind("\\boxed")
     command = "\\boxed"
@@ -70,10 +77,57 @@ def last_boxed(text: str) -> str | None:
 
 
 def answer_segment(response: str) -> str | None:
-    """The text graded in strict mode: after ``</think>`` (rllm: ``split(...)[1]``)."""
+    """The text graded in rllm and strict mode: ``response.split("</think>")[1]``
+    (between the first and a second ``</think>``), None without one."""
     if THINK_CLOSE not in response:
         return None
     return response.split(THINK_CLOSE)[1]
+
+
+_BOXED_OPEN = "\\boxed{"
+_BRACES = re.compile(r"[{}]")
+
+
+def rllm_answer(text: str) -> str | None:
+    """The paper's answer extraction: the inside of the last ``\\boxed{...}``, or None.
+
+    From the last ``\\boxed`` (the ``\\fbox`` fallback is reached only when the
+    text has no ``\\boxed``, and then the rule gives no answer) up to the first
+    ``}`` that balances the braces counted from there. The span counts only if
+    it starts with the literal ``\\boxed{``: ``\\boxed 5``, ``\\boxed {5}``,
+    ``\\fbox{5}`` and an unbalanced box give None. No stripping.
+    """
+    if "\\boxed" not in text:
+        return None
+    start = text.rfind("\\boxed")
+    if not text.startswith(_BOXED_OPEN, start):
+        return None  # also covers "\\boxed 5}": its span would not start with "\\boxed{"
+    depth = 0
+    for brace in _BRACES.finditer(text, start + len(_BOXED_OPEN) - 1):  # braces only: fast
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return text[start + len(_BOXED_OPEN): brace.start()]
+    return None
+
+
+def rllm_golds(gold: Any) -> tuple[str, ...]:
+    """The paper's gold alternatives: ``str()`` of each (``142.0`` stays ``"142.0"``,
+    ``"025"`` stays ``"025"``); one containing ``\\boxed`` becomes its boxed content
+    (dropped when it has none). No other cleaning."""
+    if gold is None:
+        raise ValueError("gold answer is None")
+    items = list(gold) if isinstance(gold, (list, tuple)) else [gold]
+    out = []
+    for item in items:
+        text = str(item)
+        if "\\boxed" in text:
+            text = rllm_answer(text)
+            if text is None:
+                continue
+        out.append(text)
+    if not out:
+        raise ValueError(f"gold answer {gold!r} has no usable alternative for the rllm grader")
+    return tuple(out)
 
 
 _DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped $ (``\\$`` is a currency sign)
@@ -167,21 +221,79 @@ class Grade:
 
 def grade_detail(response: str, gold: Any, mode: str, timeout_s: float = 5.0) -> Grade:
     """Grade in the current process (main thread; Math-Verify's signal timeouts only)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
-    golds = tuple(gold_latex(gold))
+    if mode == "rllm":
+        return grade_rllm(response, gold)
     if mode == "strict":
-        segment = answer_segment(response)
-        if segment is None:
-            return Grade(False, None)
-        boxed = last_boxed(segment)
-        if boxed is None:
-            return Grade(False, None)
-        verdict = _strict_cached if len(boxed) <= CACHE_MAX_CHARS else _strict_verdict
-        return Grade(verdict(boxed, golds, timeout_s), boxed)
-    # identical (short) samples are graded once; long ones would only fill memory
-    verdict = _math_verify_cached if len(response) <= CACHE_MAX_CHARS else _math_verify_verdict
-    return Grade(*verdict(response, golds, timeout_s))
+        return grade_strict(response, gold, timeout_s)
+    if mode == "math_verify":
+        golds = tuple(gold_latex(gold))
+        # identical (short) samples are graded once; long ones would only fill memory
+        verdict = _math_verify_cached if len(response) <= CACHE_MAX_CHARS else _math_verify_verdict
+        return Grade(*verdict(response, golds, timeout_s))
+    raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
+
+
+def grade_rllm(response: str, gold: Any) -> Grade:
+    """The paper's rule (module docstring); ``extracted`` is the boxed answer."""
+    golds = rllm_golds(gold)
+    segment = answer_segment(response)
+    answer = None if segment is None else rllm_answer(segment)
+    if answer is None:
+        return Grade(False, None)
+    verdict = _rllm_cached if len(answer) <= RLLM_CACHE_MAX_CHARS else _rllm_verdict
+    return Grade(verdict(answer, golds), answer)
+
+
+def grade_strict(response: str, gold: Any, timeout_s: float = 5.0) -> Grade:
+    """The paper's structure (``</think>`` required, the last box of the text after
+    it) with Math-Verify as the judge of equivalence.
+
+    Deliberate differences from ``rllm`` (the paper's rule): equivalence is
+    Math-Verify's ``verify`` (gold first), not mathd/PRM800K, so ``x = 13``
+    matches a gold ``13.0`` and ``116.`` does not match ``116``; the box is
+    ``last_boxed``'s, which also reads ``\\boxed 5``, ``\\boxed {5}`` and, when
+    there is no ``\\boxed``, ``\\fbox{5}``; golds are cleaned (``gold_latex``:
+    ``142.0`` -> ``142``, ``$...$`` removed, OlympiadBench answer lists joined);
+    numbers below ``SMALL_MAGNITUDE`` must agree to a relative ``REL_TOL``
+    (Math-Verify rounds to 6 decimals, so it calls any two numbers below ~5e-7
+    equal: ``8.224e-22`` for ``8.224e-19``). Integer pairs skip the parser
+    (exactly Math-Verify's verdict, faster).
+    """
+    golds = tuple(gold_latex(gold))
+    segment = answer_segment(response)
+    boxed = None if segment is None else last_boxed(segment)
+    if boxed is None:
+        return Grade(False, None)
+    verdict = _strict_cached if len(boxed) <= CACHE_MAX_CHARS else _strict_verdict
+    return Grade(verdict(boxed, golds, timeout_s), boxed)
+
+
+_PLAIN_INT = re.compile(r"-?[0-9]{1,15}")
+
+
+def _mathruler_accepts(given: str, gold: str) -> bool:
+    """mathruler's ``grade_answer(given, gold)``.
+
+    Two plain integers of up to 15 digits (exact as floats) are compared as
+    integers: mathruler's normaliser reduces both to ``str(int(...))`` ("025" ->
+    "25") and sympy then decides unequal ones (~0.4 ms), the common case.
+    """
+    if _PLAIN_INT.fullmatch(given) and _PLAIN_INT.fullmatch(gold):
+        return int(given) == int(gold)
+    from mathruler.grader import grade_answer  # mathd normaliser, then PRM800K sympy
+
+    return bool(grade_answer(given, gold))
+
+
+def _rllm_verdict(answer: str, golds: tuple[str, ...]) -> bool:
+    """Depends on (answer, golds) only: the 16 samples of a problem repeat few
+    answers, so each pair is judged once per worker (bounded cache)."""
+    return any(_mathruler_accepts(answer, gold) for gold in golds)
+
+
+# per worker process: at most 65,536 pairs of answers up to 1 kB (< 70 MB)
+RLLM_CACHE_MAX_CHARS = 1024
+_rllm_cached = lru_cache(maxsize=65536)(_rllm_verdict)
 
 
 CACHE_MAX_CHARS = 4096
@@ -207,7 +319,7 @@ def _strict_verdict(boxed: str, golds: tuple[str, ...], timeout_s: float) -> boo
         return value in gold_ints
     pred = list((_parse_boxed_cached if len(boxed) <= CACHE_MAX_CHARS else _parse_boxed)(
         boxed, timeout_s))
-    return bool(pred) and _verify(golds, pred, timeout_s)
+    return bool(pred) and _verify(golds, pred, timeout_s, small_relative=True)
 
 
 _parse_boxed_cached = lru_cache(maxsize=4096)(_parse_boxed)  # shared across golds
@@ -215,18 +327,61 @@ _strict_cached = lru_cache(maxsize=65536)(_strict_verdict)
 _math_verify_cached = lru_cache(maxsize=4096)(_math_verify_verdict)
 
 
-def _verify(golds: tuple[str, ...], pred: list, timeout_s: float) -> bool:
+def _verify(golds: tuple[str, ...], pred: list, timeout_s: float,
+            small_relative: bool = False) -> bool:
+    """Math-Verify (gold first: verify is not symmetric) against any gold alternative;
+    ``small_relative``: strict mode's relative check of small numbers."""
     from math_verify import verify
 
     for latex in golds:
         parsed = _parse_gold(latex if "\\boxed" in latex else f"${latex}$", timeout_s)
-        if parsed and verify(list(parsed), pred, timeout_seconds=_seconds(timeout_s)):
-            return True  # gold first: verify is not symmetric
+        if not small_relative:
+            if parsed and verify(list(parsed), pred, timeout_seconds=_seconds(timeout_s)):
+                return True
+            continue
+        # pair by pair (verify is any() over the pairs) to know which pair matched
+        for g in parsed:
+            for p in pred:
+                if (verify([g], [p], timeout_seconds=_seconds(timeout_s))
+                        and not _small_mismatch(g, p)):
+                    return True
     return False
 
 
+# Math-Verify rounds floats to 6 decimals and chops tiny differences, so any two
+# numbers below ~5e-7 compare equal (and 1/2004! = 1/2006!). Below SMALL_MAGNITUDE
+# strict mode also asks for a relative REL_TOL: the precision that 6 decimals
+# give at 1e-3, so the two rules meet there.
+SMALL_MAGNITUDE = 1e-3
+REL_TOL = 1e-3
+
+
+def _real_value(expr: Any):
+    """A real constant's value at 30 digits (an equation's right-hand side), or None."""
+    import sympy
+
+    if isinstance(expr, sympy.Eq):  # Math-Verify matches "x = 5" with its right side
+        expr = expr.rhs
+    if not isinstance(expr, sympy.Expr) or not expr.is_number:
+        return None
+    value = sympy.N(expr, 30)
+    return value if value.is_real and value.is_finite else None
+
+
+def _small_mismatch(gold: Any, pred: Any) -> bool:
+    """True where two numbers below SMALL_MAGNITUDE differ by more than REL_TOL."""
+    try:
+        a, b = _real_value(gold), _real_value(pred)
+        if a is None or b is None:
+            return False
+        scale = max(abs(a), abs(b))
+        return bool(scale < SMALL_MAGNITUDE and abs(a - b) > REL_TOL * scale)
+    except Exception:  # an exotic sympy object: keep Math-Verify's verdict
+        return False
+
+
 def grade(response: str, gold: Any, mode: str) -> bool:
-    """True iff ``response`` answers ``gold`` under ``mode`` (``strict``/``math_verify``).
+    """True iff ``response`` answers ``gold`` under ``mode`` (one of ``MODES``).
 
     ``gold`` may be a string, a number or a list of alternative strings. Runs in
     the calling process; use ``Grader`` for many responses or untrusted text.
@@ -241,6 +396,7 @@ def _worker(conn, timeout_s: float) -> None:
     # Math-Verify logs the whole input on a timeout (megabytes for a runaway
     # response); the pool logs its own one-line message instead
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # mathruler's LaTeX parser
     while True:
         try:
             batch = conn.recv()
@@ -289,9 +445,11 @@ class Grader:
     def start(self) -> Grader:
         """Fork the workers now (before the caller loads a model or starts threads).
 
-        Math-Verify is imported first so every worker inherits it (~1 s each otherwise).
+        Math-Verify and mathruler are imported first so every worker inherits them
+        (~1 s each otherwise).
         """
         import math_verify  # noqa: F401
+        import mathruler.grader  # noqa: F401
 
         while len(self._procs) < self.workers:
             self._procs.append(self._spawn())
@@ -329,7 +487,7 @@ class Grader:
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
         for g in golds:  # bad gold data is an input error, not a silent 'wrong'
-            gold_candidates(g)
+            rllm_golds(g) if mode == "rllm" else gold_candidates(g)
         self.timeouts, self.errors = [], {}  # of this call
         results: list[Grade | None] = [None] * len(responses)
         pending = [(i, responses[i], golds[i], mode) for i in range(len(responses))]
@@ -397,14 +555,3 @@ class Grader:
         pending.extend(reversed(batch[1:]))
         inflight[w] = []
 
-
-def grade_all(
-    responses: Sequence[str],
-    golds: Sequence[Any],
-    modes: Iterable[str] = MODES,
-    workers: int = 2,
-    timeout_s: float = 5.0,
-) -> dict[str, list[Grade]]:
-    """Grade every response under each mode with one worker pool."""
-    with Grader(workers=workers, timeout_s=timeout_s) as grader:
-        return {mode: grader.grade_many(responses, golds, mode) for mode in modes}

@@ -96,7 +96,8 @@ def test_second_invocation_has_nothing_to_do(tiny_run):
 def test_html_report(tiny_run):
     snakemake(tiny_run, "--report", "results/report.html")
     html = (tiny_run / "results/report.html").read_text(errors="replace")
-    for name in ("fig2.png", "fig8.png", "table2.csv", "paper_comparison.md"):
+    for name in ("fig2.png", "fig8.png", "table2.csv", "paper_comparison.md",
+                 "grader_agreement.csv", "grader_disagreements.csv"):
         assert name in html, name
 
 
@@ -106,7 +107,7 @@ def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path
     jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(override)))
     jobs.pop("all", None)
     assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table2": 1,
-                    "paper_comparison": 1, "fig7": 1}
+                    "paper_comparison": 1, "grader_agreement": 1, "fig7": 1}
 
 
 def test_editing_the_plotting_module_replans_only_figures(tiny_run):

@@ -87,10 +87,11 @@ def test_final_eval_numbers(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F
     summary = evaluation.run_final("baseline-b", params, str(tmp_path / "out"),
                                    model_dir=str(tiny_model_dir), backend=backend)
     toy = summary["benchmarks"]["toy"]
-    # strict: PATTERN -> 7/16; P_j = [3/4, 2/4, 1/4, 1/4]
+    # rllm (the tables' grader): PATTERN -> 7/16; P_j = [3/4, 2/4, 1/4, 1/4]
     assert toy["pass@1"] == pytest.approx(7 / 16)
     assert toy["pass@1_sem"] == pytest.approx(math.sqrt(0.171875 / 4) / 2)
     assert toy["pass@4"] == pytest.approx(3 / 4)
+    assert toy["pass@1_strict"] == pytest.approx(7 / 16)  # same verdicts on clean boxes
     assert toy["pass@1_math_verify"] == pytest.approx(8 / 16)  # + the unclosed trace
     assert toy["mean_tokens"] == pytest.approx(11.5)
     # Wait per response: j Waits in every sample but the unclosed one
@@ -99,7 +100,7 @@ def test_final_eval_numbers(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F
     assert toy["frac_truncated"] == pytest.approx(4 / 16)
     assert toy["frac_think_close"] == pytest.approx(15 / 16)
     assert (toy["n_problems"], toy["n_samples"], toy["label"]) == (4, 4, "Toy")
-    assert summary["grader"] == "strict" and summary["label"] == "baseline-b"
+    assert summary["grader"] == "rllm" and summary["label"] == "baseline-b"
     assert summary["model"]["checkpoint"] == str(tiny_model_dir)
     assert "model" not in summary["protocol"] and summary["protocol"]["force_think"] is True
     # the prompts: forced <think> with no newline before it, all problems in one call
@@ -112,13 +113,52 @@ def test_final_eval_numbers(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F
     frame = pd.read_parquet(tmp_path / "out" / "toy.parquet")
     assert len(frame) == 16
     assert list(frame[["problem_id", "sample"]].iloc[5]) == ["p1", 1]
-    for column in ("response", "n_tokens", "has_think_close", "extracted_strict",
-                   "correct_strict", "extracted_math_verify", "correct_math_verify"):
+    for column in ("response", "n_tokens", "has_think_close", "gold", "extracted_rllm",
+                   "correct_rllm", "extracted_strict", "correct_strict",
+                   "extracted_math_verify", "correct_math_verify"):
         assert column in frame.columns
     assert frame["response"].str.startswith("<think>\n").all()  # prefix + generated text
-    assert frame["correct_strict"].sum() == 7 and frame["correct_math_verify"].sum() == 8
+    assert frame["correct_rllm"].sum() == 7 and frame["correct_strict"].sum() == 7
+    assert frame["correct_math_verify"].sum() == 8
     assert frame.loc[8, "has_think_close"] == False  # noqa: E712
-    assert frame.loc[0, "extracted_strict"] == "3"
+    assert frame.loc[0, "extracted_strict"] == "3" and frame.loc[0, "extracted_rllm"] == "3"
+    assert [json.loads(g) for g in frame["gold"].iloc[::4]] == GOLDS  # JSON, types kept
+
+
+# problem -> sample -> (boxed text, rllm verdict, strict verdict) for GOLDS
+SPLIT = [
+    [("\\boxed{3}", 1, 1), ("\\boxed 3", 0, 1), ("\\fbox{3}", 0, 1), ("\\boxed{5}", 0, 0)],
+    [("\\boxed{4.}", 1, 0), ("\\boxed{4}", 1, 1), ("\\boxed{x = 4}", 0, 1),
+     ("\\boxed{7}", 0, 0)],
+    [("\\boxed{\\frac{1}{2}}", 1, 1)] * 4,
+    [("\\boxed{x-1}", 0, 0)] * 4,
+]
+
+
+def split_script(model, problem, j):
+    boxed = SPLIT[int(problem.split()[-1])][j][0]
+    return Completion(f"Let me think.\n</think>\nSo the answer is ${boxed}$.", 10, True)
+
+
+def test_final_eval_keeps_the_strict_verdict_beside_rllm(tmp_path, bench,
+                                                          tiny_model_dir) -> None:  # noqa: F811
+    params = {**protocol(bench), "model": {"kind": "baseline", "name": "b", "label": "B",
+                                           "model": str(tiny_model_dir)}}
+    assert evaluation.final_modes(params["grader"]) == ["rllm", "strict", "math_verify"]
+    summary = evaluation.run_final("baseline-b", params, str(tmp_path / "out"),
+                                   model_dir=str(tiny_model_dir),
+                                   backend=ScriptedBackend(split_script))
+    toy = summary["benchmarks"]["toy"]
+    assert toy["pass@1"] == pytest.approx(7 / 16)  # rllm
+    assert toy["pass@1_strict"] == pytest.approx(9 / 16)
+    frame = pd.read_parquet(tmp_path / "out" / "toy.parquet")
+    assert frame["correct_rllm"].tolist() == [bool(c[1]) for row in SPLIT for c in row]
+    assert frame["correct_strict"].tolist() == [bool(c[2]) for row in SPLIT for c in row]
+    assert frame["extracted_rllm"][0] == "3"
+    assert frame["extracted_rllm"][1:3].isna().all()  # "\\boxed 3", "\\fbox{3}": no answer
+    assert frame["extracted_strict"].tolist()[:3] == ["3", "3", "3"]
+    with pytest.raises(ValueError, match="lenient"):
+        evaluation.final_modes("lenient")
 
 
 def test_baseline_without_forced_think(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F811
@@ -279,6 +319,16 @@ def test_tiny_dag(workflow) -> None:
     jobs = planned_jobs(snakemake(workflow, "-n", "--cores", "2"))
     assert jobs["eval_curve"] == 23 and jobs["final_eval"] == 8 and jobs["gen_stats"] == 1
     assert "download_benchmarks" not in jobs and "download_baseline" not in jobs
+
+
+def test_agreement_rule_reads_every_final_sample_file(workflow) -> None:
+    proc = snakemake(workflow, "-n", "-p", "--cores", "2", "results/grader_agreement.md")
+    jobs = planned_jobs(proc)
+    assert jobs["grader_agreement"] == 1 and jobs["final_eval"] == 8
+    command = next(line for line in proc.stdout.splitlines()
+                   if line.startswith("Shell command: python scripts/grader_agreement.py"))
+    assert command.count(".parquet") == 8 * 3  # every table model x every toy benchmark
+    assert '"graders":["rllm","strict"]' in command
 
 
 def test_paper_dag_offline_and_online(workflow) -> None:

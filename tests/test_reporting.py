@@ -442,4 +442,89 @@ def test_comparison_params_time_every_run(cfg):
     assert stages["sft_5ep"] == ["sft_5ep"]
     assert len(stages["dpo_1ep"]) == 11 and len(stages["simpo_1ep"]) == 2
     assert len(stages["redi_1ep"]) == 8  # the seven ablation runs and the final model
-    assert (params["grader"], params["train_gpus"]) == ("strict", 0)
+    assert (params["grader"], params["train_gpus"]) == ("rllm", 0)
+
+
+# ------------------------------------------------------- grader agreement
+
+AGREE_SPEC = {"preset": "tiny", "graders": ["rllm", "strict"], "max_examples": 2,
+              "benchmarks": BENCHMARKS, "rows": [{"label": "m1", "model": "Model 1"}]}
+
+
+def samples_frame(rllm: list[int], strict: list[int], per_problem: int = 4) -> pd.DataFrame:
+    n = len(rllm)
+    return pd.DataFrame({
+        "problem_id": [f"p{i // per_problem}" for i in range(n)],
+        "sample": [i % per_problem for i in range(n)],
+        "response": ["long text"] * n,  # not read
+        "gold": [json.dumps(["0.5", "1/2"]) if i < per_problem else json.dumps(142.0)
+                 for i in range(n)],
+        "extracted_rllm": [None if i == 2 else f"a{i}" for i in range(n)],
+        "correct_rllm": [bool(c) for c in rllm],
+        "extracted_strict": [f"a{i}" for i in range(n)],
+        "correct_strict": [bool(c) for c in strict],
+    })
+
+
+def write_samples(root: Path, frames: dict[tuple[str, str], pd.DataFrame]) -> list[str]:
+    paths = []
+    for (label, bench), frame in frames.items():
+        path = root / label / f"{bench}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_agreement_table_numbers_through_the_job_script(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    # b1: rllm 3/8, strict 4/8, verdicts differ on samples 1, 2 (p0) and 3 (p1)
+    frames = {("m1", "b1"): samples_frame([1, 1, 0, 0, 1, 0, 0, 0], [1, 0, 1, 0, 1, 0, 0, 1]),
+              ("m1", "b2"): samples_frame([1, 1, 1, 1], [1, 1, 1, 1])}
+    paths = write_samples(tmp_path / "final", frames)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(ROOT / "scripts/grader_agreement.py"),
+                    "--params", json.dumps(AGREE_SPEC), "--samples", *paths,
+                    "--csv", str(out / "a.csv"), "--examples", str(out / "d.csv"),
+                    "--md", str(out / "a.md"), "--log", str(out / "a.log")],
+                   check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert (out / "a.csv").read_text() == (
+        "model,benchmark,n_samples,pass@1_rllm,pass@1_strict,agreement,n_disagree,"
+        "only_rllm,only_strict,label,benchmark_name\n"
+        "Model 1,Bench-1,8,37.5,50.0,62.5,3,1,2,m1,b1\n"
+        "Model 1,Bench-2,4,100.0,100.0,100.0,0,0,0,m1,b2\n")
+    examples = pd.read_csv(out / "d.csv")
+    assert examples[["problem_id", "sample"]].values.tolist() == [["p0", 1], ["p0", 2]]
+    assert examples["correct_rllm"].tolist() == [True, False]
+    assert examples["gold"].tolist() == ['["0.5", "1/2"]'] * 2
+    assert examples["extracted_strict"].tolist() == ["a1", "a2"]
+    assert examples["extracted_rllm"].isna().tolist() == [False, True]
+    md = (out / "a.md").read_text()
+    assert "Over all 12 samples: 75.00 % agree." in md
+    assert "| Model 1 | Bench-1 | 37.5 | 50.0 | 62.50 | 3 | 1 | 2 |" in md
+    assert '| Model 1 | Bench-1 | p0 #2 | `["0.5", "1/2"]` | ✗ — | ✓ `a2` |' in md
+
+
+def test_agreement_inputs_are_checked(tmp_path):
+    frames = {("m1", "b1"): samples_frame([1], [1])}
+    with pytest.raises(ValueError, match="'m1', benchmark 'b2'"):
+        reporting.agreement_tables(AGREE_SPEC, frames)
+    (path,) = write_samples(tmp_path, {("m1", "b1"): frames["m1", "b1"].drop(
+        columns=["correct_rllm"])})
+    with pytest.raises(ValueError, match=r"lacks columns \['correct_rllm'\]"):
+        reporting.read_samples(path, ["rllm", "strict"])
+
+
+def test_agreement_spec_covers_every_table_model(cfg):
+    specs = {t: reporting.table_spec(cfg, t, _groups(cfg)) for t in ("table1", "table2")}
+    spec = reporting.agreement_spec(cfg, specs)
+    assert spec["graders"] == ["rllm", "strict"]
+    assert [r["label"] for r in spec["rows"]] == [
+        "baseline-tiny-base", "sft_5ep", "table1-final", "sft_3ep", "table2-dpo",
+        "table2-simpo", "table2-symmetric_redi", "table2-redi"]
+    cfg["evaluation"]["final"]["grader"] = "strict"
+    assert reporting.agreement_spec(cfg, specs)["graders"] == ["strict", "rllm"]
