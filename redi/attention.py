@@ -23,7 +23,9 @@ Which layout training uses: ``training_attention()``; ``REDI_ATTENTION``
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 import os
 from typing import Any
 
@@ -84,14 +86,33 @@ def _segments_sdpa(q, k, v, cu: torch.Tensor, scale: float | None) -> torch.Tens
     return torch.cat(out)
 
 
+@functools.cache
+def _varlen_options() -> frozenset[str]:
+    """Keyword arguments of this torch's ``varlen_attn``: causality was ``is_causal`` before
+    ``window_size`` existed, and ``enable_gqa`` is newer than the function itself."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
 def _cuda_varlen(q, k, v, cu: torch.Tensor, max_len: int, scale: float | None) -> torch.Tensor:
     from torch.nn.attention.varlen import varlen_attn
 
     dtype = q.dtype
     if dtype not in (torch.float16, torch.bfloat16):  # FlashAttention kernels: half types only
         q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
-    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, window_size=(-1, 0),
-                      enable_gqa=q.shape[1] != k.shape[1])
+    options = _varlen_options()
+    kwargs: dict[str, Any] = {"scale": scale}
+    if "window_size" in options:
+        kwargs["window_size"] = (-1, 0)  # causal
+    else:
+        kwargs["is_causal"] = True
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1 and "enable_gqa" in options:
+        kwargs["enable_gqa"] = True
+    elif groups > 1:  # an older kernel: one key/value head per query head
+        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
     return out.to(dtype)
 
 

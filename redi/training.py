@@ -227,8 +227,14 @@ def load_model(
     )
     model.config.use_cache = False
     if gradient_checkpointing:
-        # non-reentrant, as the authors (the gradient_checkpointing_* names are deprecated in 5.x)
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant, as the authors (the gradient_checkpointing_* names are deprecated
+        # in transformers 5.24; older 5.x releases have only those)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

@@ -1,21 +1,32 @@
-"""Prepared single-GPU check: training throughput/MFU and hf-backend generation speed.
+"""Prepared single-GPU check: the project's Trainer at paper scale, and hf generation speed.
 
-Builds a Qwen2.5-Math-1.5B-shaped ``Qwen2ForCausalLM`` with random weights and
-runs, through the project's own code paths:
+Builds a Qwen2.5-Math-1.5B-shaped ``Qwen2ForCausalLM`` with random weights,
+saves it as a Hugging Face folder and trains it with ``redi.training.Trainer``
+itself (its optimizer from ``redi.config.OPTIMIZER``, its losses, its batching
+and its attention choice), on 16,384-token micro-batches:
 
-1. a few SFT steps (completion-only NLL via ``redi.logprobs.TokenLogps``);
-2. a few REDI steps (alpha 0.8, chosen and rejected in one forward, the loss
-   from ``redi.losses``), both with AdamW on 16,384-token micro-batches laid
-   out by ``redi.batching.make_batch`` (packed for FlashAttention-2, padded
-   rows for SDPA: the same rule as ``redi.training.Trainer``);
-3. generation with the ``hf`` backend of ``redi.generation``.
+1. SFT steps (4 sequences of ~4k tokens per step);
+2. REDI steps (alpha 0.8; 4 pairs per step, each pair's two sequences ~4k tokens);
 
-It needs only torch + transformers (+ tokenizers, safetensors, tqdm, which
-transformers itself depends on): no datasets, snakemake, math-verify, vllm,
-deepspeed or accelerate. The redi package need not be installed; the working
-tree is put on ``sys.path``.
+each once with ``REDI_ATTENTION=varlen`` (one packed row through PyTorch's
+``varlen_attn``; on a CPU the per-segment SDPA reference) and once with
+``REDI_ATTENTION=sdpa`` (padded rows). Same init weights and same items, so
+the first step's loss must agree up to bf16 tolerance (fp32 on a CPU); a
+separate isolation check (per-token log-probs of short packed sequences vs each
+alone vs one leaking segment) shows that packed sequences do not see each other.
+Then generation with the ``hf`` backend of ``redi.generation``.
 
-    bash scripts/gpu_check.sh                 # one H100, a few minutes
+What the check changes in the Trainer (``CheckTrainer``): per-step wall times
+(CUDA synchronised) and the peak-memory reset at the first timed step; and no
+checkpoint writes (a 1.5B model + AdamW state is ~20 GB of disk per checkpoint:
+the check measures training steps, not disk).
+
+Needs torch, transformers, accelerate, tensorboard, tqdm (what the Trainer
+imports), not datasets, snakemake, math-verify, vllm, deepspeed, pandas,
+pyarrow. The redi package need not be installed; the working tree is put on
+``sys.path``.
+
+    bash scripts/gpu_check.sh                 # one H100/H200, a few minutes
     python scripts/gpu_check.py --tiny        # seconds: CPU fp32 (tests/), or GPU smoke test
 
 MFU = model FLOPs / time / peak, with model FLOPs (per micro-batch)
@@ -23,27 +34,33 @@ MFU = model FLOPs / time / peak, with model FLOPs (per micro-batch)
     6 * N * tokens  +  sum over sequences of 6 * n_layers * seq_len^2 * hidden
 
 where N is the NON-embedding parameter count (decoder layers + final norm; the
-tied embedding / LM head matrix excluded) and the attention term is
-``6 (fwd+bwd) * 2 (QK^T and AV) * n_layers * seq_len^2 * hidden / 2 (causal)``.
-A separate "hardware FLOPs" figure (HFU) adds what really runs on top: the
-gradient-checkpointing re-forward (2N per token + the forward attention) and the
-LM head over the completion tokens only (6 V H per target, + 2 V H for the
-chunked log-prob recompute when it is checkpointed).
+tied embedding / LM head matrix excluded), tokens the real (unpadded) tokens,
+and the attention term is ``6 (fwd+bwd) * 2 (QK^T and AV) * n_layers * seq_len^2
+* hidden / 2 (causal)``. A separate "hardware FLOPs" figure (HFU) counts what
+really runs: padded rows at their padded width, the gradient-checkpointing
+re-forward (2N per token + the forward attention) and the LM head over the
+completion tokens only (6 V H per target, + 2 V H for the chunked log-prob
+recompute when it is checkpointed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import logging
 import math
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import traceback
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +70,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-# only torch/transformers/stdlib below these (checked: batching -> prompts,
-# logprobs -> batching, losses -> lazy torch, training -> io; accelerate,
-# pyarrow, tqdm are imported lazily inside functions this script does not call,
-# except tqdm in the hf backend, which transformers depends on anyway)
-from redi import batching, generation, logprobs, losses, training  # noqa: E402
+# torch/transformers/stdlib at import time; accelerate, tensorboard and tqdm are
+# imported by the Trainer when it is built and run; pyarrow is only needed to read
+# parquet datasets, which the check does not (it builds its items in memory)
+from redi import attention, batching, config, generation, logprobs, training  # noqa: E402
 from redi.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
 from redi.batching import TokenSeq  # noqa: E402
 from redi.prompts import (  # noqa: E402
@@ -68,9 +84,16 @@ from redi.prompts import (  # noqa: E402
     render_eval_prompt,
 )
 
-H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (an H200 has the same)
 SUMMARY_HEADER = "===== gpu_check summary ====="
-REDI_ALPHA = 0.8
+STAGES = ("sft", "redi")  # phase labels; "redi" runs the Trainer's stage 2
+ATTENTIONS = ("varlen", "sdpa")  # REDI_ATTENTION values: packed / padded rows
+SFT_LR = 5e-5  # the paper's SFT LR
+REDI_LR, REDI_ALPHA = 1e-6, 0.8  # the paper's final REDI run
+# packed vs padded first-step loss, relative: fp32 (CPU) differs only by summation
+# order; bf16 autocast rounds every matmul output (2^-9), but the loss averages
+# ~16k per-token errors of random sign, ~1e-5 relative by estimate: 1e-3 leaves room
+LOSS_RTOL = {"fp32": 1e-5, "bf16": 1e-3}
 PROBLEMS = [
     "Compute 17 * 23.",
     "Find all real x with x^2 - 5x + 6 = 0.",
@@ -81,6 +104,8 @@ PROBLEMS = [
     "A triangle has sides 3, 4 and 5. What is its area?",
     "What is the remainder when 2^10 is divided by 7?",
 ]
+
+log = logging.getLogger("gpu_check")
 
 
 @dataclass(frozen=True)
@@ -106,9 +131,9 @@ TINY_SHAPE = Shape(64, 128, 2, 4, 2, 512, 32768, 10000.0)
 class Plan:
     """Workload sizes (the --tiny plan runs in seconds on a CPU)."""
 
-    pack_tokens: int  # tokens per micro-batch (= per optimizer step)
-    seq_min: int  # sequence lengths drawn in [seq_min, seq_max]
-    seq_max: int
+    pack_tokens: int  # real tokens per micro-batch (= per optimizer step)
+    items_per_step: int  # SFT sequences or stage-2 pairs per step (micro = global batch)
+    jitter: float  # item lengths vary by +-jitter around pack_tokens / items_per_step
     prompt_min: int
     prompt_max: int
     warmup: int  # untimed steps per phase (kernel selection, allocator)
@@ -118,8 +143,8 @@ class Plan:
     gen_tokens: int
 
 
-FULL_PLAN = Plan(16384, 1024, 6144, 64, 512, 2, 5, 8, 4, 512)
-TINY_PLAN = Plan(2048, 128, 768, 8, 64, 1, 2, 4, 2, 8)
+FULL_PLAN = Plan(16384, 4, 0.25, 64, 512, 2, 4, 8, 4, 512)
+TINY_PLAN = Plan(2048, 4, 0.25, 8, 64, 1, 2, 4, 2, 8)
 
 
 # ------------------------------------------------------------------- FLOPs
@@ -166,17 +191,18 @@ def hardware_flops(
     return flops
 
 
-# ------------------------------------------------------------------ batches
+# ---------------------------------------------------------------- workload
 
 
-def split_lengths(total: int, lo: int, hi: int, rng: random.Random) -> list[int]:
-    """Lengths in [lo, hi] summing exactly to ``total`` (needs hi >= 2 lo, total >= lo)."""
-    out, rest = [], total
-    while rest > hi:
-        n = rng.randint(lo, min(hi, rest - lo))  # leaves >= lo for the rest
-        out.append(n)
-        rest -= n
-    out.append(rest)
+def item_lengths(total: int, k: int, jitter: float, rng: random.Random) -> list[int]:
+    """``k`` lengths around ``total / k`` (+-jitter, in +d/-d couples) summing to ``total``:
+    every step holds the same real tokens, and padded rows still pad."""
+    base = total // k
+    out = [base] * k
+    for i in range(0, k - 1, 2):
+        d = rng.randint(0, int(base * jitter))
+        out[i], out[i + 1] = base + d, base - d
+    out[-1] += total - base * k
     return out
 
 
@@ -184,28 +210,66 @@ def _ids(n: int, vocab: int, rng: random.Random) -> list[int]:
     return [rng.randrange(vocab) for _ in range(n)]
 
 
-def sft_pack(plan: Plan, vocab: int, rng: random.Random) -> list[TokenSeq]:
-    """Several SFT sequences of varied lengths filling ``pack_tokens`` exactly."""
-    seqs = []
-    for n in split_lengths(plan.pack_tokens, plan.seq_min, plan.seq_max, rng):
-        n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 2)
-        ids = _ids(n, vocab, rng)
-        seqs.append(batching.sft_sequence(ids[:n_prompt], ids[n_prompt:], max_length=n))
-    return seqs
+def sft_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> training.Item:
+    """One SFT sequence of ``n`` tokens, a prompt of ``prompt_min..prompt_max`` tokens."""
+    n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 2)
+    ids = _ids(n, vocab, rng)
+    return training.Item((batching.sft_sequence(ids[:n_prompt], ids[n_prompt:], n),))
 
 
-def pair_pack(plan: Plan, vocab: int, rng: random.Random) -> list[TokenSeq]:
-    """(chosen, rejected) pairs sharing a prompt, in trainer order [c0, r0, c1, r1, ...];
-    the two sequences of a pair together take a length drawn like an SFT sequence."""
-    seqs: list[TokenSeq] = []
-    for n in split_lengths(plan.pack_tokens, 2 * plan.seq_min, 2 * plan.seq_max, rng):
-        n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 4)
-        rest = n - 2 * n_prompt
-        n_chosen = rng.randint(rest // 4, rest - rest // 4)
-        prompt = _ids(n_prompt, vocab, rng)
-        chosen, rejected = _ids(n_chosen, vocab, rng), _ids(rest - n_chosen, vocab, rng)
-        seqs += batching.pair_sequences(prompt, chosen, rejected, n_prompt, n)
-    return seqs
+def pair_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> training.Item:
+    """A (chosen, rejected) pair sharing a prompt; its two sequences total ``n`` tokens."""
+    n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 4)
+    rest = n - 2 * n_prompt
+    n_chosen = rng.randint(rest // 4, rest - rest // 4)
+    prompt = _ids(n_prompt, vocab, rng)
+    chosen, rejected = _ids(n_chosen, vocab, rng), _ids(rest - n_chosen, vocab, rng)
+    return training.Item(batching.pair_sequences(prompt, chosen, rejected, n_prompt, n))
+
+
+def make_packs(stage: str, plan: Plan, vocab: int, rng: random.Random) -> list[list[training.Item]]:
+    """The items of every step (warmup + timed) of one stage."""
+    make = sft_item if stage == "sft" else pair_item
+    return [
+        [make(n, plan, vocab, rng)
+         for n in item_lengths(plan.pack_tokens, plan.items_per_step, plan.jitter, rng)]
+        for _ in range(plan.warmup + plan.steps)
+    ]
+
+
+def order_items(packs: list[list[training.Item]], shuffle_seed: int | None) -> list[training.Item]:
+    """Items in the order that makes the Trainer's step plan (``training.step_plan``:
+    SFT shuffles with the run's seed, stage 2 keeps file order) run pack k at step k."""
+    n, k = sum(len(p) for p in packs), len(packs[0])
+    items: list[training.Item | None] = [None] * n
+    for pack, indices in zip(packs, training.step_plan(n, k, 1, shuffle_seed), strict=True):
+        for item, i in zip(pack, indices, strict=True):
+            items[i] = item
+    return items  # type: ignore[return-value]
+
+
+def pack_seqs(pack: list[training.Item]) -> list[TokenSeq]:
+    return [s for item in pack for s in item.seqs]
+
+
+def run_params(stage: str, plan: Plan, gradient_checkpointing: bool) -> dict[str, Any]:
+    """Params as ``redi.config.sft_params``/``stage2_params`` build them; the optimizer
+    settings are the project's (read at call time, never copied)."""
+    steps = plan.warmup + plan.steps
+    max_len = math.ceil(plan.pack_tokens / plan.items_per_step * (1 + plan.jitter)) + 1
+    common = {
+        "epochs": 1,
+        "global_batch": plan.items_per_step,
+        "micro_batch": plan.items_per_step,  # one process: one micro-batch per step
+        "max_length": max_len,
+        "save_every_steps": steps + 1,  # no intermediate checkpoint
+        "gradient_checkpointing": gradient_checkpointing,
+        **config.OPTIMIZER,
+    }
+    if stage == "sft":
+        return {"stage": "sft", "run": "gpu_check_sft", "lr": SFT_LR, **common}
+    return {"stage": "stage2", "run": "gpu_check_redi", "objective": "redi", "alpha": REDI_ALPHA,
+            "lr": REDI_LR, "paper_lr": REDI_LR, "max_prompt_length": plan.prompt_max, **common}
 
 
 # -------------------------------------------------------------------- model
@@ -224,13 +288,13 @@ def build_tokenizer(shape: Shape) -> Any:
 
 
 def write_model_dir(shape: Shape, out: Path, device: str, dtype: torch.dtype) -> Any:
-    """A random-init Qwen2 + tokenizer saved as a Hugging Face folder (what both
-    ``training.load_model`` and the hf generation backend read)."""
+    """A random-init Qwen2 + tokenizer saved as a Hugging Face folder (what the
+    Trainer's ``load_model`` and the hf generation backend read)."""
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     tokenizer = build_tokenizer(shape)
     eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-    config = Qwen2Config(
+    qwen = Qwen2Config(
         vocab_size=shape.vocab,
         hidden_size=shape.hidden,
         intermediate_size=shape.intermediate,
@@ -247,7 +311,7 @@ def write_model_dir(shape: Shape, out: Path, device: str, dtype: torch.dtype) ->
     )
     torch.manual_seed(0)
     with torch.device(device):  # initialising 1.5B weights on the GPU takes a blink
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(qwen, dtype=dtype)
     set_stop_tokens(model, tokenizer)
     save(model, tokenizer, out)
     return tokenizer
@@ -265,20 +329,149 @@ def count_params(lm: Any) -> tuple[int, int]:
 # ---------------------------------------------------------------- training
 
 
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class CheckTrainer(training.Trainer):
+    """The project's Trainer, unchanged in what it computes, plus per-step timing.
+
+    ``_step`` is wrapped to time each optimizer step between CUDA synchronisations
+    (the log row's ``tokens_per_s`` starts its clock without one) and to reset the
+    peak-memory counter at the first timed step. ``_save_checkpoint`` writes
+    nothing: the check measures training steps, and a 1.5B model + its AdamW
+    state is ~20 GB of disk per checkpoint (a minute of a short GPU lease); the
+    entry it records keeps ``run()``'s manifest bookkeeping working.
+    """
+
+    def __init__(self, spec: training.RunSpec, warmup: int) -> None:
+        self.warmup = warmup
+        self.step_s: list[float] = []
+        super().__init__(spec)
+
+    def _step(self, step: int) -> dict[str, Any]:
+        if step == self.warmup and self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        _sync(self.device)
+        t0 = time.perf_counter()
+        row = super()._step(step)
+        _sync(self.device)
+        self.step_s.append(time.perf_counter() - t0)
+        return row
+
+    def _save_checkpoint(self, step: int, elapsed: float) -> None:
+        path = self.ckpt_dir / f"step-{step:06d}"
+        entry = {"step": step, "epoch": self._epoch_value(step), "path": path.as_posix(),
+                 "written": False}
+        if step == self.total_steps:
+            entry["final"] = True
+        self.checkpoints.append(entry)
+
+    @property
+    def peak_mem_gib(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated() / 2**30
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """What the Trainer's AdamW really uses (decayed group first, as it builds them)."""
+        groups = self.optimizer.param_groups
+        return {"weight_decay": groups[0]["weight_decay"],
+                "no_decay_weight_decay": groups[1]["weight_decay"],
+                "betas": tuple(groups[0]["betas"]), "eps": groups[0]["eps"],
+                "max_grad_norm": self.spec.params["max_grad_norm"],
+                "base_lr": self.spec.params["lr"]}
+
+
+@contextlib.contextmanager
+def attention_env(choice: str) -> Iterator[None]:
+    """``REDI_ATTENTION=choice`` while a Trainer is built (it reads it in ``__init__``)."""
+    before = os.environ.get("REDI_ATTENTION")
+    os.environ["REDI_ATTENTION"] = choice
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("REDI_ATTENTION", None)
+        else:
+            os.environ["REDI_ATTENTION"] = before
+
+
+def isolation_check(trainer: training.Trainer, vocab: int) -> dict[str, float | str]:
+    """Do packed sequences stay apart in the Trainer's own forward? Per-token
+    log-probs (``trainer.module``: TokenLogps under the Trainer's autocast) of a
+    few short sequences packed in one row, vs each sequence alone, vs the same
+    row as ONE segment (what attention leaking across boundaries computes).
+
+    The first-step loss alone cannot show a leak: a random model's loss is a mean
+    over ~16k tokens near ln(vocab). Short sequences make a leak large per token.
+    """
+    rng = random.Random(1)
+    seqs = [TokenSeq(tuple(_ids(n, vocab, rng)), 8) for n in (40, 72, 56, 88)]
+    pad = trainer.pad_id
+
+    def logps(batch: batching.Batch) -> torch.Tensor:
+        with torch.no_grad():
+            return logprobs.batch_token_logps(trainer.module, batch.to(trainer.device)).float()
+
+    packed = batching.make_batch(seqs, True, pad)
+    alone = torch.cat([logps(batching.make_batch([s], True, pad)) for s in seqs])
+    leaky = batching.make_batch(seqs, True, pad)
+    total = leaky.input_ids.shape[1]
+    leaky.position_ids = torch.arange(total)[None]
+    leaky.cu_seqlens = torch.tensor([0, total], dtype=torch.int32)
+    leaky.max_seqlen = total
+    later = packed.seq_index > 0  # the first sequence is the same in all three
+    ref = alone[later]
+    # relative to how much the log-probs vary, not to their size (~ln vocab each)
+    scale = (ref - ref.mean()).norm()
+    err = float((logps(packed)[later] - ref).norm() / scale)
+    leak = float((logps(leaky)[later] - ref).norm() / scale)
+    verdict = "ok" if err < 0.2 * leak else ("inconclusive" if leak < 1e-3 else "FAIL")
+    return {"isolation_rel_err": err, "isolation_leak_rel_err": leak, "isolation_check": verdict}
+
+
+@dataclass
+class Setup:
+    """What every phase shares."""
+
+    shape: Shape
+    plan: Plan
+    device: str
+    precision: str  # "bf16" (autocast, fp32 weights) on CUDA, "fp32" on a CPU
+    peak_flops: float
+    loss_rtol: float
+    gradient_checkpointing: bool
+    attentions: tuple[str, ...]
+    generation: bool
+    model_dir: Path
+    work_dir: Path
+
+
 @dataclass
 class Phase:
-    name: str
-    steps: int
+    name: str  # "<stage>_<attention choice>"
+    attention: str  # the Trainer's attn_implementation
+    layout: str  # the Trainer's layout: packed / padded
+    steps: int  # timed steps
     tokens: int  # real tokens of the timed steps (padding excluded)
+    input_tokens: int  # tokens the packed/padded input tensor holds per step (mean)
     elapsed_s: float
     step_s_mean: float
     step_s_min: float
     peak_mem_gib: float | None
     model_flops: float
     hardware_flops: float
+    first_loss: float
+    first_grad_norm: float
     last_loss: float
-    layout: str
-    padded_tokens: int  # tokens the padded/packed input tensors hold per step (mean)
+    trainer_tokens_per_s: float  # the log row's figure (its clock: no CUDA sync at start)
+    build_s: float  # Trainer construction: model load, move to the device, optimizer
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    params: tuple[int, int] = (0, 0)  # (all, non-embedding) of the trained model
+    isolation: dict[str, float | str] | None = None
+    released: bool = False  # the phase's model was garbage-collected afterwards
 
     @property
     def tokens_per_s(self) -> float:
@@ -291,126 +484,109 @@ class Phase:
         return self.hardware_flops / self.elapsed_s / peak
 
 
-def sft_loss(module: torch.nn.Module, batch: batching.Batch) -> torch.Tensor:
-    """Completion-only NLL, token mean (as ``Trainer._micro_loss`` with one micro-batch)."""
-    token_logps = logprobs.batch_token_logps(module, batch)
-    return -token_logps.sum() / batch.targets.numel()
+def step_flops(seqs: list[TokenSeq], packed: bool, setup: Setup, n_params: int) -> tuple[float, float]:
+    """(model, hardware) FLOPs of one step. Padded rows run at their padded width."""
+    lens = [len(s.ids) for s in seqs]
+    rows = lens if packed else [max(lens)] * len(lens)
+    n_targets = sum(s.n_completion for s in seqs)
+    recompute = n_targets > logprobs.chunk_tokens_for(setup.shape.vocab)
+    return (
+        model_flops(n_params, lens, setup.shape.layers, setup.shape.hidden),
+        hardware_flops(n_params, rows, setup.shape, n_targets,
+                       setup.gradient_checkpointing, recompute),
+    )
 
 
-def redi_loss(module: torch.nn.Module, batch: batching.Batch) -> torch.Tensor:
-    """REDI over the pairs of one forward (as ``Trainer._micro_loss``), pair mean."""
-    sums = logprobs.sequence_sums(logprobs.batch_token_logps(module, batch), batch)
-    pairs = losses.PairLogps.interleaved(sums, batch.lengths)
-    return losses.objective("redi").loss(pairs, {"alpha": REDI_ALPHA}).mean()
+def build_trainer(stage: str, choice: str, packs: list[list[training.Item]], setup: Setup,
+                  tokenizer: Any) -> CheckTrainer:
+    """The project's Trainer for one phase, under ``REDI_ATTENTION=choice``."""
+    params = run_params(stage, setup.plan, setup.gradient_checkpointing)
+    shuffle = params["seed"] if params["stage"] == "sft" else None  # as the Trainer plans
+    run_dir = setup.work_dir / f"{stage}_{choice}"
+    spec = training.RunSpec(
+        stage=params["stage"], params=params, items=order_items(packs, shuffle),
+        init=str(setup.model_dir), tokenizer=tokenizer,
+        manifest_path=run_dir / "manifest.json", log_csv_path=run_dir / "log.csv",
+        fingerprint=training.fingerprint(params, [setup.model_dir]),
+    )
+    with attention_env(choice):
+        return CheckTrainer(spec, setup.plan.warmup)
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def run_phase(
-    name: str,
-    module: logprobs.TokenLogps,
-    optimizer: torch.optim.Optimizer,
-    packs: list[list[TokenSeq]],
-    loss_fn: Callable[[torch.nn.Module, batching.Batch], torch.Tensor],
-    ctx: dict[str, Any],
-) -> Phase:
-    """``warmup`` untimed + ``steps`` timed optimizer steps, one micro-batch each."""
-    device, warmup, shape = ctx["device"], ctx["warmup"], ctx["shape"]
-    n_params, packed = ctx["n_params"], ctx["packed"]
-    chunk = logprobs.chunk_tokens_for(shape.vocab)
-    params = [p for p in module.parameters() if p.requires_grad]
-    times: list[float] = []
-    tokens, padded, mflops, hflops, loss_value = 0, 0, 0.0, 0.0, float("nan")
-    for i, seqs in enumerate(packs):
-        batch = batching.make_batch(seqs, packed, ctx["pad_id"]).to(device)
-        if i == warmup and device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        _sync(device)
-        t0 = time.perf_counter()
-        with ctx["autocast"]():
-            loss = loss_fn(module, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)  # the trainer clips too (max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        if i < warmup:
-            continue
-        times.append(time.perf_counter() - t0)
-        lens = [len(s.ids) for s in seqs]
-        n_targets = int(batch.targets.numel())
-        tokens += batch.n_tokens
-        padded += batch.input_ids.numel()
-        mflops += model_flops(n_params, lens, shape.layers, shape.hidden)
-        hflops += hardware_flops(n_params, lens, shape, n_targets, True, n_targets > chunk)
-        loss_value = float(loss.detach())
-    if not math.isfinite(loss_value):
-        raise RuntimeError(f"{name}: non-finite loss {loss_value}")
+def summarise_phase(name: str, trainer: CheckTrainer, manifest: dict[str, Any],
+                    packs: list[list[training.Item]], setup: Setup) -> Phase:
+    """A Phase from the Trainer's rows and timings (the first ``warmup`` steps untimed)."""
+    rows, warmup = trainer.rows, setup.plan.warmup
+    for k, (row, pack) in enumerate(zip(rows, packs, strict=True)):
+        if row["tokens"] != sum(len(s.ids) for s in pack_seqs(pack)):  # step plan as assumed?
+            raise RuntimeError(f"{name}: step {k + 1} trained {row['tokens']} tokens, "
+                               "not its pack's: the Trainer's step order changed")
+    lm = trainer.accelerator.unwrap_model(trainer.module).lm
+    params = count_params(lm)
+    flops = [step_flops(pack_seqs(p), trainer.packed, setup, params[1]) for p in packs[warmup:]]
+    inputs = [sum(len(s.ids) for s in pack_seqs(p)) if trainer.packed
+              else len(pack_seqs(p)) * max(len(s.ids) for s in pack_seqs(p))
+              for p in packs[warmup:]]
+    times = trainer.step_s[warmup:]
+    timed = rows[warmup:]
     return Phase(
-        name=name,
-        steps=len(times),
-        tokens=tokens,
-        elapsed_s=sum(times),
-        step_s_mean=sum(times) / len(times),
-        step_s_min=min(times),
-        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-        model_flops=mflops,
-        hardware_flops=hflops,
-        last_loss=loss_value,
-        layout="packed" if packed else "padded",
-        padded_tokens=padded // len(times),
+        name=name, attention=manifest["attention"], layout=manifest["layout"],
+        steps=len(times), tokens=sum(r["tokens"] for r in timed),
+        input_tokens=sum(inputs) // len(inputs), elapsed_s=sum(times),
+        step_s_mean=sum(times) / len(times), step_s_min=min(times),
+        peak_mem_gib=trainer.peak_mem_gib,
+        model_flops=sum(f[0] for f in flops), hardware_flops=sum(f[1] for f in flops),
+        first_loss=rows[0]["loss"], first_grad_norm=rows[0]["grad_norm"],
+        last_loss=rows[-1]["loss"],
+        trainer_tokens_per_s=sum(r["tokens_per_s"] for r in timed) / len(timed),
+        build_s=0.0, optimizer=trainer.optimizer_settings(), params=params,
     )
 
 
-def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW with the trainer's grouping (no decay on biases and norm weights)."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=1e-6,  # the paper's stage-2 scale: keeps the random model finite
-        betas=(0.9, 0.999),
-        eps=1e-8,
-    )
+def free(trainer: CheckTrainer | None) -> None:
+    """Give the phase's model, grads and AdamW state back before the next phase."""
+    if trainer is not None:
+        trainer.accelerator.free_memory()  # accelerate keeps references to them
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def packing_check(
-    lm: Any, vocab: int, pad_id: int, device: str, autocast: Callable[[], Any]
-) -> dict[str, float | str]:
-    """Do packed sequences stay isolated? Decoder hidden states of a few short
-    sequences, packed in one row vs one padded row each, and vs the same row
-    with positions NOT restarting (what undetected packing would compute).
+def run_phase(stage: str, choice: str, packs: list[list[training.Item]], setup: Setup,
+              tokenizer: Any, isolation: bool) -> Phase:
+    """``warmup`` + ``steps`` optimizer steps of the project's Trainer, one micro-batch each."""
+    name, trainer = f"{stage}_{choice}", None
+    try:
+        t0 = time.perf_counter()
+        trainer = build_trainer(stage, choice, packs, setup, tokenizer)
+        build_s = time.perf_counter() - t0
+        module = weakref.ref(trainer.module)
+        checked = isolation_check(trainer, setup.shape.vocab) if isolation else None
+        manifest = trainer.run()
+        phase = summarise_phase(name, trainer, manifest, packs, setup)
+    finally:
+        free(trainer)
+        del trainer
+        free(None)
+    phase.build_s, phase.isolation = build_s, checked
+    # four phases of 1.5B fp32 weights + grads + AdamW (~31 GB each) fit in no
+    # GPU at once: a phase must leave nothing behind
+    phase.released = module() is None
+    if not phase.released:
+        log.warning("%s: the Trainer's model is still referenced after the phase", name)
+    if not all(math.isfinite(x) for x in (phase.first_loss, phase.last_loss)):
+        raise RuntimeError(f"{name}: non-finite loss")
+    return phase
 
-    Short sequences: attention then weighs much in the residual stream even
-    with random weights, so a leak is far above bf16 noise.
-    """
-    rng = random.Random(1)
-    seqs = [TokenSeq(tuple(_ids(n, vocab, rng)), 1) for n in (40, 72, 56, 88)]
-    decoder = lm.get_decoder()
 
-    def hidden(batch: batching.Batch) -> torch.Tensor:
-        batch = batch.to(device)
-        with torch.no_grad(), autocast():
-            h = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                        attention_mask=None, use_cache=False).last_hidden_state
-        # the positions that predict completion tokens: every token but the last of each seq
-        return h.reshape(-1, h.shape[-1]).index_select(0, batch.gather_index).float()
-
-    packed = batching.make_batch(seqs, True, pad_id)
-    padded = batching.make_batch(seqs, False, pad_id)
-    leaky = batching.make_batch(seqs, True, pad_id)
-    leaky.position_ids = torch.arange(leaky.input_ids.shape[1])[None]
-    ref = hidden(padded)
-    later = packed.seq_index > 0  # the first sequence is the same in all three
-    ref_norm = ref[later].norm()
-    err = float((hidden(packed) - ref)[later].norm() / ref_norm)
-    leak = float((hidden(leaky) - ref)[later].norm() / ref_norm)
-    verdict = "ok" if err < 0.2 * leak else ("inconclusive" if leak < 1e-3 else "FAIL")
-    return {"packing_rel_err": err, "packing_leak_rel_err": leak, "packing_check": verdict}
+def compare_losses(packed: Phase, padded: Phase, rtol: float) -> dict[str, Any]:
+    """First-step loss (same init weights, same items) of the packed and padded runs."""
+    diff = abs(packed.first_loss - padded.first_loss)
+    tol = rtol * max(abs(packed.first_loss), abs(padded.first_loss), 1.0)
+    grad = abs(packed.first_grad_norm - padded.first_grad_norm) / max(
+        abs(padded.first_grad_norm), 1e-30)
+    return {"loss_diff": diff, "loss_tol": tol, "grad_norm_rel_diff": grad,
+            "verdict": "ok" if diff <= tol else "FAIL"}
 
 
 # -------------------------------------------------------------- generation
@@ -425,13 +601,14 @@ def run_generation(
                                    max_new_tokens=plan.gen_tokens, seed=0)
     problems = (PROBLEMS * plan.gen_prompts)[: plan.gen_prompts]
     prompts = [render_eval_prompt(tokenizer, p, force_think=True) for p in problems]
+    seeds = [1000 * i for i in range(len(prompts))]  # per-request seeds, as redi.evaluation
     backend = generation.make_backend("hf", sampling, batch_size=plan.gen_prompts * plan.gen_samples)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     t0 = time.perf_counter()
-    results = backend.generate(str(model_dir), prompts, plan.gen_samples)
+    results = backend.generate(str(model_dir), prompts, plan.gen_samples, seeds=seeds)
     _sync(device)
     e2e_s = time.perf_counter() - t0
     e2e_tokens = sum(c.n_tokens for comps in results for c in comps)
@@ -443,25 +620,21 @@ def run_generation(
     load_s = time.perf_counter() - t0
     stops = generation.stop_token_ids(tokenizer, lm.generation_config, sampling.stop_tokens)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    gen = torch.Generator(device=device).manual_seed(1)
+    row_seeds = [s + j for s in seeds for j in range(plan.gen_samples)]
     _sync(device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         _, lengths, _ = generation._decode_incremental(
-            lm, encoded, plan.gen_samples, sampling, stops, gen
-        )
+            lm, encoded, plan.gen_samples, sampling, stops, row_seeds)
     _sync(device)
     decode_s = time.perf_counter() - t0
     out: dict[str, float | str] = {
         "gen_path": "incremental" if generation.fast_path_supported(lm) else "generate",
         "gen_sequences": float(len(prompts) * plan.gen_samples),
-        "gen_prompt_tokens_mean": sum(map(len, encoded)) / len(encoded),
         "gen_hf_backend_tokens": float(e2e_tokens),
         "gen_hf_backend_s": e2e_s,
         "gen_hf_backend_tokens_per_s": e2e_tokens / e2e_s,
         "gen_model_load_s": load_s,
-        "gen_decode_tokens": float(sum(lengths)),
-        "gen_decode_s": decode_s,
         "gen_decode_tokens_per_s": sum(lengths) / decode_s,
     }
     if device == "cuda":
@@ -478,19 +651,237 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true",
                     help="a tiny model and workload: seconds; on the CPU in fp32 where there "
                          "is no GPU (the test suite), else a GPU smoke test")
-    ap.add_argument("--precision", choices=["bf16", "amp"], default="bf16",
-                    help="GPU only. bf16: bf16 weights (as DeepSpeed bf16 computes); "
-                         "amp: fp32 weights + bf16 autocast (the trainer without DeepSpeed)")
-    ap.add_argument("--pack-tokens", type=int, help="tokens per micro-batch (default 16384)")
+    ap.add_argument("--attention", choices=["both", *ATTENTIONS], default="both",
+                    help="REDI_ATTENTION values to run (both: packed varlen and padded sdpa, "
+                         "and compare their first-step losses)")
+    ap.add_argument("--no-gradient-checkpointing", action="store_true",
+                    help="train without activation checkpointing (the paper preset uses it)")
+    ap.add_argument("--no-generation", action="store_true", help="skip the hf generation phase")
+    ap.add_argument("--pack-tokens", type=int, help="real tokens per micro-batch (default 16384)")
+    ap.add_argument("--items-per-step", type=int,
+                    help="SFT sequences / stage-2 pairs per micro-batch (default 4)")
     ap.add_argument("--steps", type=int, help="timed steps per phase")
     ap.add_argument("--warmup", type=int, help="untimed steps per phase")
     ap.add_argument("--gen-tokens", type=int, help="max new tokens per generated sample")
-    ap.add_argument("--gen-samples", type=int, help="samples per prompt (8 prompts)")
-    ap.add_argument("--peak-flops", type=float, default=H100_BF16_PEAK,
-                    help="peak FLOP/s for MFU (default: H100 dense bf16, 989e12)")
-    ap.add_argument("--workdir", help="where the model folder goes (default: a temp dir)")
+    ap.add_argument("--gen-samples", type=int, help="samples per prompt")
+    ap.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK / 1e12,
+                    help="peak TFLOP/s for MFU/HFU (default: H100/H200 dense bf16, 989)")
+    ap.add_argument("--loss-rtol", type=float,
+                    help="packed vs padded first-step loss, relative tolerance "
+                         f"(default {LOSS_RTOL['bf16']} with bf16, {LOSS_RTOL['fp32']} in fp32)")
+    ap.add_argument("--workdir", help="where the model folder and run folders go "
+                                      "(default: a temp dir, removed afterwards)")
     ap.add_argument("--json", help="also write the summary as JSON here")
     return ap.parse_args(argv)
+
+
+def make_setup(args: argparse.Namespace, work_dir: Path) -> Setup:
+    plan = TINY_PLAN if args.tiny else FULL_PLAN
+    overrides = {"pack_tokens": args.pack_tokens, "items_per_step": args.items_per_step,
+                 "steps": args.steps, "warmup": args.warmup, "gen_tokens": args.gen_tokens,
+                 "gen_samples": args.gen_samples}
+    plan = Plan(**{**asdict(plan), **{k: v for k, v in overrides.items() if v is not None}})
+    # --tiny runs where the trainer would: the GPU if there is one (a quick smoke
+    # test there), else the CPU in fp32 (the test suite)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # what the Trainer does in one process: accelerate bf16 autocast over fp32
+    # weights on CUDA (DeepSpeed keeps bf16 weights only under accelerate launch)
+    precision = "bf16" if device == "cuda" else "fp32"
+    return Setup(
+        shape=TINY_SHAPE if args.tiny else PAPER_SHAPE, plan=plan, device=device,
+        precision=precision, peak_flops=args.peak_tflops * 1e12,
+        loss_rtol=args.loss_rtol if args.loss_rtol is not None else LOSS_RTOL[precision],
+        gradient_checkpointing=not args.no_gradient_checkpointing,
+        attentions=ATTENTIONS if args.attention == "both" else (args.attention,),
+        generation=not args.no_generation,
+        model_dir=work_dir / "model", work_dir=work_dir,
+    )
+
+
+def varlen_preflight(device: str) -> str | None:
+    """Run the project's varlen attention function once, forward + backward, on the
+    model's head layout (12 query / 2 key-value heads, bf16 on CUDA): a kernel or
+    API mismatch shows here in a second, not after a 1.5B model is loaded.
+    Returns the error, or None."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    # [1, H, T, D] views of [1, T, H, D] tensors: the layout Qwen2 attention passes
+    q, k, v = (torch.randn(1, 48, h, 128, generator=gen).to(device, dtype).requires_grad_()
+               .transpose(1, 2) for h in (12, 2, 2))
+    cu = torch.tensor([0, 16, 48], dtype=torch.int32, device=device)
+    try:
+        out, _ = attention.varlen_attention(None, q, k, v, None, scaling=128**-0.5,
+                                            cu_seq_lens_q=cu, max_length_q=32)
+        out.float().sum().backward()
+        _sync(device)
+    except Exception as exc:  # any failure here means: run padded SDPA only
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def runnable_attentions(setup: Setup) -> tuple[tuple[str, ...], str | None]:
+    """The choices this machine can run, and why varlen was dropped (None if not)."""
+    if "varlen" not in setup.attentions:
+        return setup.attentions, None
+    padded_only = tuple(a for a in setup.attentions if a != "varlen")
+    if setup.device == "cuda" and not attention.varlen_available():
+        return padded_only, (f"torch {torch.__version__} has no torch.nn.attention.varlen: "
+                             "packed varlen phases skipped, padded SDPA only")
+    error = varlen_preflight(setup.device)
+    if error is not None:
+        return padded_only, (f"redi.attention.varlen_attention failed its preflight ({error}): "
+                             "packed varlen phases skipped, padded SDPA only")
+    return setup.attentions, None
+
+
+def library_versions() -> dict[str, str | None]:
+    import accelerate
+    import transformers
+
+    return {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+def print_header(setup: Setup, note: str | None) -> None:
+    print(", ".join(f"{k} {v}" for k, v in library_versions().items())
+          + f", device {setup.device}"
+          + (f" ({torch.cuda.get_device_name()})" if setup.device == "cuda" else ""))
+    print(f"shape {setup.shape}\nplan {setup.plan}")
+    weights = "bf16 autocast over fp32 weights" if setup.precision == "bf16" else "fp32 weights"
+    print(f"precision {setup.precision} ({weights}), gradient checkpointing "
+          f"{setup.gradient_checkpointing}, attentions {setup.attentions}")
+    if note:
+        print(f"NOTE: {note}")
+    print("MFU = (6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / "
+          f"{setup.peak_flops:.4g}  [attention: 6 (fwd+bwd) * 2 (QK^T, AV) * L * s^2 * H / 2 "
+          "(causal)]; HFU adds padding, the GC re-forward and the LM head over completion tokens")
+
+
+def print_phase(p: Phase, setup: Setup) -> None:
+    mem = "n/a" if p.peak_mem_gib is None else f"{p.peak_mem_gib:.2f} GiB"
+    print(f"[{p.name}] {p.attention}/{p.layout}: {p.steps} timed steps x "
+          f"{setup.plan.pack_tokens} tokens (input tensor {p.input_tokens} tokens): "
+          f"{p.tokens_per_s:,.0f} tok/s (Trainer row {p.trainer_tokens_per_s:,.0f}), "
+          f"step {p.step_s_mean:.3f}s (min {p.step_s_min:.3f}s), "
+          f"MFU {p.mfu(setup.peak_flops):.4g}, HFU {p.hfu(setup.peak_flops):.4g}, "
+          f"peak mem {mem}, first-step loss {p.first_loss:.6f}, last {p.last_loss:.6f}, "
+          f"Trainer built in {p.build_s:.2f}s")
+    if p.isolation is not None:
+        print(f"[{p.name}] isolation: packed vs each sequence alone, per-token log-probs rel err "
+              f"{p.isolation['isolation_rel_err']:.2e}; as one leaking segment "
+              f"{p.isolation['isolation_leak_rel_err']:.2e} -> {p.isolation['isolation_check']}")
+
+
+def run_training(setup: Setup, attentions: tuple[str, ...], tokenizer: Any) -> dict[str, Any]:
+    """Every (stage, attention) phase, and the packed-vs-padded comparison per stage."""
+    rng = random.Random(0)
+    phases: dict[str, Phase] = {}
+    comparisons: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for stage in STAGES:
+        packs = make_packs(stage, setup.plan, setup.shape.vocab, rng)
+        for choice in attentions:
+            isolation = choice == "varlen" and not any(p.isolation for p in phases.values())
+            try:
+                phase = run_phase(stage, choice, packs, setup, tokenizer, isolation)
+            except Exception as exc:  # keep the other phases' figures of a scarce GPU run
+                traceback.print_exc()
+                errors[f"{stage}_{choice}"] = f"{type(exc).__name__}: {exc}"
+                print(f"[{stage}_{choice}] FAILED: {errors[f'{stage}_{choice}']}")
+                continue
+            phases[phase.name] = phase
+            print_phase(phase, setup)
+        if all(f"{stage}_{a}" in phases for a in ATTENTIONS):
+            cmp = compare_losses(phases[f"{stage}_varlen"], phases[f"{stage}_sdpa"],
+                                 setup.loss_rtol)
+            comparisons[stage] = cmp
+            print(f"[{stage}] packed vs padded first-step loss: |diff| {cmp['loss_diff']:.3e} "
+                  f"(tolerance {cmp['loss_tol']:.3e} = {setup.loss_rtol:g} relative, "
+                  f"{setup.precision}) -> {cmp['verdict']}; grad norm rel diff "
+                  f"{cmp['grad_norm_rel_diff']:.3e}")
+    return {"phases": phases, "comparisons": comparisons, "errors": errors}
+
+
+def build_summary(setup: Setup, note: str | None, results: dict[str, Any],
+                  gen: dict[str, Any] | None) -> dict[str, Any]:
+    phases: dict[str, Phase] = results["phases"]
+    first = next(iter(phases.values()), None)  # None: every phase failed (see *_error)
+    summary: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if setup.device == "cuda" else "cpu",
+        **library_versions(),
+        "precision": setup.precision,
+        "varlen_available": setup.device != "cuda" or attention.varlen_available(),
+        "note": note,
+        "gradient_checkpointing": setup.gradient_checkpointing,
+        "params_total": first.params[0] if first else None,
+        "params_non_embedding_N": first.params[1] if first else None,
+        "peak_flops": setup.peak_flops,
+        "mfu_formula": "(6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / peak_flops",
+        "pack_tokens": setup.plan.pack_tokens,
+        **{f"optimizer_{k}": v for k, v in (first.optimizer if first else {}).items()},
+    }
+    for p in phases.values():
+        if p.isolation is not None:
+            summary.update(p.isolation)
+        summary.update({
+            f"{p.name}_attention": p.attention,
+            f"{p.name}_layout": p.layout,
+            f"{p.name}_tokens_per_s": round(p.tokens_per_s, 1),
+            f"{p.name}_step_s": round(p.step_s_mean, 4),
+            f"{p.name}_step_s_min": round(p.step_s_min, 4),
+            f"{p.name}_mfu": float(f"{p.mfu(setup.peak_flops):.4g}"),
+            f"{p.name}_hfu": float(f"{p.hfu(setup.peak_flops):.4g}"),
+            f"{p.name}_peak_mem_gib": None if p.peak_mem_gib is None else round(p.peak_mem_gib, 2),
+            f"{p.name}_first_loss": p.first_loss,
+            f"{p.name}_released": p.released,
+        })
+    summary.update({f"{name}_error": error for name, error in results["errors"].items()})
+    for stage, cmp in results["comparisons"].items():
+        summary.update({f"{stage}_packed_vs_padded_{k}": v for k, v in cmp.items()})
+    if gen is not None:
+        summary["generation_tokens_per_s"] = round(float(gen["gen_decode_tokens_per_s"]), 1)
+        summary["generation_hf_backend_tokens_per_s"] = round(
+            float(gen["gen_hf_backend_tokens_per_s"]), 1)
+        summary["generation_model_load_s"] = round(float(gen["gen_model_load_s"]), 2)
+        if "gen_peak_mem_gib" in gen:
+            summary["generation_peak_mem_gib"] = round(float(gen["gen_peak_mem_gib"]), 2)
+    return summary
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """3: packed and padded disagree (loss beyond tolerance, or a leak between
+    sequences); 4: a training phase failed (its error is in the summary)."""
+    bad = [k for k, v in summary.items()
+           if (k.endswith("_packed_vs_padded_verdict") or k == "isolation_check") and v == "FAIL"]
+    if bad:
+        print(f"gpu_check: packed and padded training disagree: {', '.join(bad)}", file=sys.stderr)
+        return 3
+    failed = [k for k in summary if k.endswith("_error")]
+    if failed:
+        print(f"gpu_check: training phases failed: {', '.join(failed)}", file=sys.stderr)
+        return 4
+    return 0
+
+
+def run_check(setup: Setup) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
+    attentions, note = runnable_attentions(setup)
+    print_header(setup, note)
+    t0 = time.perf_counter()
+    # bf16 on the GPU (the checkpoints' dtype); the Trainer loads fp32 weights from it
+    dtype = torch.bfloat16 if setup.device == "cuda" else torch.float32
+    tokenizer = write_model_dir(setup.shape, setup.model_dir, setup.device, dtype)
+    free(None)  # the init model is gone: give its memory back before the Trainers load
+    print(f"model built + saved in {time.perf_counter() - t0:.1f}s")
+    results = run_training(setup, attentions, tokenizer)
+    gen = None
+    if setup.generation:
+        gen = run_generation(setup.model_dir, tokenizer, setup.plan, setup.device)
+        print(f"[generation] hf backend: {gen['gen_hf_backend_tokens']:.0f} tokens in "
+              f"{gen['gen_hf_backend_s']:.2f}s incl. model load "
+              f"({gen['gen_hf_backend_tokens_per_s']:.1f} tok/s); decode only "
+              f"({gen['gen_path']} path, {gen['gen_sequences']:.0f} sequences): "
+              f"{gen['gen_decode_tokens_per_s']:.1f} tok/s")
+    return results, note, gen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -499,138 +890,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gpu_check: CUDA is not available. This check needs one GPU; "
               "run with --tiny for the CPU smoke test.", file=sys.stderr)
         return 2
-    shape = TINY_SHAPE if args.tiny else PAPER_SHAPE
-    plan = TINY_PLAN if args.tiny else FULL_PLAN
-    overrides = {"pack_tokens": args.pack_tokens, "steps": args.steps, "warmup": args.warmup,
-                 "gen_tokens": args.gen_tokens, "gen_samples": args.gen_samples}
-    plan = Plan(**{**asdict(plan), **{k: v for k, v in overrides.items() if v is not None}})
-    # --tiny runs where the trainer would: the GPU if there is one (a quick smoke
-    # test there), else the CPU in fp32 (the test suite)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        precision, dtype = "fp32", torch.float32
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not torch.cuda.is_available():
         # tiny ops: one thread is as fast, and immune to a busy shared CPU's spin-waits
         torch.set_num_threads(1)
-    else:
-        precision = args.precision
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    attn = training.attention_implementation()  # FA2 iff CUDA + flash_attn (load_model's rule)
-    packed = attn == "flash_attention_2"  # the trainer's rule (redi.training.Trainer)
-
-    def autocast() -> Any:
-        if precision == "amp":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return torch.autocast(device_type=device, enabled=False)
-
-    print(f"torch {torch.__version__}, cuda {torch.version.cuda}, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
-    print(f"shape {shape}\nplan {plan}")
-    print(f"precision {precision}, attention {attn}, layout {'packed' if packed else 'padded'}")
-
     t_start = time.perf_counter()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check-"))
-    model_dir = workdir / "model"
+    work_dir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    setup = make_setup(args, work_dir)
     try:
-        t0 = time.perf_counter()
-        tokenizer = write_model_dir(shape, model_dir, device, torch.bfloat16 if device == "cuda"
-                                    else torch.float32)
-        build_s = time.perf_counter() - t0
-        gc.collect()  # the init model is gone: give its memory back before loading
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        # the trainer's loader: attention implementation, use_cache off, non-reentrant GC
-        t0 = time.perf_counter()
-        lm = training.load_model(model_dir, dtype, gradient_checkpointing=True).to(device)
-        load_s = time.perf_counter() - t0
-        if lm.config._attn_implementation != attn:
-            raise RuntimeError(f"loaded with {lm.config._attn_implementation}, expected {attn}")
-        total, n_params = count_params(lm)
-        if n_params != non_embedding_params(shape):
-            raise RuntimeError(f"non-embedding params {n_params} != formula "
-                               f"{non_embedding_params(shape)}")
-        print(f"built + saved in {build_s:.1f}s, loaded in {load_s:.1f}s; params {total:,}, "
-              f"N (non-embedding, tied embedding/LM head excluded) {n_params:,}")
-        print("MFU = (6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / "
-              f"{args.peak_flops:.4g}  [attention: 6 (fwd+bwd) * 2 (QK^T, AV) * L * s^2 * H / 2 "
-              "(causal)]; HFU adds the GC re-forward and the LM head over completion tokens")
-
-        check = packing_check(lm, shape.vocab, tokenizer.pad_token_id, device, autocast)
-        print(f"[packing] packed vs padded hidden states: rel err {check['packing_rel_err']:.2e}; "
-              f"with positions not restarting (a leak): {check['packing_leak_rel_err']:.2e} -> "
-              f"{check['packing_check']}")
-
-        module = logprobs.TokenLogps(lm)
-        module.train()  # gradient checkpointing only acts in training mode
-        optimizer = make_optimizer(module)
-        rng = random.Random(0)
-        n_packs = plan.warmup + plan.steps
-        ctx = {"device": device, "warmup": plan.warmup, "shape": shape, "n_params": n_params,
-               "packed": packed, "pad_id": tokenizer.pad_token_id, "autocast": autocast}
-        phases = []
-        for name, make_pack, loss_fn in (("sft", sft_pack, sft_loss),
-                                         ("redi", pair_pack, redi_loss)):
-            packs = [make_pack(plan, shape.vocab, rng) for _ in range(n_packs)]
-            phase = run_phase(name, module, optimizer, packs, loss_fn, ctx)
-            phases.append(phase)
-            print(f"[{name}] {phase.steps} steps x {plan.pack_tokens} tokens "
-                  f"(~{len(packs[-1])} seqs/pack, input tensor {phase.padded_tokens} tokens, "
-                  f"{phase.layout}): {phase.tokens_per_s:,.0f} tok/s, step {phase.step_s_mean:.3f}s "
-                  f"(min {phase.step_s_min:.3f}s), MFU {phase.mfu(args.peak_flops):.4g}, "
-                  f"HFU {phase.hfu(args.peak_flops):.4g}, peak mem "
-                  f"{'n/a' if phase.peak_mem_gib is None else f'{phase.peak_mem_gib:.2f} GiB'}, "
-                  f"loss {phase.last_loss:.4f}")
-        del module, lm, optimizer
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-
-        gen = run_generation(model_dir, tokenizer, plan, device)
-        print(f"[generation] hf backend: {gen['gen_hf_backend_tokens']:.0f} tokens in "
-              f"{gen['gen_hf_backend_s']:.2f}s incl. model load "
-              f"({gen['gen_hf_backend_tokens_per_s']:.1f} tok/s); decode only "
-              f"({gen['gen_path']} path, {gen['gen_sequences']:.0f} sequences): "
-              f"{gen['gen_decode_tokens_per_s']:.1f} tok/s")
+        results, note, gen = run_check(setup)
     finally:
         if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    summary: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "precision": precision,
-        "attention": attn,
-        "layout": "packed" if packed else "padded",
-        "params_total": total,
-        "params_non_embedding_N": n_params,
-        "peak_flops": args.peak_flops,
-        "mfu_formula": "(6*N*tokens + sum_seq 6*n_layers*seq_len^2*hidden) / elapsed / peak_flops",
-        "pack_tokens": plan.pack_tokens,
-        **check,
-    }
-    for p in phases:
-        summary.update({
-            f"{p.name}_tokens_per_s": round(p.tokens_per_s, 1),
-            f"{p.name}_step_s": round(p.step_s_mean, 4),
-            f"{p.name}_peak_mem_gib": None if p.peak_mem_gib is None else round(p.peak_mem_gib, 2),
-            f"{p.name}_mfu": float(f"{p.mfu(args.peak_flops):.4g}"),
-            f"{p.name}_hfu": float(f"{p.hfu(args.peak_flops):.4g}"),
-        })
-    summary["generation_tokens_per_s"] = round(float(gen["gen_decode_tokens_per_s"]), 1)
-    summary["generation_hf_backend_tokens_per_s"] = round(
-        float(gen["gen_hf_backend_tokens_per_s"]), 1)
-    summary["generation_model_load_s"] = round(float(gen["gen_model_load_s"]), 2)
-    if "gen_peak_mem_gib" in gen:
-        summary["generation_peak_mem_gib"] = round(float(gen["gen_peak_mem_gib"]), 2)
+            shutil.rmtree(work_dir, ignore_errors=True)
+    summary = build_summary(setup, note, results, gen)
     summary["wall_s"] = round(time.perf_counter() - t_start, 1)
-
     print(SUMMARY_HEADER)
     for key, value in summary.items():
         print(f"{key}: {'n/a' if value is None else value}")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
-    if check["packing_check"] == "FAIL":
-        print("gpu_check: packed sequences are NOT isolated (see packing_check)", file=sys.stderr)
-        return 3
-    return 0
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

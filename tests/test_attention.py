@@ -99,3 +99,47 @@ def test_training_attention_choice(monkeypatch, choice, expected):
     monkeypatch.setenv("REDI_ATTENTION", "flash")
     with pytest.raises(ValueError, match="REDI_ATTENTION"):
         attention.training_attention()
+
+
+def _sdpa_kernel(q, k, v, cu_q, cu_k, max_q, max_k, scale, groups_ok):
+    """A stand-in for the CUDA kernel: checks what it is given, computes with SDPA."""
+    assert q.dtype == torch.bfloat16 and (groups_ok or q.shape[1] == k.shape[1])
+    if q.shape[1] != k.shape[1]:
+        g = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    return attention._segments_sdpa(q.float(), k.float(), v.float(), cu_q, scale).to(q.dtype)
+
+
+@pytest.mark.parametrize("version", ["window_size+gqa", "is_causal only"])
+def test_cuda_kernel_call_adapts_to_the_torch_version(monkeypatch, version):
+    """torch's varlen_attn gained window_size and enable_gqa after its first release:
+    the call uses what this torch has (GQA by repeating heads otherwise)."""
+    import torch.nn.attention.varlen as varlen
+
+    calls = []
+    if version == "window_size+gqa":
+        def kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None,
+                   window_size=(-1, -1), enable_gqa=False):
+            calls.append({"window_size": window_size, "enable_gqa": enable_gqa})
+            return _sdpa_kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale,
+                                enable_gqa)
+    else:
+        def kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False,
+                   scale=None):
+            calls.append({"is_causal": is_causal})
+            return _sdpa_kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale,
+                                False)
+    monkeypatch.setattr(varlen, "varlen_attn", kernel)
+    attention._varlen_options.cache_clear()
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(12, h, 8, generator=gen) for h in (4, 2, 2))
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    try:
+        out = attention._cuda_varlen(q, k, v, cu, 7, 0.35)
+    finally:
+        attention._varlen_options.cache_clear()
+    expected = {"window_size+gqa": {"window_size": (-1, 0), "enable_gqa": True},
+                "is_causal only": {"is_causal": True}}[version]
+    assert calls == [expected] and out.dtype == torch.float32
+    reference = attention._segments_sdpa(q, k, v, cu, 0.35)
+    assert float((out - reference).abs().max()) < 2e-2  # bf16 inputs

@@ -1,9 +1,13 @@
-"""scripts/gpu_check.py: the --tiny CPU run end to end (without the heavy optional
-packages) and its FLOPs arithmetic against hand-computed values."""
+"""scripts/gpu_check.py: the --tiny CPU run end to end (without the packages the GPU
+machine lacks), proof that it trains through the project's Trainer (its optimizer
+settings, its loss), the packed-vs-padded verdicts, and the FLOPs arithmetic."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -13,15 +17,18 @@ from types import ModuleType
 import pytest
 import torch
 
+from redi import config, training
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
-# the GPU machine may have torch + transformers only: none of these may be needed
-ABSENT = ("accelerate", "datasets", "snakemake", "math_verify", "vllm", "deepspeed", "pandas",
-          "pyarrow", "matplotlib", "tensorboard", "jsonschema", "trl")
+# the GPU machine has torch, transformers, accelerate, tensorboard, tqdm, safetensors,
+# tokenizers (and pyarrow, which the check does not need): none of these may be needed
+ABSENT = ("datasets", "snakemake", "math_verify", "vllm", "deepspeed", "pandas", "pyarrow",
+          "matplotlib", "jsonschema", "trl")
 
 # runs the script with ABSENT made unimportable (and invisible to find_spec, which
-# transformers uses to probe optional packages)
+# transformers and accelerate use to probe optional packages)
 RUNNER = textwrap.dedent(
     """
     import importlib.abc, importlib.util, runpy, sys
@@ -39,6 +46,7 @@ RUNNER = textwrap.dedent(
     runpy.run_path(sys.argv[0], run_name="__main__")
     """
 )
+PHASES = ("sft_varlen", "sft_sdpa", "redi_varlen", "redi_sdpa")
 
 
 def load_script() -> ModuleType:
@@ -60,21 +68,64 @@ def summary_of(stdout: str, header: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if ": " in line)
 
 
-def test_tiny_run_on_cpu(gpu_check: ModuleType) -> None:
+# ------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(gpu_check: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("gpu_check") / "summary.json"
+    env = {k: v for k, v in os.environ.items() if k != "REDI_ATTENTION"}
     proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, ",".join(ABSENT), str(SCRIPT), "--tiny"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-c", RUNNER, ",".join(ABSENT), str(SCRIPT), "--tiny", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert gpu_check.SUMMARY_HEADER in proc.stdout
-    summary = summary_of(proc.stdout, gpu_check.SUMMARY_HEADER)
-    for key in ("sft_tokens_per_s", "redi_tokens_per_s", "generation_tokens_per_s",
-                "generation_hf_backend_tokens_per_s", "sft_mfu", "redi_mfu"):
+    return {"stdout": proc.stdout, "summary": summary_of(proc.stdout, gpu_check.SUMMARY_HEADER),
+            "json": json.loads(out.read_text())}
+
+
+def test_tiny_run_trains_every_phase(gpu_check: ModuleType, tiny_run: dict) -> None:
+    summary = tiny_run["summary"]
+    for name in PHASES:
+        for key in ("tokens_per_s", "mfu", "hfu", "step_s"):
+            assert float(summary[f"{name}_{key}"]) > 0, f"{name}_{key}"
+        assert summary[f"{name}_released"] == "True", name  # the phase freed its model
+    for stage in ("sft", "redi"):  # REDI_ATTENTION reached the Trainer
+        assert summary[f"{stage}_varlen_attention"] == "redi_varlen"
+        assert summary[f"{stage}_varlen_layout"] == "packed"
+        assert summary[f"{stage}_sdpa_attention"] == "sdpa"
+        assert summary[f"{stage}_sdpa_layout"] == "padded"
+    for key in ("generation_tokens_per_s", "generation_hf_backend_tokens_per_s"):
         assert float(summary[key]) > 0, key
-    assert summary["packing_check"] == "ok"
     assert int(summary["params_non_embedding_N"]) == gpu_check.non_embedding_params(
         gpu_check.TINY_SHAPE)
-    assert "MFU = (6*N*tokens" in proc.stdout  # the formula is printed
+    assert "MFU = (6*N*tokens" in tiny_run["stdout"]  # the formula is printed
+    assert tiny_run["json"]["sft_sdpa_layout"] == "padded"  # --json has the same summary
+
+
+def test_tiny_run_packed_equals_padded(tiny_run: dict) -> None:
+    summary = tiny_run["summary"]
+    assert summary["precision"] == "fp32"
+    for stage in ("sft", "redi"):
+        packed = float(summary[f"{stage}_varlen_first_loss"])
+        padded = float(summary[f"{stage}_sdpa_first_loss"])
+        assert abs(packed - padded) <= 1e-5 * abs(padded), stage  # fp32: summation order only
+        assert summary[f"{stage}_packed_vs_padded_verdict"] == "ok"
+    # packed sequences do not see each other; one leaking segment would be visible
+    assert summary["isolation_check"] == "ok"
+    assert float(summary["isolation_rel_err"]) < 1e-5 < float(summary["isolation_leak_rel_err"])
+
+
+def test_tiny_run_uses_the_project_optimizer(tiny_run: dict) -> None:
+    # read back from the Trainer's own AdamW, not from the check's params
+    summary = tiny_run["json"]
+    assert summary["optimizer_weight_decay"] == config.OPTIMIZER["weight_decay"]
+    assert summary["optimizer_no_decay_weight_decay"] == 0.0
+    assert summary["optimizer_eps"] == config.OPTIMIZER["adam_eps"]
+    assert summary["optimizer_betas"] == [config.OPTIMIZER["adam_beta1"],
+                                          config.OPTIMIZER["adam_beta2"]]
+    assert summary["optimizer_max_grad_norm"] == config.OPTIMIZER["max_grad_norm"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -83,6 +134,83 @@ def test_without_cuda_and_tiny_it_refuses() -> None:
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "CUDA is not available" in proc.stderr and "--tiny" in proc.stderr
+
+
+# -------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(gpu_check: ModuleType, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("gpu_check_phase")
+    setup = gpu_check.make_setup(gpu_check.parse_args(["--tiny", "--steps", "1"]), work)
+    tokenizer = gpu_check.write_model_dir(setup.shape, setup.model_dir, "cpu", torch.float32)
+    return setup, tokenizer
+
+
+def test_phase_runs_the_trainer_with_the_project_settings(
+    gpu_check: ModuleType, tiny_setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, tokenizer = tiny_setup
+    # the settings are read from redi.config at run time, not copied into the script
+    monkeypatch.setitem(config.OPTIMIZER, "weight_decay", 0.0123)
+    losses: list[float] = []
+    micro_loss = training.Trainer._micro_loss
+
+    def spy(self, batch, items, stats, weight):  # the Trainer's own loss, observed
+        loss = micro_loss(self, batch, items, stats, weight)
+        losses.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(training.Trainer, "_micro_loss", spy)
+    before = os.environ.get("REDI_ATTENTION")
+    packs = gpu_check.make_packs("redi", setup.plan, setup.shape.vocab, random.Random(0))
+    phase = gpu_check.run_phase("redi", "varlen", packs, setup, tokenizer, isolation=False)
+
+    assert os.environ.get("REDI_ATTENTION") == before  # restored after the Trainer read it
+    assert phase.optimizer["weight_decay"] == 0.0123
+    assert phase.layout == "packed" and phase.attention == "redi_varlen"
+    steps = setup.plan.warmup + setup.plan.steps
+    assert len(losses) == steps  # one micro-batch per step, through Trainer._micro_loss
+    # the reported loss is the Trainer's: the pair-loss sum over the step's pairs
+    assert phase.first_loss == pytest.approx(losses[0] / setup.plan.items_per_step, rel=1e-12)
+    run_dir = setup.work_dir / "redi_varlen"
+    assert (run_dir / "manifest.json").exists() and (run_dir / "log.csv").exists()
+    assert not (run_dir / "checkpoints").exists()  # the check writes no checkpoint
+    assert phase.released
+
+
+def test_order_items_runs_pack_k_at_step_k(gpu_check: ModuleType) -> None:
+    plan = gpu_check.TINY_PLAN
+    packs = gpu_check.make_packs("sft", plan, 512, random.Random(3))
+    seed = config.OPTIMIZER["seed"]
+    for shuffle in (seed, None):  # SFT shuffles with the run's seed, stage 2 does not
+        items = gpu_check.order_items(packs, shuffle)
+        steps = training.step_plan(len(items), plan.items_per_step, 1, shuffle)
+        for pack, indices in zip(packs, steps, strict=True):
+            assert sorted(map(id, pack)) == sorted(id(items[i]) for i in indices)
+
+
+def test_varlen_preflight_passes_on_cpu(gpu_check: ModuleType) -> None:
+    assert gpu_check.varlen_preflight("cpu") is None
+
+
+def test_verdicts_and_exit_codes(gpu_check: ModuleType) -> None:
+    def phase(loss: float) -> ModuleType:
+        return gpu_check.Phase(
+            name="x", attention="a", layout="packed", steps=1, tokens=1, input_tokens=1,
+            elapsed_s=1.0, step_s_mean=1.0, step_s_min=1.0, peak_mem_gib=None, model_flops=1.0,
+            hardware_flops=1.0, first_loss=loss, first_grad_norm=1.0, last_loss=loss,
+            trainer_tokens_per_s=1.0, build_s=0.0)
+
+    assert gpu_check.compare_losses(phase(12.0), phase(12.0 + 1e-3), 1e-3)["verdict"] == "ok"
+    assert gpu_check.compare_losses(phase(12.0), phase(12.1), 1e-3)["verdict"] == "FAIL"
+    assert gpu_check.exit_code({"sft_packed_vs_padded_verdict": "ok"}) == 0
+    assert gpu_check.exit_code({"redi_packed_vs_padded_verdict": "FAIL"}) == 3
+    assert gpu_check.exit_code({"isolation_check": "FAIL"}) == 3
+    assert gpu_check.exit_code({"sft_varlen_error": "OOM"}) == 4
+
+
+# ------------------------------------------------------------------ FLOPs
 
 
 def test_model_flops_by_hand(gpu_check: ModuleType) -> None:
@@ -112,11 +240,15 @@ def test_paper_shape_parameter_count(gpu_check: ModuleType) -> None:
     assert n + 151_936 * 1536 == 1_543_714_304
 
 
-def test_split_lengths(gpu_check: ModuleType) -> None:
-    import random
-
+def test_item_lengths(gpu_check: ModuleType) -> None:
     rng = random.Random(0)
-    for total in (16384, 2048, 5000):
-        lengths = gpu_check.split_lengths(total, 1024 if total > 2048 else 128, 6144, rng)
-        assert sum(lengths) == total
-        assert all(n >= (1024 if total > 2048 else 128) and n <= 6144 for n in lengths)
+    for total, k in ((16384, 4), (2048, 4), (5001, 3)):
+        lengths = gpu_check.item_lengths(total, k, 0.25, rng)
+        assert len(lengths) == k and sum(lengths) == total
+        base = total // k
+        assert all(0.75 * base <= n <= 1.25 * base + k for n in lengths)
+    # the full plan: every step holds 16,384 real tokens, padded rows pad
+    packs = gpu_check.make_packs("redi", gpu_check.FULL_PLAN, 1000, random.Random(1))
+    for pack in packs:
+        seqs = gpu_check.pack_seqs(pack)
+        assert sum(len(s.ids) for s in seqs) == 16384 and len(seqs) == 8
