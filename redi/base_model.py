@@ -14,6 +14,7 @@ config that stops on ``<|im_end|>`` and ``<|endoftext|>``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 from redi.prompts import ENDOFTEXT, IM_END, IM_START, QWEN_MATH_CHAT_TEMPLATE, SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
+
+DOWNLOAD_RECORD = "download.json"  # paper preset: which Hub commit the base model is
 
 
 def set_stop_tokens(model: Any, tokenizer: Any) -> None:
@@ -181,12 +184,21 @@ def pretrain(model: Any, tokenizer: Any, params: dict[str, Any]) -> list[float]:
     return losses
 
 
-def paper_model(params: dict[str, Any]) -> tuple[Any, Any]:
-    """The Hub model with the authors' config edits."""
+def paper_model(params: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The Hub model (at ``params["revision"]``) or a local folder with the authors'
+    config edits, and the record of what was loaded."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from redi import hub
+
     source = params["source"]
-    config = AutoConfig.from_pretrained(source)
+    if Path(source).exists():
+        pin, fetched = {}, {"local_folder": source}
+    else:  # fetch the commit the revision resolves to, for config, tokenizer and weights
+        commit = hub.resolve(source, "model", params["revision"])
+        pin = {"revision": commit or params["revision"]}
+        fetched = hub.record(source, "model", params["revision"], commit)
+    config = AutoConfig.from_pretrained(source, **pin)
     rope = dict(getattr(config, "rope_parameters", None) or {})
     rope["rope_theta"] = float(params["rope_theta"])
     rope.setdefault("rope_type", "default")
@@ -196,10 +208,10 @@ def paper_model(params: dict[str, Any]) -> tuple[Any, Any]:
     config.sliding_window = None
     if getattr(config, "layer_types", None):
         config.layer_types = ["full_attention"] * config.num_hidden_layers
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype="bfloat16")
+    tokenizer = AutoTokenizer.from_pretrained(source, **pin)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype="bfloat16", **pin)
     set_stop_tokens(model, tokenizer)
-    return model, tokenizer
+    return model, tokenizer, fetched
 
 
 def save(model: Any, tokenizer: Any, out_dir: Path) -> None:
@@ -227,6 +239,8 @@ def build(params: dict[str, Any], corpus: str | None, out_dir: Path) -> None:
         model = tiny_model(tokenizer, params)
         if params.get("pretrain_steps", 0) > 0:
             pretrain(model, tokenizer, params)
+        save(model, tokenizer, out_dir)
     else:
-        model, tokenizer = paper_model(params)
-    save(model, tokenizer, out_dir)
+        model, tokenizer, fetched = paper_model(params)
+        save(model, tokenizer, out_dir)
+        (out_dir / DOWNLOAD_RECORD).write_text(json.dumps(fetched, indent=2) + "\n")

@@ -98,21 +98,34 @@ HUB_SOURCES: dict[str, tuple[str | None, str, Callable[[dict], dict]]] = {
 }
 
 
-def download_benchmarks(specs: Sequence[dict[str, Any]], out_dir: str | Path) -> None:
-    """Fetch every spec's ``hub`` dataset and write ``<out_dir>/<file>`` (needs network)."""
+DOWNLOAD_RECORD = "download.json"  # what was fetched, next to the benchmark files
+
+
+def download_benchmarks(specs: Sequence[dict[str, Any]], out_dir: str | Path) -> list[dict]:
+    """Fetch every spec's ``hub`` dataset at its ``revision`` and write
+    ``<out_dir>/<file>`` plus ``<out_dir>/download.json`` (needs network)."""
     from datasets import load_dataset
 
+    from redi import hub
     from redi.io import atomic_path
 
+    fetched = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for spec in specs:
-            hub = spec.get("hub")
-            if hub not in HUB_SOURCES:
-                raise ValueError(f"benchmark {spec['name']}: no Hub loader for {hub!r}; "
+            repo = spec.get("hub")
+            if repo not in HUB_SOURCES:
+                raise ValueError(f"benchmark {spec['name']}: no Hub loader for {repo!r}; "
                                  f"known: {sorted(HUB_SOURCES)} (or set benchmarks_dir)")
-            config, split, mapper = HUB_SOURCES[hub]
-            rows = [mapper(dict(r)) for r in load_dataset(hub, config, split=split)]
-            items = normalize_items(spec["name"], rows)
+            config, split, mapper = HUB_SOURCES[repo]
+            commit = hub.resolve(repo, "dataset", spec["revision"])
+            rows = load_dataset(repo, config, split=split, revision=commit or spec["revision"])
+            items = normalize_items(spec["name"], [mapper(dict(r)) for r in rows])
             (tmp / spec["file"]).write_text(json.dumps(items, indent=1))
-            log.info("downloaded %s (%s): %d problems", spec["name"], hub, len(items))
+            fetched.append(hub.record(repo, "dataset", spec["revision"], commit,
+                                      benchmark=spec["name"], config=config, split=split,
+                                      file=spec["file"], n_problems=len(items)))
+            log.info("downloaded %s (%s@%s): %d problems", spec["name"], repo,
+                     commit or spec["revision"], len(items))
+        (tmp / DOWNLOAD_RECORD).write_text(json.dumps({"benchmarks": fetched}, indent=1) + "\n")
+    return fetched

@@ -1,6 +1,7 @@
 # Shared workflow logic: config validation, presets, params and code inputs.
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -55,14 +56,11 @@ EVAL_THREADS = PRESET["resources"]["eval_threads"]
 LOGS = "results/logs"
 
 
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-# Table 2 rows after the start model: one per group of runs (config order).
+# Table 2 rows after the start model: one per group of runs (config order); the
+# slugs are unique and non-empty (validated), each names results/eval/final/table2-<slug>.
 TABLE2_GROUPS = [
-    {"label": g["label"], "slug": slug(g["label"]), "runs": [g["pin"]] if g.get("pin") else g["runs"],
-     "pinned": bool(g.get("pin"))}
+    {"label": g["label"], "slug": rc.table2_slug(g["label"]),
+     "runs": [g["pin"]] if g.get("pin") else g["runs"], "pinned": bool(g.get("pin"))}
     for g in config["tables"]["table2"]["groups"]
 ]
 
@@ -101,6 +99,13 @@ def slurm_placement(gpu=False):
         "REDI_SLURM_PARTITION")
     placement = {"slurm_account": os.environ.get("REDI_SLURM_ACCOUNT"), "slurm_partition": partition}
     return {key: value for key, value in placement.items() if value}
+
+
+def shell_args(flag, paths):
+    """`flag` and its paths, each shell-quoted, for a params string ("" without paths):
+    the shell line uses it as {params.x} (already quoted, so never {params.x:q})."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return " ".join([flag, *map(shlex.quote, paths)]) if paths else ""
 
 
 def hp(params):

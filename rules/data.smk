@@ -25,22 +25,27 @@ rule toy_corpus:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/toy_corpus.py --params {params.hp:q} --corpus {output.corpus}"
-        " --benchmarks {output.benchmarks} --threads {threads} --log {log}"
+        "python scripts/toy_corpus.py --params {params.hp:q} --corpus {output.corpus:q}"
+        " --benchmarks {output.benchmarks:q} --threads {threads} --log {log:q}"
 
 
 rule download_raw:
-    """open-r1/OpenR1-Math-Raw from the Hub, saved as one parquet file."""
+    """open-r1/OpenR1-Math-Raw from the Hub at the preset's raw_data_revision, as one
+    parquet file; raw_hub.download.json records the commit it resolved to."""
     input:
         code=code("scripts/download_raw.py"),
     output:
-        "results/data/raw_hub.parquet",
+        corpus="results/data/raw_hub.parquet",
+        record="results/data/raw_hub.download.json",
+    params:
+        hp=lambda wc: hp(rc.raw_download_params(config)),
     log:
         f"{LOGS}/download_raw.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/download_raw.py --out {output} --log {log}"
+        "python scripts/download_raw.py --params {params.hp:q} --out {output.corpus:q}"
+        " --record {output.record:q} --log {log:q}"
 
 
 rule base_model:
@@ -54,7 +59,7 @@ rule base_model:
         directory("results/models/base"),
     params:
         hp=lambda wc: hp(rc.base_model_params(config)),
-        corpus=lambda wc, input: f"--corpus {input.corpus}" if input.corpus else "",
+        corpus=lambda wc, input: shell_args("--corpus", input.corpus),
     threads: 2
     log:
         f"{LOGS}/base_model.log",
@@ -63,8 +68,8 @@ rule base_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/base_model.py --params {params.hp:q} {params.corpus} --out {output}"
-        " --threads {threads} --log {log}"
+        "python scripts/base_model.py --params {params.hp:q} {params.corpus} --out {output:q}"
+        " --threads {threads} --log {log:q}"
 
 
 rule filter_data:
@@ -86,8 +91,8 @@ rule filter_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/filter_data.py --params {params.hp:q} --raw {input.raw}"
-        " --sft {output.sft} --pairs {output.pairs} --report {output.report} --log {log}"
+        "python scripts/filter_data.py --params {params.hp:q} --raw {input.raw:q}"
+        " --sft {output.sft:q} --pairs {output.pairs:q} --report {output.report:q} --log {log:q}"
 
 
 rule length_filter:
@@ -110,9 +115,9 @@ rule length_filter:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/length_filter.py --params {params.hp:q} --tokenizer {input.tokenizer}"
-        " --sft {input.sft} --pairs-in {input.pairs} --pairs-out {output.pairs}"
-        " --report {output.report} --log {log}"
+        "python scripts/length_filter.py --params {params.hp:q} --tokenizer {input.tokenizer:q}"
+        " --sft {input.sft:q} --pairs-in {input.pairs:q} --pairs-out {output.pairs:q}"
+        " --report {output.report:q} --log {log:q}"
 
 
 rule verify_labels:
@@ -132,8 +137,8 @@ rule verify_labels:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/verify_labels.py --params {params.hp:q} --raw {input.raw}"
-        " --out {output} --threads {threads} --log {log}"
+        "python scripts/verify_labels.py --params {params.hp:q} --raw {input.raw:q}"
+        " --out {output:q} --threads {threads} --log {log:q}"
 
 
 rule data_report:
@@ -146,11 +151,11 @@ rule data_report:
     output:
         "results/data/report.json",
     params:
-        verify=lambda wc, input: f"--verify {input.verify}" if input.verify else "",
+        verify=lambda wc, input: shell_args("--verify", input.verify),
     log:
         f"{LOGS}/data_report.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/data_report.py --filter {input.filter} --length {input.length}"
-        " {params.verify} --out {output} --log {log}"
+        "python scripts/data_report.py --filter {input.filter:q} --length {input.length:q}"
+        " {params.verify} --out {output:q} --log {log:q}"

@@ -1,12 +1,12 @@
 # Evaluation (paper section 3.3, appendix C.5): intermediate curves of every
 # checkpoint (best-checkpoint selection), final evaluations of the table models
-# (16 samples, forced <think>, strict grader) and Figure 8's generation
+# (16 samples, forced <think>, the paper's rllm grader) and Figure 8's generation
 # statistics. Logic: redi/evaluation.py; formats: docs/ARCHITECTURE.md.
 #
 # The backend is the preset's (`eval.backend`): hf (tiny, CPU) or vllm (one
 # engine per GPU of the job); the conda env follows it.
 
-from pathlib import Path
+from redi.benchmarks import HUB_SOURCES
 
 
 localrules:
@@ -21,16 +21,16 @@ CURVE_RUNS = SFT_RUNS + STAGE2_RUNS
 FIG8_RUN = config["figures"]["fig8"]
 
 
-def hub_model_id(model):
-    """A baseline's Hub id, or None when it names a local folder (existing or built here)."""
-    if Path(model).exists() or model.startswith(("results/", "/", ".", "~")):
-        return None
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", model):
-        raise WorkflowError(f"baseline model {model!r} is neither a folder nor a Hub id")
-    return model
+if PRESET["benchmarks_dir"] is None:  # before any job: the download needs a loader
+    for _i, _b in enumerate(PRESET["benchmarks"]):
+        if _b["hub"] not in HUB_SOURCES:
+            raise WorkflowError(
+                f"Invalid configuration: invalid config key 'presets.{config['preset']}."
+                f"benchmarks.{_i}.hub' = {_b['hub']!r}: no Hub loader (known: "
+                f"{sorted(HUB_SOURCES)}); or set benchmarks_dir")
 
-
-HUB_BASELINES = {b["name"]: b["model"] for b in PRESET["baselines"] if hub_model_id(b["model"])}
+# Hub baselines (validated names: one safe path component each) -> their downloads
+HUB_BASELINES = {b["name"]: b["model"] for b in PRESET["baselines"] if rc.hub_id(b["model"])}
 
 
 def baseline_dir(spec):
@@ -67,14 +67,10 @@ def final_inputs(wildcards):
 
 
 def final_args(wildcards, input):
-    args = []
-    if input.manifests:
-        args.append(f"--manifests {' '.join(input.manifests)}")
-    if input.bests:
-        args.append(f"--bests {' '.join(input.bests)}")
-    if input.model_dir:
-        args.append(f"--model-dir {input.model_dir}")
-    return " ".join(args)
+    """The model's inputs as shell-quoted options (config paths may hold any character)."""
+    args = [shell_args("--manifests", input.manifests), shell_args("--bests", input.bests),
+            shell_args("--model-dir", input.model_dir)]
+    return " ".join(a for a in args if a)
 
 
 # ------------------------------------------------------------------- rules
@@ -93,11 +89,13 @@ rule download_benchmarks:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/download_benchmarks.py --params {params.hp:q} --out {output} --log {log}"
+        "python scripts/download_benchmarks.py --params {params.hp:q} --out {output:q} --log {log:q}"
 
 
 rule download_baseline:
-    """Snapshot of a Hub baseline model (evaluation nodes may be offline)."""
+    """Snapshot of a Hub baseline model at its revision (evaluation nodes may be offline);
+    the output is results/models/hub/<name> only (names are single path components), so
+    a failed download never makes Snakemake delete anything else."""
     input:
         code=code("scripts/download_model.py"),
     output:
@@ -105,13 +103,13 @@ rule download_baseline:
     wildcard_constraints:
         baseline="|".join(re.escape(b) for b in HUB_BASELINES) or "(?!)",
     params:
-        hp=lambda wc: hp({"model": HUB_BASELINES[wc.baseline]}),
+        hp=lambda wc: hp(rc.baseline_download_params(config, wc.baseline)),
     log:
         f"{LOGS}/download_baseline/{{baseline}}.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/download_model.py --params {params.hp:q} --out {output} --log {log}"
+        "python scripts/download_model.py --params {params.hp:q} --out {output:q} --log {log:q}"
 
 
 rule eval_curve:
@@ -126,7 +124,8 @@ rule eval_curve:
         curve_run="|".join(re.escape(r) for r in CURVE_RUNS),
     params:
         hp=lambda wc: hp(rc.intermediate_eval_params(config)),
-        init=lambda wc, input: f"--init-curve {input.init_curve}" if "init_curve" in input.keys() else "",
+        init=lambda wc, input: shell_args(
+            "--init-curve", input.init_curve if "init_curve" in input.keys() else []),
     threads: EVAL_THREADS
     resources:
         gpu=EVAL_GPUS,
@@ -138,13 +137,13 @@ rule eval_curve:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/eval_curve.py --params {params.hp:q} --manifest {input.manifest}"
-        " --log-csv {input.log_csv} {params.init} --gpus {resources.gpu}"
-        " --out {output.curve} --best {output.best} --threads {threads} --log {log}"
+        "python scripts/eval_curve.py --params {params.hp:q} --manifest {input.manifest:q}"
+        " --log-csv {input.log_csv:q} {params.init} --gpus {resources.gpu}"
+        " --out {output.curve:q} --best {output.best:q} --threads {threads} --log {log:q}"
 
 
 rule final_eval:
-    """Final protocol (n=16, forced <think>, strict + math_verify graders) of table model {label}."""
+    """Final protocol (n=16, forced <think>; rllm, strict and math_verify graders) of table model {label}."""
     input:
         unpack(final_inputs),
         code=code("scripts/final_eval.py"),
@@ -168,9 +167,9 @@ rule final_eval:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/final_eval.py --params {params.hp:q} --label {wildcards.label}"
-        " {params.args} --gpus {resources.gpu} --out-dir {params.out_dir}"
-        " --threads {threads} --log {log}"
+        "python scripts/final_eval.py --params {params.hp:q} --label {wildcards.label:q}"
+        " {params.args} --gpus {resources.gpu} --out-dir {params.out_dir:q}"
+        " --threads {threads} --log {log:q}"
 
 
 rule gen_stats:
@@ -195,8 +194,8 @@ rule gen_stats:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/gen_stats.py --params {params.hp:q} --manifest {input.manifest}"
-        " --gpus {resources.gpu} --out {output} --threads {threads} --log {log}"
+        "python scripts/gen_stats.py --params {params.hp:q} --manifest {input.manifest:q}"
+        " --gpus {resources.gpu} --out {output:q} --threads {threads} --log {log:q}"
 
 
 ALL_TARGETS.extend(

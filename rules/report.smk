@@ -1,5 +1,6 @@
 # Tables 1-2 (pass@1 ± SEM, pass@16), the comparison with the paper's numbers,
-# Figures 2-8 and the HTML report (`snakemake --report results/report.html`).
+# the grader agreement table, Figures 2-8 and the HTML report
+# (`snakemake --report results/report.html`).
 # Cheap CPU work: local rules, never submitted to a cluster.
 #
 # Table and comparison jobs import redi/reporting.py, figure jobs
@@ -12,6 +13,7 @@ localrules:
     table1,
     table2,
     paper_comparison,
+    grader_agreement,
     fig2,
     fig3,
     fig4,
@@ -30,10 +32,14 @@ TABLE_OUTPUTS = [
 FIGURES = [f"fig{n}" for n in range(2, 9)]
 # job parameters: built in redi/reporting.py (table_spec, figure_params)
 TABLE_SPECS = {t: reporting.table_spec(config, t, TABLE2_GROUPS) for t in ("table1", "table2")}
+AGREEMENT_SPEC = reporting.agreement_spec(config, TABLE_SPECS)
+AGREEMENT_OUTPUTS = ["results/grader_agreement.csv", "results/grader_disagreements.csv",
+                     "results/grader_agreement.md"]
 
 ALL_TARGETS.extend(
     TABLE_OUTPUTS
     + ["results/paper_comparison.csv", "results/paper_comparison.md"]
+    + AGREEMENT_OUTPUTS
     + [f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
 )
 
@@ -67,9 +73,9 @@ for _table in ("table1", "table2"):
         conda:
             "../envs/report.yaml"
         shell:
-            "python scripts/make_tables.py --params {params.hp:q} --summaries {input.summaries}"
-            " --csv {output.csv} --md {output.md} --pass16-csv {output.pass16_csv}"
-            " --pass16-md {output.pass16_md} --log {log}"
+            "python scripts/make_tables.py --params {params.hp:q} --summaries {input.summaries:q}"
+            " --csv {output.csv:q} --md {output.md:q} --pass16-csv {output.pass16_csv:q}"
+            " --pass16-md {output.pass16_md:q} --log {log:q}"
 
 
 rule paper_comparison:
@@ -95,11 +101,35 @@ rule paper_comparison:
     conda:
         "../envs/report.yaml"
     shell:
-        "python scripts/paper_comparison.py --params {params.hp:q} --reported {input.reported}"
-        " --table1 {input.table1} --table2 {input.table2}"
-        " --table1-pass16 {input.table1_pass16} --table2-pass16 {input.table2_pass16}"
-        " --training-times {input.training_times} --manifests {input.manifests}"
-        " --csv {output.csv} --md {output.md} --log {log}"
+        "python scripts/paper_comparison.py --params {params.hp:q} --reported {input.reported:q}"
+        " --table1 {input.table1:q} --table2 {input.table2:q}"
+        " --table1-pass16 {input.table1_pass16:q} --table2-pass16 {input.table2_pass16:q}"
+        " --training-times {input.training_times:q} --manifests {input.manifests:q}"
+        " --csv {output.csv:q} --md {output.md:q} --log {log:q}"
+
+
+rule grader_agreement:
+    """The tables' grader vs Math-Verify's verdict on every final-evaluation sample."""
+    input:
+        code=code("scripts/grader_agreement.py"),
+        samples=[f"results/eval/final/{row['label']}/{b['name']}.parquet"
+                 for row in AGREEMENT_SPEC["rows"] for b in AGREEMENT_SPEC["benchmarks"]],
+    output:
+        csv=report(AGREEMENT_OUTPUTS[0], caption="../report/grader_agreement.rst",
+                   category="Grader agreement"),
+        examples=report(AGREEMENT_OUTPUTS[1], caption="../report/grader_agreement.rst",
+                        category="Grader agreement"),
+        md=report(AGREEMENT_OUTPUTS[2], caption="../report/grader_agreement.rst",
+                  category="Grader agreement"),
+    params:
+        hp=lambda wc: hp(AGREEMENT_SPEC),
+    log:
+        f"{LOGS}/report/grader_agreement.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python scripts/grader_agreement.py --params {params.hp:q} --samples {input.samples:q}"
+        " --csv {output.csv:q} --examples {output.examples:q} --md {output.md:q} --log {log:q}"
 
 
 # ---------------------------------------------------------------- figures
@@ -121,8 +151,8 @@ rule fig2:
     conda:
         "../envs/report.yaml"
     shell:
-        "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves}"
-        " --png {output.png} --pdf {output.pdf} --log {log}"
+        "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves:q}"
+        " --png {output.png:q} --pdf {output.pdf:q} --log {log:q}"
 
 
 rule fig4:
@@ -141,8 +171,8 @@ rule fig4:
     conda:
         "../envs/report.yaml"
     shell:
-        "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves}"
-        " --png {output.png} --pdf {output.pdf} --log {log}"
+        "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves:q}"
+        " --png {output.png:q} --pdf {output.pdf:q} --log {log:q}"
 
 
 # training dynamics: accuracy, chosen/rejected LogPS, update norm vs step
@@ -166,8 +196,8 @@ for _fig in ("fig3", "fig5", "fig6", "fig7"):
         conda:
             "../envs/report.yaml"
         shell:
-            "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves}"
-            " --logs {input.logs} --png {output.png} --pdf {output.pdf} --log {log}"
+            "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves:q}"
+            " --logs {input.logs:q} --png {output.png:q} --pdf {output.pdf:q} --log {log:q}"
 
 
 rule fig8:
@@ -186,5 +216,5 @@ rule fig8:
     conda:
         "../envs/report.yaml"
     shell:
-        "python scripts/make_figure.py --params {params.hp:q} --genstats {input.genstats}"
-        " --png {output.png} --pdf {output.pdf} --log {log}"
+        "python scripts/make_figure.py --params {params.hp:q} --genstats {input.genstats:q}"
+        " --png {output.png:q} --pdf {output.pdf:q} --log {log:q}"

@@ -30,8 +30,8 @@ rule sft:
         "../envs/train.yaml"
     shell:
         "scripts/launch.sh {resources.gpu} scripts/train_sft.py --params {params.hp:q}"
-        " --data {input.data} --init {input.base} --manifest {output.manifest}"
-        " --log-csv {output.log_csv} --threads {threads} --log {log}"
+        " --data {input.data:q} --init {input.base:q} --manifest {output.manifest:q}"
+        " --log-csv {output.log_csv:q} --threads {threads} --log {log:q}"
 
 
 rule ref_logps:
@@ -56,8 +56,8 @@ rule ref_logps:
         "../envs/train.yaml"
     shell:
         "scripts/launch.sh {resources.gpu} scripts/ref_logps.py --params {params.hp:q}"
-        " --pairs {input.pairs} --init-manifest {input.init} --out {output}"
-        " --threads {threads} --log {log}"
+        " --pairs {input.pairs:q} --init-manifest {input.init:q} --out {output:q}"
+        " --threads {threads} --log {log:q}"
 
 
 rule stage2:
@@ -76,7 +76,7 @@ rule stage2:
         log_csv="results/train/{run}/log.csv",
     params:
         hp=lambda wc: hp(rc.stage2_params(config, wc.run)),
-        ref=lambda wc, input: f"--ref-logps {input.ref}" if input.ref else "",
+        ref=lambda wc, input: shell_args("--ref-logps", input.ref),
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -89,8 +89,9 @@ rule stage2:
         "../envs/train.yaml"
     shell:
         "scripts/launch.sh {resources.gpu} scripts/train_stage2.py --params {params.hp:q}"
-        " --pairs {input.pairs} --init-manifest {input.init} {params.ref}"
-        " --manifest {output.manifest} --log-csv {output.log_csv} --threads {threads} --log {log}"
+        " --pairs {input.pairs:q} --init-manifest {input.init:q} {params.ref}"
+        " --manifest {output.manifest:q} --log-csv {output.log_csv:q} --threads {threads}"
+        " --log {log:q}"
 
 
 ALL_TARGETS.extend(f"results/train/{run}/manifest.json" for run in SFT_RUNS + STAGE2_RUNS)

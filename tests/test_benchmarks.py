@@ -70,11 +70,13 @@ HUB_ROWS = {
 def test_hub_download_writes_the_local_format(tmp_path, monkeypatch) -> None:
     calls = []
 
-    def load_dataset(hub, config=None, split=None):
+    def load_dataset(hub, config=None, split=None, revision=None):
         calls.append((hub, config, split))
         return HUB_ROWS[hub]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    # offline: no Hub API (revisions and records: tests/test_downloads.py)
+    monkeypatch.setattr("redi.hub.resolve", lambda repo, kind, revision: None)
     specs = yaml.safe_load((ROOT / "config.yaml").read_text())["presets"]["paper"]["benchmarks"]
     download_benchmarks(specs, tmp_path / "bench")
     assert {c[0] for c in calls} == set(HUB_SOURCES)

@@ -107,7 +107,7 @@ def test_training_jobs_launch_one_process_per_gpu(slurm_dry_run):
     for script in ("train_sft.py", "ref_logps.py", "train_stage2.py"):
         assert any(f"scripts/launch.sh 8 scripts/{script}" in c for c in commands), script
     launch = (ROOT / "scripts" / "launch.sh").read_text()
-    assert 'accelerate launch --num_processes "$ngpu"' in launch
+    assert 'accelerate launch --num_processes "$nproc" --config_file configs/accelerate_zero2.yaml' in launch
 
 
 def test_overrides_through_a_configfile_keep_the_paper_preset(tmp_path):

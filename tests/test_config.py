@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from redi import config as rc
 
-from .conftest import ROOT
+from .conftest import ROOT, copy_workflow, snakemake
 
 
 @pytest.fixture()
@@ -42,40 +44,231 @@ def test_paper_grid_has_the_papers_21_runs(cfg):
     assert len(runs) == 21
 
 
-@pytest.mark.parametrize(
-    ("mutate", "key"),
-    [
-        (lambda c: c["runs"]["redi_a0.8_lr1e-6"].update(objective="ppo"),
-         "runs.redi_a0.8_lr1e-6.objective"),
-        (lambda c: c["runs"]["redi_a0.8_lr1e-6"].update(alpha=1.5),
-         "runs.redi_a0.8_lr1e-6.alpha"),
-        (lambda c: c["runs"]["redi_a0.8_lr1e-6"].update(alpha=-0.1),
-         "runs.redi_a0.8_lr1e-6.alpha"),
-        (lambda c: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=0), "runs.dpo_b0.1_lr1e-6.lr"),
-        (lambda c: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=-1e-6), "runs.dpo_b0.1_lr1e-6.lr"),
-        (lambda c: c.update(preset="huge"), "preset"),
-        (lambda c: c["runs"]["dpo_b0.1_lr1e-6"].pop("beta"), "runs.dpo_b0.1_lr1e-6"),
-        (lambda c: c["runs"]["dpo_b0.1_lr1e-6"].update(alpha=0.5), "runs.dpo_b0.1_lr1e-6.alpha"),
-        (lambda c: c["runs"]["redi_a0.8_lr1e-6"].update(init="sft_4ep"),
-         "runs.redi_a0.8_lr1e-6.init"),
-        (lambda c: c["tables"]["table2"]["groups"][0]["runs"].append("dpo_nope"),
-         "tables.table2.groups.0.runs.11"),
-        (lambda c: c["tables"]["table2"]["groups"][1].update(pin="dpo_b0.1_lr1e-6"),
-         "tables.table2.groups.1.pin"),
-        (lambda c: c["figures"].update(fig8="nope"), "figures.fig8"),
-        (lambda c: c["presets"]["tiny"]["stage2"].update(lr_scale=0),
-         "presets.tiny.stage2.lr_scale"),
-        (lambda c: c.update(raw_data="corpus.csv"), "raw_data"),
-        (lambda c: c["presets"]["tiny"].update(intermediate_benchmark="gsm8k"),
-         "presets.tiny.intermediate_benchmark"),
-        (lambda c: c.update(unknown_key=1), "<root>"),
-    ],
-)
-def test_invalid_config_names_the_key(cfg, mutate, key):
-    mutate(cfg)
+Y = yaml.safe_load  # values as a YAML config file delivers them
+NAN, INF = Y(".nan"), Y(".inf")
+
+
+def tiny(c: dict) -> dict:
+    return c["presets"]["tiny"]
+
+
+def paper(c: dict) -> dict:
+    c["preset"] = "paper"
+    return c["presets"]["paper"]
+
+
+def add_run(name: str):
+    return lambda c, _: c["runs"].update(
+        {name: {"objective": "redi", "init": "sft_3ep", "lr": 1e-6, "alpha": 0.5}})
+
+
+def bench_dir_without_olympiad(c: dict, root) -> None:
+    folder = root / "bench"
+    folder.mkdir()
+    for bench in paper(c)["benchmarks"][:4]:
+        (folder / bench["file"]).write_text("[]")
+    paper(c)["benchmarks_dir"] = str(folder)
+
+
+def overflowing_lr(c: dict, _) -> None:
+    c["runs"]["dpo_b0.1_lr1e-6"]["lr"] = 1e300
+    tiny(c)["stage2"]["lr_scale"] = 1e300
+
+
+def two_training_processes(c: dict, _) -> None:
+    tiny(c)["resources"]["train_gpus"] = 2
+    tiny(c)["sft"]["micro_batch"] = 8  # SFT fits 16 = 8 x 2; stage 2 (16 x 2) does not
+
+
+# (config key named in the message, mutation(config, root), expected text): every
+# value a job would reject when it runs, rejected before any job (issue 14)
+INVALID = [
+    # references and ranges
+    ("runs.redi_a0.8_lr1e-6.objective",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(objective="ppo"), "is not one of"),
+    ("runs.redi_a0.8_lr1e-6.alpha",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(alpha=1.5), "maximum"),
+    ("runs.redi_a0.8_lr1e-6.alpha",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(alpha=-0.1), "minimum"),
+    ("runs.dpo_b0.1_lr1e-6.lr", lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=0), ""),
+    ("runs.dpo_b0.1_lr1e-6.lr",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=-1e-6), ""),
+    ("preset", lambda c, _: c.update(preset="huge"), ""),
+    ("runs.dpo_b0.1_lr1e-6", lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].pop("beta"), "beta"),
+    ("runs.dpo_b0.1_lr1e-6.alpha",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(alpha=0.5), "not allowed"),
+    ("runs.redi_a0.8_lr1e-6.init",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(init="sft_4ep"), "not trained"),
+    ("tables.table2.groups.0.runs.11",
+     lambda c, _: c["tables"]["table2"]["groups"][0]["runs"].append("dpo_nope"), "unknown run"),
+    ("tables.table2.groups.1.pin",
+     lambda c, _: c["tables"]["table2"]["groups"][1].update(pin="dpo_b0.1_lr1e-6"), "not one"),
+    ("figures.fig8", lambda c, _: c["figures"].update(fig8="nope"), "unknown run"),
+    ("presets.tiny.stage2.lr_scale", lambda c, _: tiny(c)["stage2"].update(lr_scale=0), ""),
+    ("raw_data", lambda c, _: c.update(raw_data="corpus.csv"), ".jsonl/.parquet"),
+    ("presets.tiny.intermediate_benchmark",
+     lambda c, _: tiny(c).update(intermediate_benchmark="gsm8k"), "not one of"),
+    ("<root>", lambda c, _: c.update(unknown_key=1), "unknown_key"),
+    # 1. names that become paths: one safe component each, never leaving results/
+    ("presets.tiny.baselines.0.name",
+     lambda c, _: tiny(c)["baselines"][0].update(name=".."), "does not match"),
+    ("presets.tiny.baselines.0.name",
+     lambda c, _: tiny(c)["baselines"][0].update(name="."), "does not match"),
+    ("presets.tiny.baselines.0.name",
+     lambda c, _: tiny(c)["baselines"][0].update(name="hub/../.."), "does not match"),
+    ("presets.tiny.baselines.0.name",
+     lambda c, _: tiny(c)["baselines"][0].update(name="-rf"), "does not match"),
+    ("presets.tiny.baselines.1.name",
+     lambda c, _: tiny(c)["baselines"].append(dict(tiny(c)["baselines"][0])),
+     "already used by presets.tiny.baselines.0.name"),
+    ("presets.tiny.benchmarks.0.file",
+     lambda c, _: tiny(c)["benchmarks"][0].update(file="../../x.json"), "does not match"),
+    ("presets.tiny.benchmarks.1.file",
+     lambda c, _: tiny(c)["benchmarks"][1].update(file="toy_arith.json"), "already used"),
+    ("presets.tiny.benchmarks.1.name",
+     lambda c, _: tiny(c)["benchmarks"][1].update(name="toy_arith"), "already used"),
+    ("presets.tiny.toy.benchmarks",
+     lambda c, _: tiny(c)["toy"]["benchmarks"].update({"../evil": 4}), "does not match"),
+    # 3. Table 2 labels and run names that would share a folder
+    ("tables.table2.groups.3.label",
+     lambda c, _: c["tables"]["table2"]["groups"][3].update(label="symmetric-redi!"),
+     "already used by tables.table2.groups.2.label"),
+    ("tables.table2.groups.0.label",
+     lambda c, _: c["tables"]["table2"]["groups"][0].update(label=""), "non-empty"),
+    ("tables.table2.groups.0.label",
+     lambda c, _: c["tables"]["table2"]["groups"][0].update(label="+++"), "ASCII letter"),
+    ("runs.ref_logps", add_run("ref_logps"), "reserved"),
+    ("runs.sft_7ep", add_run("sft_7ep"), "reserved"),
+    ("runs.REDI_a0.8_lr1e-6", add_run("REDI_a0.8_lr1e-6"), "only in case"),
+    # 4. batch geometry (training runs max(1, train_gpus) processes)
+    ("presets.tiny.sft.micro_batch",
+     lambda c, _: tiny(c)["sft"].update(micro_batch=32), "larger than global_batch 16"),
+    ("presets.tiny.sft.global_batch", lambda c, _: tiny(c)["sft"].update(global_batch=24),
+     "not a multiple of micro_batch 16 x 1 training process(es)"),
+    ("presets.tiny.stage2.global_batch", two_training_processes,
+     "micro_batch 16 x 2 training process(es) (presets.tiny.resources.train_gpus = 2)"),
+    ("presets.paper.sft.global_batch",
+     lambda c, _: paper(c)["resources"].update(train_gpus=3), "micro_batch 8 x 3"),
+    ("presets.tiny.stage2.max_length",
+     lambda c, _: tiny(c)["stage2"].update(max_length=128), "must exceed max_prompt_length"),
+    # 5. local files that do not exist
+    ("raw_data", lambda c, _: c.update(raw_data="no/such/rows.jsonl"), "no such file"),
+    ("presets.tiny.raw_data",
+     lambda c, _: tiny(c).update(raw_data="missing.parquet"), "no such file"),
+    ("presets.paper.benchmarks_dir",
+     lambda c, _: paper(c).update(benchmarks_dir="no/such/dir"), "no such file or folder"),
+    ("presets.paper.benchmarks.4.file", bench_dir_without_olympiad, "not in benchmarks_dir"),
+    ("presets.tiny.baselines.0.model",
+     lambda c, _: tiny(c)["baselines"][0].update(model="./no/such/model"), "no such file"),
+    ("presets.paper.base_model.source",
+     lambda c, _: paper(c)["base_model"].update(source="./no/such/model"), "no such file"),
+    # 6. every Hub download names its revision
+    ("presets.paper.raw_data_revision",
+     lambda c, _: paper(c).pop("raw_data_revision"), "pin its revision"),
+    ("presets.paper.base_model.revision",
+     lambda c, _: paper(c)["base_model"].pop("revision"), "Qwen/Qwen2.5-Math-1.5B is downloaded"),
+    ("presets.paper.benchmarks.2.revision",
+     lambda c, _: paper(c)["benchmarks"][2].pop("revision"), "pin its revision"),
+    ("presets.paper.baselines.1.revision",
+     lambda c, _: paper(c)["baselines"][1].pop("revision"), "pin its revision"),
+    ("presets.tiny.raw_data_revision", lambda c, _: c.update(raw_data="hub"), "pin its revision"),
+    ("presets.paper.baselines.0.revision",
+     lambda c, _: paper(c)["baselines"][0].update(revision="--force"), "does not match"),
+    ("presets.paper.benchmarks.0.revision",
+     lambda c, _: paper(c)["benchmarks"][0].update(revision="main branch"), "does not match"),
+    ("presets.paper.benchmarks.0.hub",
+     lambda c, _: paper(c)["benchmarks"][0].pop("hub"), "benchmarks_dir is null"),
+    # 12. non-finite numbers, and numbers YAML 1.1 reads as strings
+    ("runs.dpo_b0.1_lr1e-6.lr",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=NAN), "nan: not a finite number"),
+    ("runs.dpo_b0.1_lr1e-6.lr",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(lr=INF), "inf: not a finite number"),
+    ("runs.redi_a0.8_lr1e-6.alpha",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(alpha=NAN), "not a finite number"),
+    ("evaluation.temperature",
+     lambda c, _: c["evaluation"].update(temperature=NAN), "not a finite number"),
+    ("evaluation.top_p", lambda c, _: c["evaluation"].update(top_p=NAN), "not a finite number"),
+    ("evaluation.grading_timeout_s",
+     lambda c, _: c["evaluation"].update(grading_timeout_s=INF), "not a finite number"),
+    ("presets.tiny.stage2.lr_scale",
+     lambda c, _: tiny(c)["stage2"].update(lr_scale=INF), "not a finite number"),
+    ("presets.tiny.base_model.pretrain_lr",
+     lambda c, _: tiny(c)["base_model"].update(pretrain_lr=-INF), "-inf: not a finite number"),
+    ("presets.paper.eval.gpu_memory_utilization",
+     lambda c, _: paper(c)["eval"].update(gpu_memory_utilization=NAN), "not a finite number"),
+    ("presets.tiny.toy.instruction_share",
+     lambda c, _: tiny(c)["toy"].update(instruction_share=NAN), "not a finite number"),
+    ("runs.dpo_b0.1_lr1e-6.lr", overflowing_lr, "not a positive finite LR"),
+    ("runs.dpo_b0.1_lr1e-6.lr",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(Y("lr: 1e-6")),
+     "(write 1.0e-6: YAML 1.1 reads 1e-6 as a string)"),
+    ("presets.tiny.sft.lr", lambda c, _: tiny(c)["sft"].update(Y("lr: 3e-3")),
+     "(write 3.0e-3: YAML 1.1 reads 3e-3 as a string)"),
+    ("presets.tiny.base_model.rope_theta",
+     lambda c, _: tiny(c)["base_model"].update(Y("rope_theta: 1.0e4")),
+     "(write 1.0e+4: YAML 1.1 reads 1.0e4 as a string)"),
+    ("presets.tiny.sft.micro_batch",
+     lambda c, _: tiny(c)["sft"].update(micro_batch=16.0), "is not of type 'integer' (write 16)"),
+]
+
+
+@pytest.mark.parametrize(("key", "mutate", "expected"), INVALID,
+                         ids=[f"{i}-{case[0]}" for i, case in enumerate(INVALID)])
+def test_invalid_config_names_the_key(cfg, tmp_path, key, mutate, expected):
+    mutate(cfg, tmp_path)
     with pytest.raises(rc.ConfigError) as err:
-        rc.validate_config(cfg)
-    assert f"'{key}'" in str(err.value)
+        rc.validate_config(cfg, root=tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"invalid config key '{key}'"), message
+    assert expected in message, message
+
+
+# A few of the table's cases through the real command line: snakemake stops while
+# it parses the Snakefile, before any job, with the same message.
+CLI_CASES = [
+    ("presets.tiny.baselines.0.name", [],
+     "presets:\n  tiny:\n    baselines:\n"
+     "      - {name: '..', label: X, model: results/models/base}\n"),
+    ("raw_data", ["--config", "raw_data=no/such/rows.jsonl"], None),
+    ("runs.dpo_b0.1_lr1e-6.lr", [], "runs:\n  dpo_b0.1_lr1e-6: {lr: .nan}\n"),
+    ("runs.dpo_b0.1_lr1e-6.lr", [], "runs:\n  dpo_b0.1_lr1e-6: {lr: 1e-6}\n"),
+    ("presets.tiny.sft.global_batch", [], "presets:\n  tiny:\n    sft: {global_batch: 24}\n"),
+    ("runs.ref_logps", [],
+     "runs:\n  ref_logps: {objective: redi, init: sft_3ep, lr: 1.0e-6, alpha: 0.5}\n"),
+    ("presets.paper.baselines.0.revision", ["--config", "preset=paper"],
+     "presets:\n  paper:\n    baselines:\n      - {name: x, label: X, model: org/model}\n"),
+    # checked in rules/eval.smk (redi.benchmarks knows the loaders)
+    ("presets.paper.benchmarks.0.hub", ["--config", "preset=paper"],
+     "presets:\n  paper:\n    intermediate_benchmark: m\n    fig8_benchmark: m\n"
+     "    benchmarks:\n      - {name: m, label: M, file: m.json, hub: someone/else, revision: main}\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_workflow(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("cli"))
+
+
+@pytest.mark.parametrize(("key", "args", "override"), CLI_CASES,
+                         ids=[f"{i}-{case[0]}" for i, case in enumerate(CLI_CASES)])
+def test_snakemake_stops_before_any_job_naming_the_key(cli_workflow, tmp_path, key, args,
+                                                        override):
+    extra = list(args)
+    if override is not None:
+        (tmp_path / "override.yaml").write_text(override)
+        extra += ["--configfile", str(tmp_path / "override.yaml")]
+    proc = snakemake(cli_workflow, "-n", "results/table2.csv", *extra, check=False)
+    assert proc.returncode == 1
+    assert f"Invalid configuration: invalid config key '{key}'" in proc.stdout + proc.stderr
+
+
+def test_a_real_run_with_an_invalid_config_starts_nothing(cli_workflow, tmp_path):
+    (tmp_path / "override.yaml").write_text("evaluation: {temperature: .nan}\n")
+    proc = snakemake(cli_workflow, "--cores", "1", "results/data/report.json",
+                     "--configfile", str(tmp_path / "override.yaml"), check=False)
+    assert proc.returncode == 1
+    assert "invalid config key 'evaluation.temperature' = nan" in proc.stdout + proc.stderr
+    assert not (cli_workflow / "results").exists()
 
 
 def test_schema_defaults_are_filled(cfg):
@@ -122,3 +315,53 @@ def test_run_labels(cfg):
     assert rc.run_label(cfg, "simpo_b2_g1_lr5e-7") == "SimPO β=2 γ=1 LR=5e-7"
     assert rc.run_label(cfg, "redi_a0.8_lr1e-6_sft5ep") == "REDI α=0.8 LR=1e-6 from sft_5ep"
     assert rc.run_label(cfg, "sft_3ep") == "SFT 3 epochs"
+
+
+def test_every_hub_download_of_the_paper_preset_is_pinned(cfg):
+    paper = cfg["presets"]["paper"]
+    pins = {rc.RAW_HUB_DATASET: paper["raw_data_revision"],
+            paper["base_model"]["source"]: paper["base_model"]["revision"],
+            **{b["hub"]: b["revision"] for b in paper["benchmarks"]},
+            **{b["model"]: b["revision"] for b in paper["baselines"]}}
+    assert len(pins) == 9
+    commits = {repo for repo, rev in pins.items() if re.fullmatch(r"[0-9a-f]{40}", rev)}
+    # no verified commit hash could be found for these two (README, Reliability)
+    assert {repo for repo in pins if repo not in commits} == {
+        "open-r1/OpenR1-Math-Raw", "knoveleng/Minerva-Math"}
+    assert {pins[r] for r in pins if r not in commits} == {"main"}
+    assert pins["Qwen/Qwen2.5-Math-1.5B"] == "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"
+
+
+def test_download_params_carry_the_revision(cfg):
+    cfg["preset"] = "paper"
+    rc.validate_config(cfg)
+    assert rc.raw_download_params(cfg) == {"repo_id": "open-r1/OpenR1-Math-Raw",
+                                           "revision": "main"}
+    assert rc.baseline_download_params(cfg, "r1_distill_1.5b") == {
+        "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        "revision": "ad9f0ae0864d7fbcd1cd905e3c6c5b069cc8b562"}
+    assert [b["revision"][:7] for b in rc.benchmark_download_params(cfg)["benchmarks"]] == [
+        "6e4ed1a", "2fe88a2", "69d78a4", "main", "91184b5"]
+    assert rc.base_model_params(cfg)["revision"] == "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"
+
+
+def test_names_that_differ_enough_are_accepted(cfg, tmp_path):
+    groups = cfg["tables"]["table2"]["groups"]
+    groups[2]["label"] = "Symmetric REDI (α=1)"  # slug symmetric_redi: still unique
+    groups[3]["label"] = "REDI, asymmetric"
+    cfg["runs"]["redi_a0.8_lr1e-6.v2"] = dict(cfg["runs"]["redi_a0.8_lr1e-6"])
+    (tmp_path / "my corpus").mkdir()
+    (tmp_path / "my corpus" / "rows $1.jsonl").write_text("{}\n")
+    cfg["raw_data"] = "my corpus/rows $1.jsonl"  # any file name: shell lines quote it
+    rc.validate_config(cfg, root=tmp_path)
+    assert [rc.table2_slug(g["label"]) for g in groups] == [
+        "dpo", "simpo", "symmetric_redi_1", "redi_asymmetric"]
+
+
+def test_hub_ids_and_local_folders(tmp_path):
+    (tmp_path / "org" / "local").mkdir(parents=True)
+    assert rc.hub_id("Qwen/Qwen2.5-Math-1.5B", tmp_path) == "Qwen/Qwen2.5-Math-1.5B"
+    assert rc.hub_id("org/local", tmp_path) is None  # an existing folder wins
+    for local in ("results/models/base", "/abs/model", "./model", "../model", "~/model"):
+        assert rc.hub_id(local, tmp_path) is None, local
+    assert rc.hub_id("no-slash", tmp_path) is None

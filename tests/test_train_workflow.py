@@ -21,7 +21,7 @@ import yaml
 
 from redi import base_model
 from tests.conftest import copy_workflow, planned_jobs, snakemake
-from tests.test_training import toy_rows
+from tests.conftest import toy_rows
 
 REAL_RUNS = ["dpo_b0.001_lr2e-7", "redi_a0.8_lr1e-6"]
 

@@ -1,9 +1,19 @@
-"""redi.workflow.module_inputs: the package files a script imports, transitively."""
+"""redi.workflow.module_inputs (the package files a script imports, transitively), and
+the paths from config: quoted in every shell line, outputs only under results/."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import shutil
+
+import pandas as pd
+import yaml
+
 from redi.workflow import module_inputs
-from tests.conftest import ROOT
+from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, snakemake
 
 
 def test_real_scripts():
@@ -28,3 +38,117 @@ def test_import_forms_and_transitivity(tmp_path):
     (tmp_path / "run.py").write_text("def main():\n    from redi.a import x\n")
     assert module_inputs("run.py", str(tmp_path)) == (
         "redi/__init__.py", "redi/a.py", "redi/b.py", "redi/c.py", "redi/d.py", "redi/e.py")
+
+
+# ------------------------------------------------ paths from config (issue 14)
+
+# params built with shell_args() (rules/common.smk): already quoted, used as {params.x}
+PREQUOTED = {"corpus", "verify", "init", "args", "ref"}
+PLACEHOLDER = re.compile(r"\{(input|output|log|params|wildcards)(\.\w+)?(:\w+)?\}")
+
+
+def test_every_path_reaches_the_shell_quoted():
+    """Every {input}/{output}/{log}/{params}/{wildcards} of every shell line is :q, or a
+    params string that shell_args() built (each path inside shlex-quoted)."""
+    seen = 0
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        text = smk.read_text()
+        shell = "".join(re.findall(r"\n\s+shell:\n((?:\s+\".*\"\n)+)", text))
+        for match in PLACEHOLDER.finditer(shell):
+            seen += 1
+            kind, field, spec = match.groups()
+            if spec == ":q":
+                continue
+            name = (field or "")[1:]
+            assert kind == "params" and name in PREQUOTED, f"{smk.name}: {match.group(0)}"
+            built = re.search(rf"\b{name}=(lambda[^\n]*shell_args\(|final_args\b)", text)
+            assert built, f"{smk.name}: params.{name} is not built by shell_args"
+    assert seen > 80
+
+
+def openr1_row(problem: str, good: str, bad: str) -> dict:
+    return {"problem": problem, "solution": "", "answer": "3", "problem_type": "Algebra",
+            "question_type": "math-word-problem", "problem_is_valid": "Yes",
+            "solution_is_valid": "Yes", "source": "olympiads", "synthetic": False,
+            "generations": [good, bad], "generations_count": 2, "reparsed_answers": ["3", "4"],
+            "correctness": {"llama_verification": [True, False],
+                            "math_verify_answer": [True, False],
+                            "math_verify_reparsed_answer": [True, False]}}
+
+
+def test_a_raw_data_path_with_shell_syntax_is_data_not_a_command(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    raw = "my corpus/x$(touch PWNED) 'it''s'.jsonl"  # a space, $(...), quotes
+    (work / raw).parent.mkdir()
+    good, bad = "<think>\n1+2=3\n</think>\n\\boxed{3}", "<think>\n1+2=4\n</think>\n\\boxed{4}"
+    rows = [openr1_row(f"Evaluate: 1+2 (variant {i})", good, bad) for i in range(3)]
+    (work / raw).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    snakemake(work, "--cores", "1", "results/data/filter_report.json",
+              "--config", f"raw_data={raw}")
+    assert not list(work.rglob("PWNED")) and not (ROOT / "PWNED").exists()
+    report = json.loads((work / "results/data/filter_report.json").read_text())
+    assert report["raw_source"] == raw
+    assert len(pd.read_parquet(work / "results/data/sft.parquet")) == 3
+
+
+def dry_run(work, *args: str) -> str:
+    proc = snakemake(work, "-n", "-p", "all", *args)
+    return proc.stdout + proc.stderr
+
+
+def job_outputs(text: str) -> list[str]:
+    return [path for line in text.splitlines()
+            if (m := re.match(r"^\s+output: (.*)$", line)) for path in m.group(1).split(", ")]
+
+
+def test_outputs_never_leave_results_and_odd_paths_stay_one_argument(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    bench = tmp_path / "bench $(dir) 'x'"
+    shutil.copytree(BENCHMARKS_DIR, bench)
+    model = tmp_path / "my models" / "it's here"
+    model.mkdir(parents=True)
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({"presets": {"paper": {
+        "benchmarks_dir": str(bench),
+        "baselines": [{"name": "local.one", "label": "L", "model": str(model)},
+                      {"name": "hub-one", "label": "H", "model": "org/model",
+                       "revision": "main"}]}}}))
+    paper = dry_run(work, "--config", "preset=paper", "--configfile", str(tmp_path / "o.yaml"))
+    tiny = dry_run(work)
+    for text in (paper, tiny):
+        outputs = job_outputs(text)
+        assert len(outputs) > 100
+        for path in outputs:
+            assert os.path.normpath(path).startswith("results/"), path
+    assert "results/models/hub/hub-one" in job_outputs(paper)
+    commands = [shlex.split(line.removeprefix("Shell command: "))
+                for line in paper.splitlines() if line.startswith("Shell command: ")]
+    baseline = next(c for c in commands if "--label" in c and "baseline-local.one" in c)
+    assert baseline[baseline.index("--model-dir") + 1] == str(model)
+    for argv in commands:
+        if "--params" in argv:
+            params = json.loads(argv[argv.index("--params") + 1])
+            for spec in params.get("benchmarks", []):
+                assert spec.get("dir") in (None, str(bench))
+
+
+def test_a_failed_hub_download_deletes_nothing_else(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    base = work / "results/models/base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    other = work / "results/models/hub/other"  # another baseline's finished download
+    other.mkdir(parents=True)
+    (other / "config.json").write_text("{}")
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({"presets": {"tiny": {"baselines": [
+        {"name": "tiny-base", "label": "T", "model": "results/models/base"},
+        {"name": "hub-x", "label": "X", "model": "someone/model", "revision": "main"}]}}}))
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = snakemake(work, "--cores", "1", "results/models/hub/hub-x",
+                     "--configfile", str(tmp_path / "o.yaml"), check=False, env=offline)
+    assert proc.returncode == 1
+    assert (base / "config.json").read_text() == "{}"
+    assert sorted(p.name for p in (work / "results/models").iterdir()) == ["base", "hub"]
+    assert [p.name for p in (work / "results/models/hub").iterdir()] == ["other"]
+    assert (other / "config.json").exists()
+    log = (work / "results/logs/download_baseline/hub-x.log").read_text()
+    assert "job failed" in log and "Traceback" in log
