@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from redi.benchmarks import load_benchmark
-from redi.generation import Backend, Completion, Sampling, load_tokenizer, make_backend
+from redi.generation import Backend, Completion, Sampling, make_backend
 from redi.grading import MODES, Grader
 from redi.io import read_json, write_csv, write_json, write_parquet
 from redi.metrics import summarize, wait_count
+from redi.models import load_tokenizer
 from redi.prompts import THINK_CLOSE, render_eval_prompt
 
 log = logging.getLogger(__name__)

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redi.models import load_causal_lm, load_tokenizer
+
 log = logging.getLogger(__name__)
 
 # the authors' stop tokens; the model's own eos is added to these
@@ -128,12 +130,6 @@ def stop_token_ids(tokenizer: Any, model_config: Any, stop_tokens: Sequence[str]
     return ids
 
 
-def load_tokenizer(model: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model)
-
-
 def model_context(model: str) -> int | None:
     """``max_position_embeddings`` of a model folder or Hub id (None if unset)."""
     from transformers import AutoConfig
@@ -168,7 +164,7 @@ class HFBackend(Backend):
             torch.set_num_threads(self.threads)
         tokenizer = load_tokenizer(model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        lm = _load_causal_lm(model, device, self.dtype)
+        lm = load_causal_lm(model, self.dtype).to(device).eval()
         stops = stop_token_ids(tokenizer, lm.generation_config, self.sampling.stop_tokens)
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -207,15 +203,6 @@ class HFBackend(Backend):
             bar.update(len(idx) * n)
         bar.close()
         return results  # type: ignore[return-value]
-
-
-def _load_causal_lm(model: str, device: str, dtype: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
-    return lm.to(device).eval()
 
 
 def fast_path_supported(lm: Any) -> bool:

@@ -5,8 +5,9 @@ completion's tokens (end tokens included); ``*_lengths`` are the completion
 token counts (clamped to >= 1). Every loss returns per-pair losses [B]; the
 trainer averages them over the pairs of an optimizer step.
 
-Adding an objective = one loss function here + one ``OBJECTIVES`` entry + the
-``objective`` enum in ``config.schema.yaml``.
+Adding an objective = one loss function here + one ``OBJECTIVES`` entry (label,
+hyper-parameters, plot style): the config schema, run labels, figures and the
+trainer read everything else from the entry. SFT is an objective too (arity 1).
 
 The module imports torch lazily: Snakemake reads ``OBJECTIVES[...].needs_ref``
 to plan the reference log-prob jobs and must not pay torch's import time.
@@ -14,7 +15,7 @@ to plan the reference log-prob jobs and must not pay torch's import time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +80,13 @@ def simpo_loss(
 
 @dataclass
 class PairLogps:
-    """Per-pair inputs of an objective (all [B])."""
+    """Per-example inputs of an objective (all [B]). ``rejected*`` is None for
+    objectives of one sequence per example (SFT)."""
 
     chosen: torch.Tensor
-    rejected: torch.Tensor
+    rejected: torch.Tensor | None
     chosen_lengths: torch.Tensor
-    rejected_lengths: torch.Tensor
+    rejected_lengths: torch.Tensor | None
     ref_chosen: torch.Tensor | None = None
     ref_rejected: torch.Tensor | None = None
 
@@ -93,15 +95,59 @@ class PairLogps:
         """From one forward over [chosen_0, rejected_0, chosen_1, ...] (the stage-2 layout)."""
         return cls(sums[0::2], sums[1::2], lengths[0::2], lengths[1::2])
 
+    @classmethod
+    def from_sums(cls, sums: torch.Tensor, lengths: torch.Tensor, arity: int) -> PairLogps:
+        """From one forward over the examples' sequences (``arity`` per example)."""
+        if arity == 2:
+            return cls.interleaved(sums, lengths)
+        return cls(sums, None, lengths, None)
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    """One hyper-parameter of an objective: its config key (``runs.<name>.<key>``), the
+    symbol in run labels and its JSON Schema (checked by ``redi.config``)."""
+
+    name: str
+    symbol: str
+    schema: Mapping[str, Any]
+
+
+# what a figure needs to draw one run: its spec and those of the runs it is drawn with
+LineStyle = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], str]
+LINESTYLES = ("-", "--", ":", "-.")
+
 
 @dataclass(frozen=True)
 class Objective:
-    """A registry entry: the loss, whether it needs reference log-probs, and its
-    implicit rewards (chosen, rejected) for the margin/accuracy columns, if any."""
+    """A registry entry: everything the workflow needs to know about one objective.
 
+    ``loss(batch, params)`` gives per-example losses [B] from sums of per-token
+    log-probs; ``arity`` is the number of sequences per example (1: a response, the
+    SFT data; 2: chosen and rejected, the pairs); ``token_mean`` normalises a step
+    by its completion tokens (SFT) instead of its examples; ``shuffle`` draws a seeded
+    order per epoch (SFT) instead of the file order (stage 2, as the authors);
+    ``epoch_checkpoints`` saves at every epoch end. ``rewards`` gives the implicit
+    rewards (chosen, rejected) of the margin/accuracy log columns, if any.
+    ``linestyle(spec, peers)`` and ``style_keys`` (the spec keys it reads) style the
+    run's curves in figures.
+    """
+
+    label: str
     loss: Callable[[PairLogps, dict[str, Any]], torch.Tensor]
+    hyper: tuple[HyperParam, ...] = ()
+    arity: int = 2
     needs_ref: bool = False
     rewards: Callable[[PairLogps, dict[str, Any]], Rewards] | None = None
+    token_mean: bool = False
+    shuffle: bool = False
+    epoch_checkpoints: bool = False
+    linestyle: LineStyle = lambda spec, peers: "-"  # noqa: E731
+    style_keys: tuple[str, ...] = ()
+
+    @property
+    def hyper_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hyper)
 
 
 def _dpo_rewards(b: PairLogps, p: dict[str, Any]) -> Rewards:
@@ -115,22 +161,55 @@ def _simpo_rewards(b: PairLogps, p: dict[str, Any]) -> Rewards:
     )
 
 
+def ranked_dashes(key: str) -> LineStyle:
+    """A dash pattern per distinct value of ``key`` among the figure's runs of the same
+    objective (DPO/SimPO: stronger regularisation, larger β, sparser dashes)."""
+
+    def style(spec: Mapping[str, Any], peers: Sequence[Mapping[str, Any]]) -> str:
+        values = sorted({q[key] for q in peers if q["objective"] == spec["objective"]})
+        return LINESTYLES[values.index(spec[key]) % len(LINESTYLES)]
+
+    return style
+
+
+ALPHA = HyperParam("alpha", "α", {"type": "number", "minimum": 0, "maximum": 1})
+BETA = HyperParam("beta", "β", {"type": "number", "exclusiveMinimum": 0})
+GAMMA = HyperParam("gamma", "γ", {"type": "number", "minimum": 0})
+
 OBJECTIVES: dict[str, Objective] = {
+    # stage 1: completion-only NLL, a token mean over the step's completion tokens
+    "sft": Objective(
+        label="SFT", loss=lambda b, p: -b.chosen, arity=1, token_mean=True, shuffle=True,
+        epoch_checkpoints=True,
+    ),
     "redi": Objective(
+        label="REDI",
         loss=lambda b, p: redi_loss(
             b.chosen, b.rejected, b.chosen_lengths, b.rejected_lengths, p["alpha"]
         ),
+        hyper=(ALPHA,),
+        # symmetric REDI (α = 1) dashed, as in the paper's Fig. 6
+        linestyle=lambda spec, peers: "--" if spec.get("alpha", 0.0) >= 1.0 else "-",
+        style_keys=("alpha",),
     ),
     "dpo": Objective(
+        label="DPO",
         loss=lambda b, p: dpo_loss(b.chosen, b.rejected, b.ref_chosen, b.ref_rejected, p["beta"]),
+        hyper=(BETA,),
         needs_ref=True,
         rewards=_dpo_rewards,
+        linestyle=ranked_dashes("beta"),
+        style_keys=("beta",),
     ),
     "simpo": Objective(
+        label="SimPO",
         loss=lambda b, p: simpo_loss(
             b.chosen, b.rejected, b.chosen_lengths, b.rejected_lengths, p["beta"], p["gamma"]
         ),
+        hyper=(BETA, GAMMA),
         rewards=_simpo_rewards,
+        linestyle=ranked_dashes("beta"),
+        style_keys=("beta",),
     ),
 }
 
@@ -142,5 +221,13 @@ def objective(name: str) -> Objective:
         raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}") from None
 
 
-def needs_reference(name: str) -> bool:
-    return objective(name).needs_ref
+def register(name: str, entry: Objective) -> None:
+    """Add an objective (the config's ``runs.<run>.objective`` may then name it)."""
+    if name in OBJECTIVES:
+        raise ValueError(f"objective {name!r} is already registered")
+    OBJECTIVES[name] = entry
+
+
+def stage2_objectives() -> list[str]:
+    """Objectives a stage-2 run (``runs:``) may use: those trained on the pairs."""
+    return [name for name, o in OBJECTIVES.items() if o.arity == 2]

@@ -73,7 +73,17 @@ import torch  # noqa: E402
 # torch/transformers/stdlib at import time; accelerate, tensorboard and tqdm are
 # imported by the Trainer when it is built and run; pyarrow is only needed to read
 # parquet datasets, which the check does not (it builds its items in memory)
-from redi import attention, batching, config, generation, logprobs, training  # noqa: E402
+from redi import (  # noqa: E402
+    attention,
+    batching,
+    config,
+    generation,
+    logprobs,
+    models,
+    resume,
+    train_data,
+    training,
+)
 from redi.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
 from redi.batching import TokenSeq  # noqa: E402
 from redi.prompts import (  # noqa: E402
@@ -210,24 +220,24 @@ def _ids(n: int, vocab: int, rng: random.Random) -> list[int]:
     return [rng.randrange(vocab) for _ in range(n)]
 
 
-def sft_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> training.Item:
+def sft_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> train_data.Item:
     """One SFT sequence of ``n`` tokens, a prompt of ``prompt_min..prompt_max`` tokens."""
     n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 2)
     ids = _ids(n, vocab, rng)
-    return training.Item((batching.sft_sequence(ids[:n_prompt], ids[n_prompt:], n),))
+    return train_data.Item((batching.sft_sequence(ids[:n_prompt], ids[n_prompt:], n),))
 
 
-def pair_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> training.Item:
+def pair_item(n: int, plan: Plan, vocab: int, rng: random.Random) -> train_data.Item:
     """A (chosen, rejected) pair sharing a prompt; its two sequences total ``n`` tokens."""
     n_prompt = min(rng.randint(plan.prompt_min, plan.prompt_max), n // 4)
     rest = n - 2 * n_prompt
     n_chosen = rng.randint(rest // 4, rest - rest // 4)
     prompt = _ids(n_prompt, vocab, rng)
     chosen, rejected = _ids(n_chosen, vocab, rng), _ids(rest - n_chosen, vocab, rng)
-    return training.Item(batching.pair_sequences(prompt, chosen, rejected, n_prompt, n))
+    return train_data.Item(batching.pair_sequences(prompt, chosen, rejected, n_prompt, n))
 
 
-def make_packs(stage: str, plan: Plan, vocab: int, rng: random.Random) -> list[list[training.Item]]:
+def make_packs(stage: str, plan: Plan, vocab: int, rng: random.Random) -> list[list[train_data.Item]]:
     """The items of every step (warmup + timed) of one stage."""
     make = sft_item if stage == "sft" else pair_item
     return [
@@ -237,18 +247,18 @@ def make_packs(stage: str, plan: Plan, vocab: int, rng: random.Random) -> list[l
     ]
 
 
-def order_items(packs: list[list[training.Item]], shuffle_seed: int | None) -> list[training.Item]:
-    """Items in the order that makes the Trainer's step plan (``training.step_plan``:
+def order_items(packs: list[list[train_data.Item]], shuffle_seed: int | None) -> list[train_data.Item]:
+    """Items in the order that makes the Trainer's step plan (``train_data.step_plan``:
     SFT shuffles with the run's seed, stage 2 keeps file order) run pack k at step k."""
     n, k = sum(len(p) for p in packs), len(packs[0])
-    items: list[training.Item | None] = [None] * n
-    for pack, indices in zip(packs, training.step_plan(n, k, 1, shuffle_seed), strict=True):
+    items: list[train_data.Item | None] = [None] * n
+    for pack, indices in zip(packs, train_data.step_plan(n, k, 1, shuffle_seed), strict=True):
         for item, i in zip(pack, indices, strict=True):
             items[i] = item
     return items  # type: ignore[return-value]
 
 
-def pack_seqs(pack: list[training.Item]) -> list[TokenSeq]:
+def pack_seqs(pack: list[train_data.Item]) -> list[TokenSeq]:
     return [s for item in pack for s in item.seqs]
 
 
@@ -497,7 +507,7 @@ def step_flops(seqs: list[TokenSeq], packed: bool, setup: Setup, n_params: int) 
     )
 
 
-def build_trainer(stage: str, choice: str, packs: list[list[training.Item]], setup: Setup,
+def build_trainer(stage: str, choice: str, packs: list[list[train_data.Item]], setup: Setup,
                   tokenizer: Any) -> CheckTrainer:
     """The project's Trainer for one phase, under ``REDI_ATTENTION=choice``."""
     params = run_params(stage, setup.plan, setup.gradient_checkpointing)
@@ -507,14 +517,14 @@ def build_trainer(stage: str, choice: str, packs: list[list[training.Item]], set
         stage=params["stage"], params=params, items=order_items(packs, shuffle),
         init=str(setup.model_dir), tokenizer=tokenizer,
         manifest_path=run_dir / "manifest.json", log_csv_path=run_dir / "log.csv",
-        fingerprint=training.fingerprint(params, [setup.model_dir]),
+        fingerprint=resume.fingerprint(params, [setup.model_dir]),
     )
     with attention_env(choice):
         return CheckTrainer(spec, setup.plan.warmup)
 
 
 def summarise_phase(name: str, trainer: CheckTrainer, manifest: dict[str, Any],
-                    packs: list[list[training.Item]], setup: Setup) -> Phase:
+                    packs: list[list[train_data.Item]], setup: Setup) -> Phase:
     """A Phase from the Trainer's rows and timings (the first ``warmup`` steps untimed)."""
     rows, warmup = trainer.rows, setup.plan.warmup
     for k, (row, pack) in enumerate(zip(rows, packs, strict=True)):
@@ -552,7 +562,7 @@ def free(trainer: CheckTrainer | None) -> None:
         torch.cuda.empty_cache()
 
 
-def run_phase(stage: str, choice: str, packs: list[list[training.Item]], setup: Setup,
+def run_phase(stage: str, choice: str, packs: list[list[train_data.Item]], setup: Setup,
               tokenizer: Any, isolation: bool) -> Phase:
     """``warmup`` + ``steps`` optimizer steps of the project's Trainer, one micro-batch each."""
     name, trainer = f"{stage}_{choice}", None
@@ -615,7 +625,7 @@ def run_generation(
 
     # decode only: the backend's own loader and decoder, without the load in the timing
     t0 = time.perf_counter()
-    lm = generation._load_causal_lm(str(model_dir), device, "auto")
+    lm = models.load_causal_lm(str(model_dir), "auto").to(device).eval()
     _sync(device)
     load_s = time.perf_counter() - t0
     stops = generation.stop_token_ids(tokenizer, lm.generation_config, sampling.stop_tokens)

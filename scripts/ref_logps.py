@@ -1,6 +1,6 @@
 """DPO reference log-probs of every pair under an SFT run's final checkpoint (computed once)."""
 
-from redi import training
+from redi import ref_logps
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import setup_logging
 
@@ -14,7 +14,7 @@ def main() -> None:
     log = setup_logging(args.log)
     set_threads(args.threads)
     log.info("params %s", dump_params(args.params))
-    training.compute_ref_logps(
+    ref_logps.compute_ref_logps(
         args.params, pairs=args.pairs, init_manifest=args.init_manifest, out=args.out
     )
 

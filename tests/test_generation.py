@@ -20,14 +20,13 @@ from redi.generation import (
     _decode_generate,
     _decode_incremental,
     _join_or_stop,
-    _load_causal_lm,
     _max_tokens,
     fast_path_supported,
-    load_tokenizer,
     make_backend,
     sample_next,
     stop_token_ids,
 )
+from redi.models import load_causal_lm, load_tokenizer
 from redi.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
 
 PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
@@ -59,7 +58,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def loaded(tiny_model_dir):
     torch.set_num_threads(1)
     tok = load_tokenizer(str(tiny_model_dir))
-    lm = _load_causal_lm(str(tiny_model_dir), "cpu", "auto")
+    lm = load_causal_lm(str(tiny_model_dir), "auto").eval()
     prompts = [render_eval_prompt(tok, p, force) for p in PROBLEMS for force in (True, False)]
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     return tok, lm, encoded

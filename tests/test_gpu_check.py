@@ -17,7 +17,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from redi import config, training
+from redi import config, train_data, training
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -154,14 +154,14 @@ def test_phase_runs_the_trainer_with_the_project_settings(
     # the settings are read from redi.config at run time, not copied into the script
     monkeypatch.setitem(config.OPTIMIZER, "weight_decay", 0.0123)
     losses: list[float] = []
-    micro_loss = training.Trainer._micro_loss
+    micro_loss = training.micro_loss
 
-    def spy(self, batch, items, stats, weight):  # the Trainer's own loss, observed
-        loss = micro_loss(self, batch, items, stats, weight)
+    def spy(module, batch, objective, params, refs=None):  # the Trainer's own loss, observed
+        loss, stats = micro_loss(module, batch, objective, params, refs)
         losses.append(float(loss.detach()))
-        return loss
+        return loss, stats
 
-    monkeypatch.setattr(training.Trainer, "_micro_loss", spy)
+    monkeypatch.setattr(training, "micro_loss", spy)
     before = os.environ.get("REDI_ATTENTION")
     packs = gpu_check.make_packs("redi", setup.plan, setup.shape.vocab, random.Random(0))
     phase = gpu_check.run_phase("redi", "varlen", packs, setup, tokenizer, isolation=False)
@@ -170,7 +170,7 @@ def test_phase_runs_the_trainer_with_the_project_settings(
     assert phase.optimizer["weight_decay"] == 0.0123
     assert phase.layout == "packed" and phase.attention == "redi_varlen"
     steps = setup.plan.warmup + setup.plan.steps
-    assert len(losses) == steps  # one micro-batch per step, through Trainer._micro_loss
+    assert len(losses) == steps  # one micro-batch per step, through redi.step.micro_loss
     # the reported loss is the Trainer's: the pair-loss sum over the step's pairs
     assert phase.first_loss == pytest.approx(losses[0] / setup.plan.items_per_step, rel=1e-12)
     run_dir = setup.work_dir / "redi_varlen"
@@ -185,7 +185,7 @@ def test_order_items_runs_pack_k_at_step_k(gpu_check: ModuleType) -> None:
     seed = config.OPTIMIZER["seed"]
     for shuffle in (seed, None):  # SFT shuffles with the run's seed, stage 2 does not
         items = gpu_check.order_items(packs, shuffle)
-        steps = training.step_plan(len(items), plan.items_per_step, 1, shuffle)
+        steps = train_data.step_plan(len(items), plan.items_per_step, 1, shuffle)
         for pack, indices in zip(packs, steps, strict=True):
             assert sorted(map(id, pack)) == sorted(id(items[i]) for i in indices)
 

@@ -64,7 +64,7 @@ def test_registry_and_rewards():
     batch = PairLogps(t(-6.0, -2.0), t(-8.0, -6.0), t(3, 2), t(2, 3), t(-5.0, -2.0), t(-8.5, -7.0))
     dpo = losses.objective("dpo")
     assert dpo.needs_ref and not losses.objective("redi").needs_ref
-    assert not losses.needs_reference("simpo")
+    assert not losses.objective("simpo").needs_ref
     chosen, rejected = dpo.rewards(batch, {"beta": 0.1})
     assert chosen.tolist() == pytest.approx([-0.1, 0.0])
     assert rejected.tolist() == pytest.approx([0.05, 0.1])
@@ -78,15 +78,25 @@ def test_registry_and_rewards():
         losses.objective("kto")
 
 
-def test_schema_enum_matches_registry():
-    from pathlib import Path
-
-    import yaml
-
-    schema = yaml.safe_load(Path(losses.__file__).with_name("config.schema.yaml").read_text())
-    assert sorted(schema["$defs"]["run"]["properties"]["objective"]["enum"]) == sorted(
-        losses.OBJECTIVES
-    )
+def test_registry_entries():
+    """SFT is an objective of one sequence per example; the pair objectives are what a
+    stage-2 run may name; plot styles come from the entries."""
+    sft = losses.objective("sft")
+    assert (sft.arity, sft.token_mean, sft.shuffle, sft.epoch_checkpoints) == (1, True, True, True)
+    assert sorted(losses.stage2_objectives()) == ["dpo", "redi", "simpo"]
+    assert losses.objective("simpo").hyper_names == ("beta", "gamma")
+    assert losses.objective("redi").label == "REDI"
+    out = sft.loss(PairLogps.from_sums(t(-3.0, -5.0), t(3, 5), 1), {})
+    assert out.tolist() == [3.0, 5.0]  # summed over the step, divided by its tokens
+    peers = [{"objective": "dpo", "beta": b} for b in (0.1, 0.001, 0.01)]
+    dpo = losses.objective("dpo")
+    # β ranked among the figure's DPO runs: 0.001 -> "-", 0.01 -> "--", 0.1 -> ":"
+    assert [dpo.linestyle(q, peers) for q in peers] == [":", "-", "--"]
+    redi = losses.objective("redi")
+    assert redi.linestyle({"objective": "redi", "alpha": 1.0}, []) == "--"
+    assert redi.linestyle({"objective": "redi", "alpha": 0.8}, []) == "-"
+    with pytest.raises(ValueError, match="already registered"):
+        losses.register("redi", redi)
 
 
 # -------------------------------------------------------------- gradients

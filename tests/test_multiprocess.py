@@ -23,6 +23,7 @@ import torch
 
 from redi import config as rc
 from redi import training
+from redi.ref_logps import compute_ref_logps
 from tests.conftest import ROOT
 from tests.test_training import read_log, sft_params, stage2_params, weights
 
@@ -93,8 +94,8 @@ def one_process(tiny, tmp_path_factory) -> dict[str, Path]:
                      root / "sft" / "log.csv")
     sft_manifest = root / "sft" / "manifest.json"
     ref = root / "ref_logps.parquet"
-    training.compute_ref_logps({"micro_batch": 2, "max_prompt_length": 128, "max_length": 192},
-                               tiny["pairs"], sft_manifest, ref)
+    compute_ref_logps({"micro_batch": 2, "max_prompt_length": 128, "max_length": 192},
+                      tiny["pairs"], sft_manifest, ref)
     for name, params, ref_logps in (("redi", REDI, None), ("dpo", DPO, ref)):
         training.run_stage2(params, tiny["pairs"], sft_manifest, root / name / "manifest.json",
                             root / name / "log.csv", ref_logps=ref_logps)

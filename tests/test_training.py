@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from redi import batching, losses, training
+from redi import batching, checkpoints, losses, train_data, training
 from redi.batching import TokenSeq
 from redi.config import OPTIMIZER
 from redi.prompts import ENDOFTEXT, IM_END, render_generation_prompt
+from redi.ref_logps import compute_ref_logps
 
 # ------------------------------------------------------------------ fixtures
 
@@ -80,36 +82,19 @@ def weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def test_step_plan_and_micro_batches():
-    plan = training.step_plan(10, 4, 2, shuffle_seed=None)
+    plan = train_data.step_plan(10, 4, 2, shuffle_seed=None)
     assert plan == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] * 2
-    shuffled = training.step_plan(10, 4, 2, shuffle_seed=42)
+    shuffled = train_data.step_plan(10, 4, 2, shuffle_seed=42)
     assert [len(s) for s in shuffled] == [4, 4, 2, 4, 4, 2]
     assert sorted(sum(shuffled[:3], [])) == list(range(10))  # each epoch is a permutation
     assert shuffled[:3] != shuffled[3:]  # reshuffled per epoch, reproducibly
-    assert shuffled == training.step_plan(10, 4, 2, shuffle_seed=42)
+    assert shuffled == train_data.step_plan(10, 4, 2, shuffle_seed=42)
     # 2 processes x 2 accumulation steps x micro 2
-    assert training.rank_micro_batches(list(range(8)), 0, 2, 2) == [[0, 2], [4, 6]]
-    assert training.rank_micro_batches(list(range(8)), 1, 2, 2) == [[1, 3], [5, 7]]
+    assert train_data.rank_micro_batches(list(range(8)), 0, 2, 2) == [[0, 2], [4, 6]]
+    assert train_data.rank_micro_batches(list(range(8)), 1, 2, 2) == [[1, 3], [5, 7]]
     # a short last step: every process still runs `accum` micro-batches (some empty)
-    assert training.rank_micro_batches([0, 1, 2], 1, 2, 2) == [[1], []]
-    assert training.rank_micro_batches([0, 1, 2], 0, 1, 4) == [[0], [1], [2], []]
-
-
-def test_linear_warmup_decay_matches_hf():
-    from transformers import get_linear_schedule_with_warmup
-
-    total = 33
-    factor = training.linear_warmup_decay(total, 0.1)  # ceil(3.3) = 4 warmup steps
-    assert [factor(s) for s in range(6)] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0, 28 / 29])
-    assert factor(total) == 0.0
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    hf = get_linear_schedule_with_warmup(opt, num_warmup_steps=4, num_training_steps=total)
-    hf_lrs = []
-    for _ in range(total):
-        hf_lrs.append(hf.get_last_lr()[0])
-        opt.step()
-        hf.step()
-    assert hf_lrs == pytest.approx([factor(s) for s in range(total)])
+    assert train_data.rank_micro_batches([0, 1, 2], 1, 2, 2) == [[1], []]
+    assert train_data.rank_micro_batches([0, 1, 2], 0, 1, 4) == [[0], [1], [2], []]
 
 
 def test_truncation():
@@ -130,12 +115,12 @@ def test_items_render_the_chat_template(tiny):
     tokenizer = AutoTokenizer.from_pretrained(tiny["base"])
     row = pd.read_parquet(tiny["pairs"]).iloc[0]
     response = pd.read_parquet(tiny["sft"])["response"][0]
-    sft = training.sft_items(tokenizer, tiny["sft"], max_length=4096)[0].seqs[0]
+    sft = train_data.sft_items(tokenizer, tiny["sft"], max_length=4096)[0].seqs[0]
     prompt = render_generation_prompt(tokenizer, row["problem"])
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(sft.ids[: sft.n_prompt]) == prompt
     assert tokenizer.decode(sft.ids[sft.n_prompt :]) == response + IM_END + "\n"
-    item = training.pair_items(tokenizer, tiny["pairs"], 4096, 8192)[0]
+    item = train_data.pair_items(tokenizer, tiny["pairs"], 4096, 8192)[0]
     chosen, rejected = item.seqs
     # stage 2 appends the EOS after <|im_end|>\n, as the authors' TRL tokenize_row
     assert (
@@ -163,10 +148,18 @@ def test_sft_run_layout(sft_run, tiny):
     assert manifest["final_checkpoint"] == (run_dir / "checkpoints" / "step-000006").as_posix()
     assert manifest["init"] == str(tiny["base"]) and manifest["stage"] == "sft"
     assert manifest["layout"] == "padded" and manifest["attention"] == "sdpa"
+    assert (manifest["objective"], manifest["world_size"], manifest["distributed"]) == (
+        "sft", 1, "NO")
+    # what produced it: packages, the code's commit (this checkout is a git repository)
+    prov = manifest["provenance"]
+    assert prov["packages"]["torch"] == torch.__version__
+    assert set(prov["packages"]) >= {"transformers", "accelerate", "deepspeed", "vllm"}
+    assert len(prov["code"]["commit"]) == 40 and isinstance(prov["code"]["dirty"], bool)
+    assert prov["device"]["type"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert json.loads((run_dir / "manifest.json").read_text()) == manifest
 
     rows = read_log(run_dir / "log.csv")
-    assert list(rows[0]) == training.LOG_COLUMNS
+    assert list(rows[0]) == checkpoints.LOG_COLUMNS
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [float(r["epoch"]) for r in rows] == pytest.approx(
         [1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2], abs=1e-4
@@ -182,7 +175,7 @@ def test_sft_run_layout(sft_run, tiny):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert sum(int(r["tokens"]) for r in rows[:3]) == sum(
         len(it.seqs[0].ids)
-        for it in training.sft_items(
+        for it in train_data.sft_items(
             __import__("transformers").AutoTokenizer.from_pretrained(tiny["base"]), tiny["sft"], 160
         )
     )
@@ -215,8 +208,8 @@ def test_sft_first_step_matches_hf_loss(sft_run, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny["base"])
-    items = training.sft_items(tokenizer, tiny["sft"], 160)
-    indices = training.step_plan(len(items), 8, 2, shuffle_seed=42)[0]
+    items = train_data.sft_items(tokenizer, tiny["sft"], 160)
+    indices = train_data.step_plan(len(items), 8, 2, shuffle_seed=42)[0]
     seqs = [items[i].seqs[0] for i in indices]
     width = max(len(s.ids) for s in seqs)
     input_ids = torch.zeros(len(seqs), width, dtype=torch.long)
@@ -255,7 +248,7 @@ def run_stage2(tiny, sft_run, params, name, ref=None, hooks=None) -> dict:
 @pytest.fixture(scope="module")
 def ref_logps(tiny, sft_run) -> Path:
     out = tiny["root"] / "ref_logps" / "sft_2ep.parquet"
-    training.compute_ref_logps(
+    compute_ref_logps(
         {"init": "sft_2ep", "micro_batch": 3, "max_prompt_length": 128, "max_length": 192},
         tiny["pairs"],
         sft_run["manifest_path"],
@@ -274,7 +267,7 @@ def test_ref_logps_file(ref_logps, tiny, sft_run):
     init = sft_run["manifest"]["final_checkpoint"]
     tokenizer = AutoTokenizer.from_pretrained(init)
     model = AutoModelForCausalLM.from_pretrained(init)
-    item = training.pair_items(tokenizer, tiny["pairs"], 128, 192)[7]
+    item = train_data.pair_items(tokenizer, tiny["pairs"], 128, 192)[7]
     for seq, col in zip(item.seqs, ["ref_chosen_logps", "ref_rejected_logps"], strict=True):
         ids = torch.tensor([seq.ids])
         with torch.no_grad():
@@ -302,7 +295,7 @@ def test_simpo_and_redi_first_step(tiny, sft_run, ref_logps):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(sft_run["manifest"]["final_checkpoint"])
-    items = training.pair_items(tokenizer, tiny["pairs"], 128, 192)[:4]  # step 1: file order
+    items = train_data.pair_items(tokenizer, tiny["pairs"], 128, 192)[:4]  # step 1: file order
     c = torch.tensor(frame["ref_chosen_logps"][:4].tolist(), dtype=torch.float64)
     r = torch.tensor(frame["ref_rejected_logps"][:4].tolist(), dtype=torch.float64)
     lc = torch.tensor([it.seqs[0].n_completion for it in items], dtype=torch.float64)
@@ -390,7 +383,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny, sft_run, monkeypatch):
         out = real.loss(batch, params)
         return out * float("nan") if calls["n"] > 6 else out  # micro-batch 7 = step 4
 
-    monkeypatch.setitem(losses.OBJECTIVES, "redi", losses.Objective(loss=poisoned))
+    monkeypatch.setitem(losses.OBJECTIVES, "redi", dataclasses.replace(real, loss=poisoned))
     with pytest.raises(
         training.NonFiniteLossError, match=r"non-finite loss at step 4.*step-000002"
     ):

@@ -1,0 +1,119 @@
+"""A training run's folder: checkpoints (Hugging Face folders + the latest resume
+state), ``log.csv`` and the manifest (docs/ARCHITECTURE.md, Training).
+
+Ranks share the folder: rank 0 writes the model, the log and the renames; every
+rank writes its own resume shards; they meet at a barrier wherever one rank's
+write must be complete before another rank goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from redi.io import atomic_path
+from redi.resume import STATE_FILE
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = [
+    "step", "epoch", "loss", "lr", "grad_norm", "update_norm", "lr_x_grad_norm",
+    "chosen_logps", "rejected_logps", "reward_margin", "reward_accuracy", "tokens",
+    "tokens_per_s", "elapsed_s",
+]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def save_checkpoint(acc: Any, lm: Any, tokenizer: Any, init: str, ckpt_dir: Path, step: int,
+                    state: dict[str, Any], previous: list[dict[str, Any]]) -> None:
+    """``ckpt_dir/step-N``: the model, tokenizer and generation config (rank 0), the
+    resume state of every rank, then renamed into place; older checkpoints drop
+    their resume state (only the latest is resumed from)."""
+    name = checkpoint_name(step)
+    final, tmp = ckpt_dir / name, ckpt_dir / f".{name}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        lm.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        generation = Path(init) / "generation_config.json"
+        if generation.exists():  # stop tokens (<|im_end|>) exactly as the init model's
+            shutil.copy2(generation, tmp / "generation_config.json")
+    acc.wait_for_everyone()
+    # accelerate warns that it drops the tied lm_head copy: expected (it is re-tied on load)
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+    acc.save_state(str(tmp / "resume"))  # every process (DeepSpeed partitions)
+    # save_state ends without a barrier: no rank may rename the folder while
+    # another still writes its shard or RNG state into it
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / "resume" / STATE_FILE).write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in previous:
+            shutil.rmtree(Path(old["path"]) / "resume", ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def drop_later_checkpoints(ckpt_dir: Path, step: int) -> None:
+    """What a killed attempt left after the checkpoint it is resumed from (rank 0)."""
+    for path in ckpt_dir.iterdir():
+        later = path.name.startswith("step-") and int(path.name[5:]) > step
+        if path.name.startswith(".") or later:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_log_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row[k] is None else row[k]) for k in LOG_COLUMNS})
+
+
+class Progress:
+    """What a run shows while it trains (rank 0): a tqdm bar, TensorBoard scalars in
+    ``tb/`` and a log line every tenth of the run."""
+
+    def __init__(self, run_dir: Path, total: int, start: int, run: str | None,
+                 main: bool) -> None:
+        from tqdm import tqdm
+
+        self.total, self.writer = total, None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops the events a killed attempt wrote after the checkpoint
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1)
+        self.bar = tqdm(total=total, initial=start, desc=run, disable=not main, mininterval=2,
+                        dynamic_ncols=True)
+
+    def report(self, row: dict[str, Any]) -> None:
+        if self.writer is not None:
+            for key in LOG_COLUMNS[2:]:
+                if row[key] is not None:
+                    self.writer.add_scalar(f"train/{key}", row[key], row["step"])
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+        if row["step"] % max(1, self.total // 10) == 0:
+            log.info("step %d/%d loss %.5f grad_norm %.4g update_norm %.4g chosen %.4f "
+                     "rejected %s tok/s %.0f", row["step"], self.total, row["loss"],
+                     row["grad_norm"], row["update_norm"], row["chosen_logps"],
+                     row["rejected_logps"], row["tokens_per_s"])
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,105 @@
+"""Training examples and the optimizer-step plan.
+
+An example (``Item``) is the objective's ``arity`` token sequences: ``(response,)``
+for SFT on sft.parquet, ``(chosen, rejected)`` for the objectives trained on
+pairs.parquet (with the DPO reference log-probs when the objective needs them).
+The step plan says which examples every optimizer step sees, and which of them
+each process's micro-batches take.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from redi import batching
+from redi.batching import TokenSeq
+
+
+@dataclass
+class Item:
+    """One training example: ``(sequence,)`` for SFT, ``(chosen, rejected)`` for pairs."""
+
+    seqs: tuple[TokenSeq, ...]
+    ref: tuple[float, float] | None = None
+
+
+def read_parquet_columns(path: str | os.PathLike, columns: list[str]) -> dict[str, list]:
+    import pyarrow.parquet as pq  # lighter than pandas on the critical start-up path
+
+    return pq.read_table(path, columns=columns).to_pydict()
+
+
+def sft_items(tokenizer: Any, path: str | os.PathLike, max_length: int) -> list[Item]:
+    rows = read_parquet_columns(path, ["problem", "response"])
+    prompts = batching.encode_prompts(tokenizer, rows["problem"])
+    completions = batching.encode_completions(tokenizer, rows["response"], batching.SFT_SUFFIX)
+    return [
+        Item((batching.sft_sequence(p, c, max_length),))
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+
+
+def read_ref_logps(path: str | os.PathLike, n_pairs: int) -> list[tuple[float, float]]:
+    """Reference log-prob sums (chosen, rejected) of pairs 0..n_pairs-1, in pair order."""
+    ref = read_parquet_columns(path, ["pair_index", "ref_chosen_logps", "ref_rejected_logps"])
+    if sorted(ref["pair_index"]) != list(range(n_pairs)):
+        raise ValueError(f"{path} does not cover the {n_pairs} pairs")
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * n_pairs
+    for i, c, r in zip(ref["pair_index"], ref["ref_chosen_logps"], ref["ref_rejected_logps"],
+                       strict=True):
+        out[i] = (float(c), float(r))
+    return out
+
+
+def pair_items(
+    tokenizer: Any,
+    path: str | os.PathLike,
+    max_prompt_length: int,
+    max_length: int,
+    ref_path: str | os.PathLike | None = None,
+) -> list[Item]:
+    rows = read_parquet_columns(path, ["problem", "chosen", "rejected"])
+    prompts = batching.encode_prompts(tokenizer, rows["problem"])
+    chosen = batching.encode_completions(tokenizer, rows["chosen"], batching.STAGE2_SUFFIX)
+    rejected = batching.encode_completions(tokenizer, rows["rejected"], batching.STAGE2_SUFFIX)
+    refs: list[tuple[float, float] | None] = (
+        list(read_ref_logps(ref_path, len(prompts))) if ref_path is not None
+        else [None] * len(prompts))
+    return [
+        Item(batching.pair_sequences(p, c, r, max_prompt_length, max_length), ref)
+        for p, c, r, ref in zip(prompts, chosen, rejected, refs, strict=True)
+    ]
+
+
+def step_plan(
+    n_items: int, global_batch: int, epochs: int, shuffle_seed: int | None
+) -> list[list[int]]:
+    """Item indices of every optimizer step. File order, or a seeded permutation per
+    epoch (``shuffle_seed + epoch``, so a resumed run sees the same order). The
+    last batch of an epoch may be smaller (as HF Trainer)."""
+    import torch
+
+    plan = []
+    for epoch in range(epochs):
+        if shuffle_seed is None:
+            order = list(range(n_items))
+        else:
+            gen = torch.Generator().manual_seed(shuffle_seed + epoch)
+            order = torch.randperm(n_items, generator=gen).tolist()
+        plan += [order[i : i + global_batch] for i in range(0, n_items, global_batch)]
+    return plan
+
+
+def rank_micro_batches(indices: list[int], rank: int, world: int, accum: int) -> list[list[int]]:
+    """This process's ``accum`` micro-batches of one step (some may be empty in a
+    short last step: every process still runs ``accum`` forwards)."""
+    mine = indices[rank::world]
+    base, extra = divmod(len(mine), accum)
+    out, pos = [], 0
+    for k in range(accum):
+        size = base + (1 if k < extra else 0)
+        out.append(mine[pos : pos + size])
+        pos += size
+    return out
