@@ -132,6 +132,21 @@ def load_benchmarks(params: dict[str, Any]) -> list[tuple[dict[str, Any], list[d
     return [(spec, load_benchmark(spec)) for spec in params["benchmarks"]]
 
 
+def _requests(tokenizer: Any, benchmarks: Sequence[tuple[dict[str, Any], list[dict]]],
+              params: dict[str, Any], force: bool) -> tuple[list[str], list[float], list[int]]:
+    """Every problem's prompt, expected answer length (vLLM starts long ones first) and
+    sampling seed, benchmark by benchmark."""
+    prompts, priority, seeds = [], [], []
+    for spec, items in benchmarks:
+        for item in items:
+            seeds.append(request_seed(params["seed"], spec["name"], item["id"]))
+            prompts.append(render_eval_prompt(tokenizer, item["problem"], force,
+                                              params["think_prefix"],
+                                              params["think_prefix_newline"]))
+            priority.append(float(spec.get("expected_tokens", 0)))
+    return prompts, priority, seeds
+
+
 def evaluate_model(
     model: str,
     benchmarks: Sequence[tuple[dict[str, Any], list[dict]]],
@@ -144,15 +159,7 @@ def evaluate_model(
     """Generate ``n_samples`` per problem of every benchmark in one backend call; grade."""
     force = params["force_think"] if force_think is None else force_think
     n = params["n_samples"]
-    tokenizer = load_tokenizer(model)
-    prompts, priority, seeds = [], [], []
-    for spec, items in benchmarks:
-        for item in items:
-            seeds.append(request_seed(params["seed"], spec["name"], item["id"]))
-            prompts.append(render_eval_prompt(tokenizer, item["problem"], force,
-                                              params["think_prefix"],
-                                              params["think_prefix_newline"]))
-            priority.append(float(spec.get("expected_tokens", 0)))
+    prompts, priority, seeds = _requests(load_tokenizer(model), benchmarks, params, force)
     # the graded response starts with what was forced into the prompt, so the
     # strict grader sees the opening tag (also when the template itself opens it)
     prefix = params["think_prefix"]

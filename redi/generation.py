@@ -314,8 +314,19 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequ
     """
     import torch
 
-    device = lm.device
-    # the common prefix of all prompts, leaving >= 1 own token per prompt
+    prefix_len = _shared_prefix_len(batch)
+    prefix_kv, cache, last, start, width = _prefill(lm, batch, prefix_len,
+                                                    sampling.max_new_tokens)
+    if n > 1:  # n samples per prompt share the prompt's cache rows
+        expand = torch.arange(len(batch), device=lm.device).repeat_interleave(n)
+        cache = _select_rows(cache, expand, width)
+        start, last = start[expand], last[expand]
+    return _sample(lm, last, start, prefix_len + width - start, prefix_kv, cache, width,
+                   sampling, stops, row_seeds)
+
+
+def _shared_prefix_len(batch: Sequence[Sequence[int]]) -> int:
+    """The common prefix of all prompts, leaving >= 1 own token per prompt."""
     prefix_len = min(len(ids) for ids in batch) - 1
     first = batch[0]
     for ids in batch[1:]:
@@ -323,12 +334,15 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequ
         while k < prefix_len and ids[k] == first[k]:
             k += 1
         prefix_len = k
-    suffixes = [ids[prefix_len:] for ids in batch]
-    width = max(len(s) for s in suffixes)
-    max_new = sampling.max_new_tokens
-    rows = len(batch)
+    return prefix_len
 
-    # prefix: one row, causal
+
+def _prefill(lm, batch, prefix_len: int, max_new: int):
+    """The shared prefix (one row, causal) and the left-padded suffixes (one row per
+    prompt): (prefix kv, cache, last logits, first own slot per row, suffix width)."""
+    import torch
+
+    device, first = lm.device, batch[0]
     prefix_kv = None
     if prefix_len > 0:
         ids = torch.tensor([first[:prefix_len]], device=device)
@@ -336,8 +350,8 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequ
         causal = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
         _, prefix_kv = _forward(lm, ids, pos, causal[None, None, None], None, None, 0)
         prefix_kv = [(k[0], v[0]) for k, v in prefix_kv]  # [kv_heads, P, d]
-
-    # suffixes: left-padded, one row per prompt
+    suffixes = [ids[prefix_len:] for ids in batch]
+    rows, width = len(batch), max(len(s) for s in suffixes)
     ids = torch.zeros((rows, width), dtype=torch.long, device=device)
     start = torch.empty(rows, dtype=torch.long, device=device)  # first own slot per row
     for r, s in enumerate(suffixes):
@@ -348,20 +362,22 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequ
     own = (slots[None, None] >= start[:, None, None]) & (slots[None, None] <= slots[None, :, None])
     cache = _new_cache(lm, rows, width + max_new, device)
     last, _ = _forward(lm, ids, pos, own[:, None, None], prefix_kv, cache, 0)
+    return prefix_kv, cache, last, start, width
 
-    # n samples per prompt share the prompt's cache rows
-    if n > 1:
-        expand = torch.arange(rows, device=device).repeat_interleave(n)
-        cache = _select_rows(cache, expand, width)
-        start, last = start[expand], last[expand]
-    total = rows * n
+
+def _sample(lm, last, start, next_pos, prefix_kv, cache, width: int, sampling: Sampling,
+            stops, row_seeds: Sequence[int]):
+    """Sample every row until its stop token or ``max_new_tokens``; finished rows leave
+    the batch once a quarter of it is done (a copy of the cache)."""
+    import torch
+
+    device, max_new, total = lm.device, sampling.max_new_tokens, last.shape[0]
     out = torch.zeros((total, max_new), dtype=torch.long, device=device)
     lengths = torch.full((total,), max_new, dtype=torch.long, device=device)
     finished = torch.zeros(total, dtype=torch.bool, device=device)
     alive = torch.arange(total, device=device)  # original row of each batch row
     done = torch.zeros(total, dtype=torch.bool, device=device)  # per batch row
     stop_ids = torch.tensor(sorted(set(stops)), device=device)
-    next_pos = prefix_len + width - start  # next position per row
     uniforms = uniform_streams(row_seeds, max_new, device)
     for t in range(max_new):
         tok = sample_next(last, sampling.temperature, sampling.top_p, uniforms[alive, t])
@@ -374,7 +390,6 @@ def _decode_incremental(lm, batch, n, sampling: Sampling, stops, row_seeds: Sequ
             n_done = int(done.sum())
             if n_done == len(alive):
                 break
-            # drop finished rows once a quarter of the batch is done (a copy of the cache)
             if n_done >= 0.25 * len(alive):
                 sel = (~done).nonzero().squeeze(1)
                 alive, tok, start, next_pos = alive[sel], tok[sel], start[sel], next_pos[sel]

@@ -30,7 +30,7 @@ import multiprocessing as mp
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import wait
 from typing import Any
@@ -414,6 +414,22 @@ def _worker(conn, timeout_s: float) -> None:
             conn.send((index, result, None))
 
 
+@dataclass
+class _Round:
+    """One ``grade_many`` call: items not yet sent, results, and per worker the items
+    in flight and when its current one started."""
+
+    pending: list
+    results: list
+    progress: Any = None
+    inflight: dict[int, list] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+
+
 class Grader:
     """Grade many responses in worker processes with a hard per-item time limit.
 
@@ -489,69 +505,63 @@ class Grader:
         for g in golds:  # bad gold data is an input error, not a silent 'wrong'
             rllm_golds(g) if mode == "rllm" else gold_candidates(g)
         self.timeouts, self.errors = [], {}  # of this call
-        results: list[Grade | None] = [None] * len(responses)
         pending = [(i, responses[i], golds[i], mode) for i in range(len(responses))]
         pending.reverse()  # pop() from the end keeps input order
+        work = _Round(pending, [None] * len(responses), progress)
         self.start()
-        # per worker: the items in flight and when the current one started
-        inflight: dict[int, list] = {w: [] for w in range(self.workers)}
-        started: dict[int, float] = {}
-
-        def dispatch(w: int) -> None:
-            batch = [pending.pop() for _ in range(min(self.chunk_size, len(pending)))]
-            if batch:
-                inflight[w] = batch
-                started[w] = time.monotonic()
-                self._procs[w][1].send(batch)
-
         for w in range(self.workers):
-            dispatch(w)
-        while any(inflight.values()):
-            conns = {self._procs[w][1]: w for w in inflight if inflight[w]}
-            ready = wait(list(conns), timeout=0.05)
-            for conn in ready:
-                w = conns[conn]
-                try:
-                    index, result, error = conn.recv()
-                except EOFError:  # worker died: treat its current item as timed out
-                    self._fail_current(w, inflight, results, pending)
-                    if progress is not None:
-                        progress.update(1)
-                    self._procs[w] = self._spawn()
-                    dispatch(w)
-                    continue
-                results[index] = result
-                if error:
-                    self.errors[index] = error
-                    log.warning("grading item %d failed (%s); counted wrong", index, error)
-                inflight[w] = [item for item in inflight[w] if item[0] != index]
-                started[w] = time.monotonic()
-                if progress is not None:
-                    progress.update(1)
-                if not inflight[w]:
-                    dispatch(w)
+            self._dispatch(work, w)
+        while any(work.inflight.values()):
+            conns = {self._procs[w][1]: w for w, items in work.inflight.items() if items}
+            for conn in wait(list(conns), timeout=0.05):
+                self._receive(work, conns[conn])
             now = time.monotonic()
-            for w in list(inflight):
-                if inflight[w] and now - started[w] > self.hard_limit_s:
-                    proc, conn = self._procs[w]
-                    proc.kill()
-                    proc.join()
-                    conn.close()
-                    self._fail_current(w, inflight, results, pending)
-                    if progress is not None:
-                        progress.update(1)
-                    self._procs[w] = self._spawn()
-                    dispatch(w)
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+            for w, items in list(work.inflight.items()):
+                if items and now - work.started[w] > self.hard_limit_s:
+                    self._replace(work, w, kill=True)
+        assert all(r is not None for r in work.results)
+        return work.results  # type: ignore[return-value]
 
-    def _fail_current(self, w, inflight, results, pending) -> None:
-        """The worker's first unfinished item is the culprit; requeue the rest."""
-        batch = inflight[w]
+    def _dispatch(self, work: _Round, w: int) -> None:
+        batch = [work.pending.pop() for _ in range(min(self.chunk_size, len(work.pending)))]
+        if batch:
+            work.inflight[w] = batch
+            work.started[w] = time.monotonic()
+            self._procs[w][1].send(batch)
+
+    def _receive(self, work: _Round, w: int) -> None:
+        """One result from worker ``w`` (or its death: its current item failed)."""
+        try:
+            index, result, error = self._procs[w][1].recv()
+        except EOFError:  # worker died: treat its current item as timed out
+            self._replace(work, w, kill=False)
+            return
+        work.results[index] = result
+        if error:
+            self.errors[index] = error
+            log.warning("grading item %d failed (%s); counted wrong", index, error)
+        work.inflight[w] = [item for item in work.inflight[w] if item[0] != index]
+        work.started[w] = time.monotonic()
+        work.tick()
+        if not work.inflight[w]:
+            self._dispatch(work, w)
+
+    def _replace(self, work: _Round, w: int, kill: bool) -> None:
+        """Worker ``w`` is stuck (``kill``) or dead: its first unfinished item is the
+        culprit (wrong, timed out), the rest are requeued, a new worker takes over."""
+        if kill:
+            proc, conn = self._procs[w]
+            proc.kill()
+            proc.join()
+            conn.close()
+        batch = work.inflight.get(w, [])
         index = batch[0][0]
-        results[index] = Grade(False, None, timed_out=True)
+        work.results[index] = Grade(False, None, timed_out=True)
         self.timeouts.append(index)
         log.warning("grading item %d exceeded %.1fs; counted wrong", index, self.hard_limit_s)
-        pending.extend(reversed(batch[1:]))
-        inflight[w] = []
+        work.pending.extend(reversed(batch[1:]))
+        work.inflight[w] = []
+        work.tick()
+        self._procs[w] = self._spawn()
+        self._dispatch(work, w)
 
