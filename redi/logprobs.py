@@ -36,6 +36,30 @@ def _chunk_logps(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def _chunk_logps_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of the target and entropy ``H = -sum_v p_v log p_v`` (from log p, not
+    ``logsumexp(z) - sum p z``, which cancels to ~1e-5 in fp32 at large logits)."""
+    logp = torch.log_softmax(F.linear(hidden, weight, bias).float(), dim=-1)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked, -(logp.exp() * logp).sum(-1)
+
+
+def _chunked(fn, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+             bias: torch.Tensor | None, chunk_tokens: int | None) -> list:
+    """``fn`` over chunks of positions; checkpointed when gradients are needed."""
+    n = hidden.shape[0]
+    chunk = chunk_tokens or chunk_tokens_for(weight.shape[0])
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    recompute = needs_grad and n > chunk
+    out = []
+    for start in range(0, n, chunk):
+        args = (hidden[start : start + chunk], weight, bias, targets[start : start + chunk])
+        out.append(checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args))
+    return out
+
+
 def chunked_token_logps(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -44,18 +68,24 @@ def chunked_token_logps(
     chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """``log_softmax(hidden @ weight.T + bias)[i, targets[i]]``: [N, H] -> [N] fp32."""
-    n = hidden.shape[0]
-    chunk = chunk_tokens or chunk_tokens_for(weight.shape[0])
-    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    recompute = needs_grad and n > chunk
-    out = []
-    for start in range(0, n, chunk):
-        args = (hidden[start : start + chunk], weight, bias, targets[start : start + chunk])
-        if recompute:
-            out.append(checkpoint(_chunk_logps, *args, use_reentrant=False))
-        else:
-            out.append(_chunk_logps(*args))
+    out = _chunked(_chunk_logps, hidden, weight, targets, bias, chunk_tokens)
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def chunked_token_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: the target's log-prob and the entropy of the next-token
+    distribution, [N] fp32 each, without [N x vocab] logits (one chunk at a time)."""
+    out = _chunked(_chunk_logps_entropy, hidden, weight, targets, bias, chunk_tokens)
+    if not out:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
 def sequence_sums(token_logps: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -88,22 +118,29 @@ class TokenLogps(torch.nn.Module):
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int = 0,
     ) -> torch.Tensor:
-        decoder = self.lm.get_decoder()
+        hidden = self.target_hidden(input_ids, position_ids, attention_mask, gather_index,
+                                    cu_seqlens, max_seqlen)
+        head = self.lm.get_output_embeddings()
+        return chunked_token_logps(hidden, head.weight, targets, head.bias, self.chunk_tokens)
+
+    def target_hidden(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None, gather_index: torch.Tensor,
+                      cu_seqlens: torch.Tensor | None = None,
+                      max_seqlen: int = 0) -> torch.Tensor:
+        """The decoder's last hidden states at the positions that predict targets."""
         # packed rows: the sequence boundaries once for every layer (varlen attention)
         varlen = {} if cu_seqlens is None else {
             "cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
             "max_length_q": max_seqlen, "max_length_k": max_seqlen,
         }
-        hidden = decoder(
+        hidden = self.lm.get_decoder()(
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
             use_cache=False,
             **varlen,
         ).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather_index)
-        head = self.lm.get_output_embeddings()
-        return chunked_token_logps(hidden, head.weight, targets, head.bias, self.chunk_tokens)
+        return hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather_index)
 
 
 def batch_token_logps(module: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -112,3 +149,13 @@ def batch_token_logps(module: torch.nn.Module, batch: Batch) -> torch.Tensor:
         batch.input_ids, batch.position_ids, batch.attention_mask, batch.gather_index,
         batch.targets, batch.cu_seqlens, batch.max_seqlen,
     )
+
+
+def batch_token_entropy(module: TokenLogps, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per completion token of ``batch``: (log-prob of the token, entropy of the model's
+    next-token distribution there), chunked as the log-probs."""
+    hidden = module.target_hidden(batch.input_ids, batch.position_ids, batch.attention_mask,
+                                  batch.gather_index, batch.cu_seqlens, batch.max_seqlen)
+    head = module.lm.get_output_embeddings()
+    return chunked_token_entropy(hidden, head.weight, batch.targets, head.bias,
+                                 module.chunk_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -216,3 +217,67 @@ def test_packed_position_ids_restart():
     padded = batching.make_batch(seqs, packed=False, pad_id=0)
     assert torch.equal(padded.input_ids.flatten()[padded.gather_index + 1], padded.targets)
     assert torch.equal(padded.targets, batch.targets)
+
+
+# --------------------------------------------------------------- entropy
+
+
+def naive_entropy(hidden, weight):
+    logp = torch.log_softmax(hidden @ weight.T, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_chunked_entropy_equals_naive(chunk):
+    gen = torch.Generator().manual_seed(1)
+    n, h, v = 300, 24, 257
+    hidden = torch.randn(n, h, generator=gen) * 3  # peaked and flat rows alike
+    weight = torch.randn(v, h, generator=gen)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    logps, entropy = logprobs.chunked_token_entropy(hidden, weight, targets, chunk_tokens=chunk)
+    assert float((entropy - naive_entropy(hidden, weight)).abs().max()) <= 1e-5
+    assert torch.allclose(logps, naive_token_logps(hidden, weight, targets), atol=1e-5)
+    assert float(entropy.min()) >= 0 and float(entropy.max()) <= math.log(v) + 1e-5
+
+
+def test_entropy_by_hand():
+    """Uniform over 4 tokens: log 4; one certain token: 0."""
+    weight = torch.eye(4)
+    hidden = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1000.0, 0.0, 0.0, 0.0]])
+    _, entropy = logprobs.chunked_token_entropy(hidden, weight, torch.tensor([0, 0]))
+    assert entropy.tolist() == pytest.approx([math.log(4), 0.0], abs=1e-6)
+
+
+def test_chunked_entropy_peak_memory_is_lower():
+    n, h, v, chunk = 2048, 32, 2048, 128
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, h, generator=gen)
+    weight = torch.randn(v, h, generator=gen)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    with torch.no_grad():
+        naive = profiled_peak_bytes(lambda: naive_entropy(hidden, weight))
+        chunked = profiled_peak_bytes(
+            lambda: logprobs.chunked_token_entropy(hidden, weight, targets, chunk_tokens=chunk))
+    logits = n * v * 4  # 16 MiB of fp32 logits
+    assert naive >= logits and chunked * 5 < naive
+
+
+def test_batch_entropy_matches_the_model(tmp_path):
+    """Teacher-forced entropy per completion token from the model's own full logits."""
+    model = tiny_model("sdpa")
+    module = logprobs.TokenLogps(model, chunk_tokens=8)
+    seqs = sequences()
+    batch = batching.make_batch(seqs, packed=False, pad_id=0)
+    with torch.no_grad():
+        logps, entropy = logprobs.batch_token_entropy(module, batch)
+        expected = []
+        for s in seqs:
+            logits = model(input_ids=torch.tensor([s.ids]), use_cache=False).logits[0].float()
+            expected.append(naive_entropy_from_logits(logits[s.n_prompt - 1 : -1]))
+        assert torch.allclose(logps, logprobs.batch_token_logps(module, batch), atol=1e-6)
+    assert torch.allclose(entropy, torch.cat(expected), atol=1e-5)
+
+
+def naive_entropy_from_logits(logits):
+    logp = torch.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)
