@@ -76,6 +76,7 @@ class Batch:
     # sequence, for padding-free attention (redi.attention); None when padded
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
+    tokens_sq: int = 0  # sum of squared sequence lengths (attention FLOPs)
 
     @property
     def n_seqs(self) -> int:
@@ -172,6 +173,7 @@ def make_batch(seqs: Seq[TokenSeq], packed: bool, pad_id: int) -> Batch:
         seq_index=torch.cat(seq_index),
         lengths=torch.tensor([s.n_completion for s in seqs], dtype=torch.long),
         n_tokens=sum(len(s.ids) for s in seqs),
+        tokens_sq=sum(len(s.ids) ** 2 for s in seqs),
         cu_seqlens=cu_seqlens,
         max_seqlen=max_seqlen,
     )

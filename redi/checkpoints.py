@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 LOG_COLUMNS = [
     "step", "epoch", "loss", "lr", "grad_norm", "update_norm", "lr_x_grad_norm",
     "chosen_logps", "rejected_logps", "reward_margin", "reward_accuracy", "tokens",
-    "tokens_per_s", "elapsed_s",
+    "tokens_sq", "tokens_per_s", "elapsed_s",
 ]
 
 

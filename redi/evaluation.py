@@ -32,6 +32,7 @@ from redi.prompts import THINK_CLOSE, render_eval_prompt
 log = logging.getLogger(__name__)
 
 CURVE_COLUMNS = ["step", "epoch", "checkpoint", "accuracy", "sem", "n_problems", "n_samples"]
+RESPONSE_COLUMNS = ["step", "benchmark", "problem_id", "sample", "response"]
 GENSTATS_COLUMNS = ["step", "benchmark", "n_responses", "mean_tokens", "mean_wait",
                     "wait_per_1k_tokens", "accuracy"]
 
@@ -92,21 +93,26 @@ class BenchmarkResult:
     def summary(self, mode: str) -> dict[str, float]:
         return summarize(self.matrix(mode), ks=sorted({1, self.n_samples}))
 
+    def sample_keys(self) -> list[tuple[str, int]]:
+        """(problem id, sample index) of every response, in order."""
+        return [(pid, j) for pid in self.problem_ids for j in range(self.n_samples)]
+
     def frame(self):
         """One row per sample (the per-benchmark parquet of the final evaluation)."""
         import pandas as pd
 
-        n = self.n_samples
+        keys = self.sample_keys()
         data: dict[str, Any] = {
-            "problem_id": [pid for pid in self.problem_ids for _ in range(n)],
-            "sample": [j for _ in self.problem_ids for j in range(n)],
+            "problem_id": [pid for pid, _ in keys],
+            "sample": [j for _, j in keys],
             "response": self.responses,
             "n_tokens": self.n_tokens,
             "finished": self.finished,
             "has_think_close": [THINK_CLOSE in r for r in self.responses],
         }
         # JSON text: a gold is a string, a number or a list of alternatives
-        data["gold"] = [json.dumps(g, ensure_ascii=False) for g in self.golds for _ in range(n)]
+        data["gold"] = [json.dumps(g, ensure_ascii=False) for g in self.golds
+                        for _ in range(self.n_samples)]
         for mode in MODES:
             if mode in self.grades:
                 data[f"extracted_{mode}"] = [g.extracted for g in self.grades[mode]]
@@ -391,15 +397,18 @@ def run_genstats(
     threads: int = 1,
     gpus: int = 0,
     backend: Backend | None = None,
+    out_responses: str | None = None,
 ) -> None:
-    """Figure 8: length and "Wait" statistics of every checkpoint (step 0 = init)."""
+    """Figure 8: length and "Wait" statistics of every checkpoint (step 0 = init);
+    ``out_responses``: every response (``RESPONSE_COLUMNS``), which Figure 9's entropy
+    of generated text reuses instead of generating again."""
     import pandas as pd
 
     started = time.monotonic()
     manifest = read_json(manifest_path)
     todo = [(0, manifest["init"])] + [(c["step"], c["path"]) for c in manifest["checkpoints"]]
     mode = params["grader"]
-    rows = []
+    rows, responses = [], []
     with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
         backend = backend or backend_from_params(params, threads, gpus)
         benchmarks = load_benchmarks(params)
@@ -412,8 +421,12 @@ def run_genstats(
                              "mean_tokens": stats["mean_tokens"], "mean_wait": stats["mean_wait"],
                              "wait_per_1k_tokens": stats["wait_per_1k_tokens"],
                              "accuracy": result.summary(mode)["pass@1"]})
+                responses += [(int(step), name, pid, j, text) for (pid, j), text in
+                              zip(result.sample_keys(), result.responses, strict=True)]
     frame = pd.DataFrame(rows, columns=GENSTATS_COLUMNS)
     if not all(math.isfinite(v) for v in frame["mean_tokens"]):
         raise ValueError("non-finite generation statistics")
     write_csv(out_csv, frame)
+    if out_responses:
+        write_parquet(out_responses, pd.DataFrame(responses, columns=RESPONSE_COLUMNS))
     log.info("%s: %d models in %.1f s", manifest["run"], len(todo), time.monotonic() - started)

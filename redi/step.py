@@ -24,7 +24,8 @@ class Stats:
     ``chosen_logps``/``rejected_logps``: sums of each example's mean per-token
     log-prob ("LogPS"; SFT: of the response); ``reward_margin``/``reward_correct``:
     sums of the implicit-reward margin and of chosen > rejected, over ``n_rewards``
-    examples (objectives with rewards only); ``tokens``: tokens in the forward passes.
+    examples (objectives with rewards only); ``tokens``: tokens in the forward passes,
+    ``tokens_sq``: the sum of their sequences' squared lengths (attention FLOPs).
     """
 
     loss: Any = 0.0
@@ -36,6 +37,7 @@ class Stats:
     reward_correct: Any = 0.0
     n_rewards: Any = 0.0
     tokens: Any = 0.0
+    tokens_sq: Any = 0.0
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -84,7 +86,8 @@ def _stats(logps: PairLogps, sums: torch.Tensor, batch: Batch, objective: Object
            params: dict[str, Any]) -> Stats:
     mean = (sums / batch.lengths.clamp(min=1)).detach().double()
     n = mean.shape[0] // objective.arity
-    stats = Stats(chosen_logps=mean[0::objective.arity].sum(), n_chosen=n, tokens=batch.n_tokens)
+    stats = Stats(chosen_logps=mean[0::objective.arity].sum(), n_chosen=n, tokens=batch.n_tokens,
+                  tokens_sq=batch.tokens_sq)
     if objective.arity == 2:
         stats.rejected_logps, stats.n_rejected = mean[1::2].sum(), n
     if objective.rewards is not None:

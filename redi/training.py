@@ -365,7 +365,8 @@ def log_row(step: int, epoch: float, stats: Stats, lr: float, grad_norm: float,
         "rejected_logps": stats.ratio("rejected_logps", "n_rejected"),
         "reward_margin": stats.ratio("reward_margin", "n_rewards"),
         "reward_accuracy": stats.ratio("reward_correct", "n_rewards"),
-        "tokens": int(stats.tokens), "tokens_per_s": round(stats.tokens / seconds, 1),
+        "tokens": int(stats.tokens), "tokens_sq": int(stats.tokens_sq),
+        "tokens_per_s": round(stats.tokens / seconds, 1),
         "elapsed_s": None,  # set by Trainer.run
     }
 

@@ -77,6 +77,7 @@ from redi import (  # noqa: E402
     attention,
     batching,
     config,
+    cost,
     generation,
     logprobs,
     models,
@@ -161,11 +162,11 @@ TINY_PLAN = Plan(2048, 4, 0.25, 8, 64, 1, 2, 4, 2, 8)
 
 
 def non_embedding_params(shape: Shape) -> int:
-    """Qwen2 parameters without the (tied) embedding: q/k/v with bias, o without,
-    SwiGLU MLP, two RMSNorms per layer, the final norm."""
-    h, kv = shape.hidden, shape.kv_heads * (shape.hidden // shape.heads)
-    per_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * shape.intermediate + 2 * h
-    return shape.layers * per_layer + h
+    """Qwen2 parameters without the (tied) embedding (``redi.cost``, as Table 3 counts)."""
+    return cost.non_embedding_params({
+        "model_type": "qwen2", "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads})
 
 
 def attention_flops(seq_lens: Sequence[int], layers: int, hidden: int) -> float:

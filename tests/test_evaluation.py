@@ -280,7 +280,12 @@ def test_genstats(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F811
         return Completion(answer(problem, True, waits=waits), 20 + j, True)
 
     evaluation.run_genstats(str(run / "manifest.json"), protocol(bench),
-                            str(tmp_path / "g.csv"), backend=ScriptedBackend(script))
+                            str(tmp_path / "g.csv"), backend=ScriptedBackend(script),
+                            out_responses=str(tmp_path / "responses.parquet"))
+    responses = pd.read_parquet(tmp_path / "responses.parquet")
+    assert list(responses.columns) == evaluation.RESPONSE_COLUMNS and len(responses) == 48
+    assert list(responses.iloc[5][["step", "problem_id", "sample"]]) == [0, "p1", 1]
+    assert responses.iloc[-1]["response"].count("Wait") == 2  # step 8's answers
     stats = pd.read_csv(tmp_path / "g.csv")
     assert list(stats.columns) == evaluation.GENSTATS_COLUMNS
     assert list(stats["step"]) == [0, 5, 8]
