@@ -9,11 +9,12 @@ def main() -> None:
     parser = job_parser(__doc__)
     parser.add_argument("--filter", required=True)
     parser.add_argument("--length", required=True)
+    parser.add_argument("--sft-length", required=True)
     parser.add_argument("--verify", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_report(args.filter, args.length, args.verify, args.out)
+    data.run_report(args.filter, args.length, args.sft_length, args.verify, args.out)
 
 
 if __name__ == "__main__":

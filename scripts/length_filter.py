@@ -8,14 +8,15 @@ from redi.io import setup_logging
 def main() -> None:
     parser = job_parser(__doc__)
     parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--sft", required=True)
     parser.add_argument("--pairs-in", required=True)
     parser.add_argument("--pairs-out", required=True)
+    parser.add_argument("--filter-report", default=None,
+                        help="filter_data's report, merged into the failure report")
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_length_filter(args.tokenizer, args.params, args.sft, args.pairs_in, args.pairs_out,
-                           args.report)
+    data.run_length_filter(args.tokenizer, args.params, args.pairs_in, args.pairs_out,
+                           args.report, args.filter_report)
 
 
 if __name__ == "__main__":
