@@ -1,12 +1,20 @@
-"""The base model stage.
+"""The tokenizer and base model stages.
 
-* Paper preset: download ``Qwen/Qwen2.5-Math-1.5B`` and write a copy with the
-  authors' hand edits of ``config.json`` (rope_theta 300000,
-  max_position_embeddings 32768, no sliding window).
-* Tiny preset: train a small byte-level BPE tokenizer on the toy corpus (Qwen's
+Tokenizer (``build_tokenizer``, a stage of its own: the data stages need only it):
+
+* Paper preset: the tokenizer files of ``Qwen/Qwen2.5-Math-1.5B`` at the pinned
+  revision (no weights), with ``download.json`` naming the commit.
+* Tiny preset: a small byte-level BPE tokenizer trained on the toy corpus (Qwen's
   special tokens and a Qwen2.5-Math-style chat template with the same system
-  prompt) and randomly initialise a small ``Qwen2ForCausalLM`` -- the paper
-  model's class.
+  prompt).
+
+Base model (``build``), with the tokenizer stage's files copied in byte for byte:
+
+* Paper preset: ``Qwen/Qwen2.5-Math-1.5B`` with the authors' hand edits of
+  ``config.json`` (rope_theta 300000, max_position_embeddings 32768, no sliding
+  window).
+* Tiny preset: a randomly initialised small ``Qwen2ForCausalLM`` -- the paper
+  model's class -- briefly pretrained on generated arithmetic.
 
 Both write a Hugging Face folder (safetensors, config, tokenizer, generation
 config that stops on ``<|im_end|>`` and ``<|endoftext|>``).
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +85,19 @@ def corpus_texts(rows: Iterable[dict[str, Any]], extra: Iterable[str] = ()) -> I
         yield row["problem"]
         yield from row["generations"]
     yield from extra
+
+
+def tiny_tokenizer(corpus: str, vocab_size: int) -> Any:
+    """The tiny preset's tokenizer, trained on the toy corpus and the chat scaffolding."""
+    import pandas as pd
+
+    from redi.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT
+
+    rows = pd.read_parquet(corpus).to_dict("records")
+    # the chat scaffolding and the eval instruction are tokenizer data too
+    scaffold = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, QWEN_MATH_CHAT_TEMPLATE,
+                "system\nuser\nassistant\n"]
+    return train_tokenizer(corpus_texts(rows, scaffold * 20), vocab_size)
 
 
 def tiny_model(tokenizer: Any, params: dict[str, Any]) -> Any:
@@ -184,20 +206,35 @@ def pretrain(model: Any, tokenizer: Any, params: dict[str, Any]) -> list[float]:
     return losses
 
 
-def paper_model(params: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    """The Hub model (at ``params["revision"]``) or a local folder with the authors'
-    config edits, and the record of what was loaded."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def _pinned(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``from_pretrained`` keywords that pin a Hub source to the commit its revision
+    resolves to (none for a local folder), and the record of what is fetched."""
     from redi import hub
 
     source = params["source"]
     if Path(source).exists():
-        pin, fetched = {}, {"local_folder": source}
-    else:  # fetch the commit the revision resolves to, for config, tokenizer and weights
-        commit = hub.resolve(source, "model", params["revision"])
-        pin = {"revision": commit or params["revision"]}
-        fetched = hub.record(source, "model", params["revision"], commit)
+        return {}, {"local_folder": source}
+    commit = hub.resolve(source, "model", params["revision"])
+    return ({"revision": commit or params["revision"]},
+            hub.record(source, "model", params["revision"], commit))
+
+
+def source_tokenizer(params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The paper model's own tokenizer (its files only, no weights) and the record."""
+    from transformers import AutoTokenizer
+
+    pin, fetched = _pinned(params)
+    return AutoTokenizer.from_pretrained(params["source"], **pin), fetched
+
+
+def paper_model(params: dict[str, Any], tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The Hub model (at ``params["revision"]``) or a local folder with the authors'
+    config edits, its tokenizer (``tokenizer``, else the source's own), and the record
+    of what was loaded."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = params["source"]
+    pin, fetched = _pinned(params)  # config, tokenizer and weights of one commit
     config = AutoConfig.from_pretrained(source, **pin)
     rope = dict(getattr(config, "rope_parameters", None) or {})
     rope["rope_theta"] = float(params["rope_theta"])
@@ -208,39 +245,63 @@ def paper_model(params: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     config.sliding_window = None
     if getattr(config, "layer_types", None):
         config.layer_types = ["full_attention"] * config.num_hidden_layers
-    tokenizer = AutoTokenizer.from_pretrained(source, **pin)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(source, **pin)
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype="bfloat16", **pin)
     set_stop_tokens(model, tokenizer)
     return model, tokenizer, fetched
 
 
-def save(model: Any, tokenizer: Any, out_dir: Path) -> None:
+def tokenizer_files(folder: str | Path) -> list[Path]:
+    """The files of a saved tokenizer folder (not its download record or Snakemake's
+    hidden timestamp)."""
+    return sorted(f for f in Path(folder).iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f.name != DOWNLOAD_RECORD)
+
+
+def save(model: Any, tokenizer: Any, out_dir: Path, tokenizer_dir: str | None = None) -> None:
+    """The model and its tokenizer as a Hugging Face folder; with ``tokenizer_dir`` (the
+    folder ``tokenizer`` was loaded from) its files are copied, byte for byte."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    if tokenizer_dir:
+        for file in tokenizer_files(tokenizer_dir):
+            shutil.copyfile(file, out_dir / file.name)
+    else:
+        tokenizer.save_pretrained(out_dir)
     log.info("saved %s (%d parameters) to %s", type(model).__name__,
              sum(p.numel() for p in model.parameters()), out_dir)
 
 
-def build(params: dict[str, Any], corpus: str | None, out_dir: Path) -> None:
-    """The base-model stage: a Hugging Face folder in ``out_dir``."""
+def build_tokenizer(params: dict[str, Any], corpus: str | None, out_dir: Path) -> None:
+    """The tokenizer stage: a tokenizer folder in ``out_dir`` (see the module docstring)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     if params["source"] == "tiny":
-        import pandas as pd
-
-        from redi.prompts import EVAL_USER_TEMPLATE, QWEN_MATH_CHAT_TEMPLATE, SYSTEM_PROMPT
-
         if corpus is None:
-            raise ValueError("the tiny base model needs --corpus (its tokenizer training data)")
-        rows = pd.read_parquet(corpus).to_dict("records")
-        # the chat scaffolding and the eval instruction are tokenizer data too
-        scaffold = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, QWEN_MATH_CHAT_TEMPLATE,
-                    "system\nuser\nassistant\n"]
-        tokenizer = train_tokenizer(corpus_texts(rows, scaffold * 20), params["vocab_size"])
+            raise ValueError("the tiny tokenizer needs --corpus (its training data)")
+        tiny_tokenizer(corpus, params["vocab_size"]).save_pretrained(out_dir)
+        return
+    tokenizer, fetched = source_tokenizer(params)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / DOWNLOAD_RECORD).write_text(json.dumps(fetched, indent=2) + "\n")
+
+
+def build(params: dict[str, Any], tokenizer_dir: str | None, out_dir: Path) -> None:
+    """The base-model stage: a Hugging Face folder in ``out_dir``, with the tokenizer
+    stage's folder ``tokenizer_dir`` copied in byte for byte (without one, the paper
+    model's own tokenizer)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else None
+    fetched = None
+    if params["source"] == "tiny":
+        if tokenizer is None:
+            raise ValueError("the tiny base model needs --tokenizer (the tokenizer stage's folder)")
         model = tiny_model(tokenizer, params)
         if params.get("pretrain_steps", 0) > 0:
             pretrain(model, tokenizer, params)
-        save(model, tokenizer, out_dir)
     else:
-        model, tokenizer, fetched = paper_model(params)
-        save(model, tokenizer, out_dir)
+        model, tokenizer, fetched = paper_model(params, tokenizer)
+    save(model, tokenizer, out_dir, tokenizer_dir)
+    if fetched is not None:
         (out_dir / DOWNLOAD_RECORD).write_text(json.dumps(fetched, indent=2) + "\n")

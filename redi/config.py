@@ -1,9 +1,10 @@
-"""Configuration: schema validation, preset resolution and per-job hyper-parameters.
+"""Configuration: validation before any job, preset resolution, canonical JSON.
 
-Every job receives its hyper-parameters as ONE canonical JSON string through
-Snakemake's ``params:`` (see ``canonical_json``); the builders below are the only
-place where config values become job parameters, so a config edit reruns exactly
-the jobs whose builder output changed.
+``validate_config`` checks the schema (``config.schema.yaml``) and everything the
+schema cannot say: each run against the objective registry (``redi.losses``), the
+``figures`` section against the figure registry (``redi.plotting``), cross-references,
+names that become paths, batch geometry and the active preset's sources. What each
+job gets from a valid config is ``redi.plan``'s business.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+
+from redi.benchmarks import HUB_SOURCES
+from redi.losses import OBJECTIVES, stage2_objectives
+from redi.plotting import FIGURES
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -43,8 +48,9 @@ OPTIMIZER = {
     "seed": 42,
 }
 
-# Canonical labels of the methods shown in tables and figures.
-OBJECTIVE_LABELS = {"dpo": "DPO", "simpo": "SimPO", "redi": "REDI"}
+# The keys of every stage-2 run; the rest are its objective's hyper-parameters
+# (``Objective.hyper``), each checked against its ``HyperParam.schema``.
+RUN_FIELDS = ("objective", "init", "lr")
 
 
 class ConfigError(ValueError):
@@ -66,6 +72,8 @@ def validate_config(config: dict[str, Any], root: str | os.PathLike = ".") -> No
     """
     _check_finite(config, [])
     _check_schema(config)
+    _check_runs(config["runs"])
+    _check_figures(config["figures"])
     _check_references(config)
     _check_names(config)
     preset, key = config["presets"][config["preset"]], f"presets.{config['preset']}"
@@ -86,10 +94,9 @@ def _check_finite(value: Any, path: list) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _validator():
-    """The schema's validator: fills `default`s, and an integer is an int (not 8.0)."""
+def _validator_class():
+    """Validators that fill `default`s, and for which an integer is an int (not 8.0)."""
     import jsonschema
-    import yaml
 
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine(
@@ -103,8 +110,14 @@ def _validator():
                     instance.setdefault(name, copy.deepcopy(sub["default"]))
         yield from properties(validator, props, instance, schema)
 
-    cls = jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=checker)
-    return cls(yaml.safe_load(SCHEMA_PATH.read_text()))
+    return jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=checker)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import yaml
+
+    return _validator_class()(yaml.safe_load(SCHEMA_PATH.read_text()))
 
 
 def _check_schema(config: dict[str, Any]) -> None:
@@ -113,6 +126,59 @@ def _check_schema(config: dict[str, Any]) -> None:
     cause = jsonschema.exceptions.best_match(_validator().iter_errors(config))
     if cause is not None:
         raise ConfigError(_describe(cause))
+
+
+def _check_value(path: list, value: Any, schema: dict[str, Any]) -> None:
+    """``value`` (at config key ``path``) against a schema that is not the file's."""
+    import jsonschema
+
+    cause = jsonschema.exceptions.best_match(_validator_class()(schema).iter_errors(value))
+    if cause is not None:
+        raise ConfigError(_describe(cause, path))
+
+
+def _check_runs(runs: dict[str, dict[str, Any]]) -> None:
+    """Each run against the objective registry: a known objective trained on pairs, its
+    hyper-parameters present and valid, no other keys."""
+    allowed = stage2_objectives()
+    for name, run in runs.items():
+        key, objective = f"runs.{name}", run["objective"]
+        if objective not in allowed:
+            raise ConfigError(f"invalid config key '{key}.objective' = {json.dumps(objective)}: "
+                              f"is not one of {allowed} (the objectives of redi/losses.py "
+                              f"trained on pairs)")
+        hyper = {h.name: h for h in OBJECTIVES[objective].hyper}
+        for field in hyper:
+            if field not in run:
+                raise ConfigError(f"invalid config key '{key}': {field!r} is a required "
+                                  f"property (a hyper-parameter of {objective})")
+        for field, value in run.items():
+            if field in hyper:
+                _check_value(["runs", name, field], value, dict(hyper[field].schema))
+            elif field not in RUN_FIELDS:
+                raise ConfigError(f"invalid config key '{key}.{field}': not allowed for "
+                                  f"objective {objective} (its hyper-parameters: "
+                                  f"{', '.join(hyper) or 'none'})")
+
+
+def _check_figures(figures: dict[str, Any]) -> None:
+    """The `figures` section against the figure registry: an entry for every figure of
+    configured runs, a string where the figure shows one run, a list where it shows
+    several."""
+    configured = {name: kind for name, kind in FIGURES.items() if kind.shows != "sft"}
+    for name in figures:
+        if name not in configured:
+            raise ConfigError(f"invalid config key 'figures.{name}': not a figure of configured "
+                              f"runs (redi/plotting.py FIGURES: {sorted(configured)})")
+    for name, kind in configured.items():
+        if name not in figures:
+            raise ConfigError(f"invalid config key 'figures': {name!r} is a required property")
+        one = isinstance(figures[name], str)
+        if one != (kind.shows == "run"):
+            raise ConfigError(f"invalid config key 'figures.{name}' = "
+                              f"{json.dumps(figures[name])}: {name} shows "
+                              + ("one run: name it as a string" if kind.shows == "run"
+                                 else "a list of runs"))
 
 
 # what the schema's name patterns mean (its message only quotes the regex)
@@ -125,9 +191,10 @@ _PATTERN_HINTS = {
 _YAML11_FLOAT = re.compile(r"([+-]?\d+(?:\.\d*)?)[eE]([+-]?\d+)")
 
 
-def _describe(error) -> str:
-    """A one-line message naming the offending key for a jsonschema error."""
-    path = list(error.absolute_path)
+def _describe(error, prefix: list | tuple = ()) -> str:
+    """A one-line message naming the offending key for a jsonschema error (of a value
+    found at config key ``prefix``)."""
+    path = [*prefix, *error.absolute_path]
     if error.validator == "not" and error.validator_value == {}:
         return f"invalid config key '{_key_path(path)}': not allowed here"
     if error.validator == "required":
@@ -340,6 +407,10 @@ def _check_benchmark_sources(preset: dict[str, Any], key: str, root: Path) -> No
             if not bench.get("hub"):
                 raise ConfigError(f"invalid config key '{key}.benchmarks.{i}.hub': missing "
                                   f"(benchmarks_dir is null: benchmarks come from the Hub)")
+            if bench["hub"] not in HUB_SOURCES:  # the download needs a loader
+                raise ConfigError(f"invalid config key '{key}.benchmarks.{i}.hub' = "
+                                  f"{bench['hub']!r}: no Hub loader (known: "
+                                  f"{sorted(HUB_SOURCES)}); or set benchmarks_dir")
             _need_revision(f"{key}.benchmarks.{i}.revision", bench.get("revision"), bench["hub"])
         return
     _need_path(f"{key}.benchmarks_dir", folder, root)
@@ -376,67 +447,6 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-# ---------------------------------------------------------------- per-job params
-
-
-def toy_params(config: dict[str, Any]) -> dict[str, Any]:
-    return preset(config)["toy"]
-
-
-def base_model_params(config: dict[str, Any]) -> dict[str, Any]:
-    return preset(config)["base_model"]
-
-
-def filter_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {"shuffle_seed": preset(config)["data"]["shuffle_seed"]}
-
-
-def length_filter_params(config: dict[str, Any]) -> dict[str, Any]:
-    data = preset(config)["data"]
-    return {
-        "max_prompt_tokens": data["max_prompt_tokens"],
-        "max_response_tokens": data["max_response_tokens"],
-    }
-
-
-def verify_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {"timeout_s": config["evaluation"]["grading_timeout_s"]}
-
-
-def sft_params(config: dict[str, Any], epochs: int) -> dict[str, Any]:
-    sft = preset(config)["sft"]
-    return {"stage": "sft", "run": sft_name(epochs), "epochs": int(epochs), **sft, **OPTIMIZER}
-
-
-def stage2_params(config: dict[str, Any], run: str) -> dict[str, Any]:
-    spec = dict(config["runs"][run])
-    stage2 = preset(config)["stage2"]
-    scale = stage2.pop("lr_scale")
-    lr = spec["lr"] * scale
-    if not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"invalid config key 'runs.{run}.lr': scaled LR {lr} is not positive")
-    return {
-        "stage": "stage2",
-        "run": run,
-        **spec,
-        "paper_lr": spec["lr"],
-        "lr": lr,
-        "epochs": 1,
-        **stage2,
-        **OPTIMIZER,
-    }
-
-
-def ref_logps_params(config: dict[str, Any], init: str) -> dict[str, Any]:
-    stage2 = preset(config)["stage2"]
-    return {
-        "init": init,
-        "micro_batch": stage2["micro_batch"],
-        "max_prompt_length": stage2["max_prompt_length"],
-        "max_length": stage2["max_length"],
-    }
-
-
 # where the download rule puts the Hub copies when a preset's benchmarks_dir is null
 BENCHMARKS_DOWNLOAD_DIR = "results/data/benchmarks"
 
@@ -444,82 +454,3 @@ BENCHMARKS_DOWNLOAD_DIR = "results/data/benchmarks"
 def benchmarks_dir(config: dict[str, Any]) -> str:
     """The folder the benchmark JSON files are read from (null: the Hub download)."""
     return preset(config)["benchmarks_dir"] or BENCHMARKS_DOWNLOAD_DIR
-
-
-def benchmark_specs(config: dict[str, Any], names: list[str] | None = None) -> list[dict]:
-    p = preset(config)
-    specs = p["benchmarks"] if names is None else [
-        b for b in p["benchmarks"] if b["name"] in names
-    ]
-    return [{**b, "dir": benchmarks_dir(config)} for b in specs]
-
-
-def benchmark_download_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {"benchmarks": preset(config)["benchmarks"]}
-
-
-def raw_download_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {"repo_id": RAW_HUB_DATASET, "revision": preset(config)["raw_data_revision"]}
-
-
-def baseline_download_params(config: dict[str, Any], name: str) -> dict[str, Any]:
-    spec = next(b for b in preset(config)["baselines"] if b["name"] == name)
-    return {"model": spec["model"], "revision": spec["revision"]}
-
-
-def _generation_params(config: dict[str, Any], protocol: str) -> dict[str, Any]:
-    ev = config["evaluation"]
-    p = preset(config)
-    return {
-        **p["eval"],
-        "temperature": ev["temperature"],
-        "top_p": ev["top_p"],
-        "seed": ev["seed"],
-        "think_prefix": ev["think_prefix"],
-        "grading_timeout_s": ev["grading_timeout_s"],
-        **ev[protocol],
-        "protocol": protocol,
-    }
-
-
-def intermediate_eval_params(config: dict[str, Any]) -> dict[str, Any]:
-    bench = preset(config)["intermediate_benchmark"]
-    return {**_generation_params(config, "intermediate"),
-            "benchmarks": benchmark_specs(config, [bench])}
-
-
-def final_eval_params(config: dict[str, Any], force_think: bool | None = None) -> dict[str, Any]:
-    params = {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config)}
-    if force_think is not None:
-        params["force_think"] = force_think
-    return params
-
-
-def final_model_params(config: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
-    """Final protocol + the model to evaluate (a FINAL_MODELS entry, with run labels).
-
-    A baseline may set ``force_think: false`` (e.g. a model without <think>).
-    """
-    runs = model.get("runs") or ([model["run"]] if "run" in model else [])
-    spec = {**model, "run_labels": {r: run_label(config, r) for r in runs}}
-    return {**final_eval_params(config, model.get("force_think")), "model": spec}
-
-
-def genstats_params(config: dict[str, Any]) -> dict[str, Any]:
-    bench = preset(config)["fig8_benchmark"]
-    return {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config, [bench])}
-
-
-def run_label(config: dict[str, Any], run: str) -> str:
-    """Human-readable hyper-parameters of a run, e.g. 'DPO β=0.001 LR=2e-7'."""
-    if run.startswith("sft_"):
-        return f"SFT {run[4:-2]} epochs"
-    spec = config["runs"][run]
-    parts = [OBJECTIVE_LABELS[spec["objective"]]]
-    for key, sym in (("alpha", "α"), ("beta", "β"), ("gamma", "γ")):
-        if key in spec:
-            parts.append(f"{sym}={spec[key]:g}")
-    parts.append(f"LR={spec['lr']:.0e}".replace("e-0", "e-"))
-    if spec["init"] != config["tables"]["table2"]["start"]:
-        parts.append(f"from {spec['init']}")
-    return " ".join(parts)

@@ -129,8 +129,8 @@ class Objective:
     order per epoch (SFT) instead of the file order (stage 2, as the authors);
     ``epoch_checkpoints`` saves at every epoch end. ``rewards`` gives the implicit
     rewards (chosen, rejected) of the margin/accuracy log columns, if any.
-    ``linestyle(spec, peers)`` and ``style_keys`` (the spec keys it reads) style the
-    run's curves in figures.
+    ``linestyle(spec, peers)`` styles the run's curves in figures; ``style_keys`` are the
+    spec keys it reads from the peers (the other runs of the figure).
     """
 
     label: str
@@ -190,7 +190,6 @@ OBJECTIVES: dict[str, Objective] = {
         hyper=(ALPHA,),
         # symmetric REDI (α = 1) dashed, as in the paper's Fig. 6
         linestyle=lambda spec, peers: "--" if spec.get("alpha", 0.0) >= 1.0 else "-",
-        style_keys=("alpha",),
     ),
     "dpo": Objective(
         label="DPO",

@@ -12,9 +12,15 @@ Inputs (see docs/ARCHITECTURE.md):
 - generation statistics ``results/eval/genstats/<run>.csv`` (Figure 8).
 
 Every run keeps one colour in every figure (``run_styles``); the line style
-encodes the regulariser (DPO/SimPO β, symmetric vs asymmetric REDI).
-Functions return a ``matplotlib.figure.Figure``; ``save_figure`` writes the
-PNG and the PDF (no timestamps, so a rerun gives identical files).
+comes from the run's objective (``Objective.linestyle`` in ``redi.losses``: DPO/SimPO
+β, symmetric vs asymmetric REDI). Functions return a ``matplotlib.figure.Figure``;
+``save_figure`` writes the PNG and the PDF (no timestamps, so a rerun gives
+identical files).
+
+``FIGURES`` is the registry behind the one ``figure`` rule: adding a figure is one
+plot function, one ``FIGURES`` entry and its caption ``report/<name>.rst``. The
+module imports matplotlib and pandas on first use: the Snakefile reads ``FIGURES``
+while it parses.
 """
 
 from __future__ import annotations
@@ -22,19 +28,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from redi.io import atomic_path
+from redi.losses import OBJECTIVES
 
-matplotlib.use("Agg")  # headless: jobs run on cluster nodes without a display
-
-import matplotlib as mpl  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from redi.io import atomic_path  # noqa: E402
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 # the PDF backend's font subsetting logs every glyph table at INFO
@@ -68,7 +71,6 @@ STYLE: dict[str, Any] = {
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#bcbd22", "#17becf"]
 SFT_COLORS = ["#000000", "#7f7f7f"]
-LINESTYLES = ["-", "--", ":", "-."]
 
 # the step-size panel: which log column, its title and axis label
 STEP_SIZE = {
@@ -93,10 +95,12 @@ def run_styles(palette: Sequence[str], specs: Mapping[str, Mapping[str, Any]],
 
     ``palette`` lists every run shown in any figure (order of first appearance); a run's
     colour is its position among the listed runs of its objective, so runs that
-    share a figure never share a colour. SFT runs are black and grey.
+    share a figure never share a colour. SFT runs are black and grey. The line style is
+    the objective's (``Objective.linestyle``), given the specs of all listed runs.
     """
     styles: dict[str, RunStyle] = {}
     seen: dict[str, int] = {}
+    peers = [specs[r] for r in palette]
     for run in palette:
         spec = specs[run]
         objective = spec["objective"]
@@ -106,33 +110,38 @@ def run_styles(palette: Sequence[str], specs: Mapping[str, Mapping[str, Any]],
             color = SFT_COLORS[index % len(SFT_COLORS)]
         else:
             color = PALETTE[index % len(PALETTE)]
+        linestyle = OBJECTIVES[objective].linestyle(spec, peers)
         # labels: only the runs this figure shows
-        styles[run] = RunStyle(color, _linestyle(spec, palette, specs), labels.get(run, run))
+        styles[run] = RunStyle(color, linestyle, labels.get(run, run))
     return styles
 
 
-def _linestyle(spec: Mapping[str, Any], palette: Sequence[str],
-               specs: Mapping[str, Mapping[str, Any]]) -> str:
-    objective = spec["objective"]
-    if objective == "redi":  # symmetric REDI (α = 1) dashed, as in the paper's Fig. 6
-        return "--" if spec.get("alpha", 0.0) >= 1.0 else "-"  # α: own runs only
-    if objective in ("dpo", "simpo"):  # stronger regularisation (larger β): sparser dashes
-        betas = sorted({specs[r]["beta"] for r in palette if specs[r]["objective"] == objective})
-        return LINESTYLES[betas.index(spec["beta"]) % len(LINESTYLES)]
-    return "-"
+def _matplotlib() -> Any:
+    """matplotlib, imported on first use (see the module docstring), headless."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # jobs run on cluster nodes without a display
+    return matplotlib
+
+
+def _new_figure(**kwargs: Any) -> Figure:
+    _matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
 
 
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with mpl.rc_context(STYLE):
+        with _matplotlib().rc_context(STYLE):
             return fn(*args, **kwargs)
     return wrapper
 
 
 def save_figure(fig: Figure, png: str | Path, pdf: str | Path) -> None:
     """Write the figure as PNG (300 dpi) and PDF, atomically and without timestamps."""
-    with mpl.rc_context(STYLE):
+    with _matplotlib().rc_context(STYLE):
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", dpi=300, metadata={"Software": None})
         with atomic_path(pdf) as tmp:
@@ -169,7 +178,7 @@ def _legend_below(fig: Figure, axes, ncol: int) -> None:
 def plot_fig2(curves: Mapping[str, pd.DataFrame], styles: Mapping[str, RunStyle],
               benchmark_label: str) -> Figure:
     """Figure 2: SFT accuracy vs epoch (one line per SFT run, band = ±1 SEM)."""
-    fig = Figure(figsize=(SINGLE_COLUMN, 2.3), layout="constrained")
+    fig = _new_figure(figsize=(SINGLE_COLUMN, 2.3))
     ax = fig.subplots()
     for run, frame in curves.items():
         frame = _require(frame, ["epoch", "accuracy", "sem"], f"curve {run}")
@@ -191,7 +200,7 @@ def _dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFram
     """Four panels vs training step: accuracy, chosen LogPS, rejected LogPS, step size."""
     if step_size not in STEP_SIZE:
         raise ValueError(f"step_size must be one of {list(STEP_SIZE)}, not {step_size!r}")
-    fig = Figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.3), layout="constrained")
+    fig = _new_figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.3))
     axes = fig.subplots(1, 4)
     positive = True
     for run, curve in curves.items():
@@ -239,7 +248,7 @@ def plot_fig4(curves: Mapping[str, pd.DataFrame], styles: Mapping[str, RunStyle]
     if no_beta:
         raise ValueError(f"Figure 4 splits DPO runs by β; {no_beta} have no β")
     betas = sorted({specs[run]["beta"] for run in curves})
-    fig = Figure(figsize=(FULL_WIDTH, 2.4), layout="constrained")
+    fig = _new_figure(figsize=(FULL_WIDTH, 2.4))
     axes = fig.subplots(1, len(betas), sharey=True, squeeze=False)[0]
     for ax, beta in zip(axes, betas, strict=True):
         for run, curve in curves.items():
@@ -264,7 +273,7 @@ def plot_fig8(genstats: pd.DataFrame, benchmark: str, benchmark_label: str,
     frame = frame[frame["benchmark"] == benchmark]
     if frame.empty:
         raise ValueError(f"genstats: no rows for benchmark {benchmark!r}")
-    fig = Figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.3), layout="constrained")
+    fig = _new_figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.3))
     axes = fig.subplots(1, 3)
     panels = [
         ("mean_tokens", "Average prediction tokens", "tokens per response"),
@@ -280,7 +289,70 @@ def plot_fig8(genstats: pd.DataFrame, benchmark: str, benchmark_label: str,
     return fig
 
 
-DYNAMICS = {figure: plot_dynamics for figure in ("fig3", "fig5", "fig6", "fig7")}
+# ------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class FigureData:
+    """What a figure job hands its plot function: the job's params (``redi.plan.
+    figure_params``), the run styles and the frames the figure reads, by run."""
+
+    params: Mapping[str, Any]
+    styles: Mapping[str, RunStyle]
+    curves: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    logs: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    genstats: pd.DataFrame | None = None
+
+    @property
+    def benchmark(self) -> Mapping[str, str]:
+        return self.params["benchmark"]
+
+
+# what a figure job may read, each per run: rule inputs of the same names
+READS = ("curves", "logs", "genstats")
+# which runs a figure shows: the SFT runs, a list of runs (config `figures.<name>`) or one run
+SHOWS = ("sft", "runs", "run")
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """A registry entry: how a figure is drawn and what its job needs.
+
+    ``reads``: which of ``READS`` the job gets for every run it shows; ``shows``: one
+    of ``SHOWS`` (``runs``/``run``: the config's ``figures.<name>`` lists them, validated
+    by ``redi.config``); ``benchmark``: the preset key naming the benchmark it shows.
+    """
+
+    draw: Callable[[FigureData], Figure]
+    reads: tuple[str, ...] = ("curves",)
+    shows: str = "runs"
+    benchmark: str = "intermediate_benchmark"
+
+
+def _draw_dynamics(data: FigureData) -> Figure:
+    return plot_dynamics(data.curves, data.logs, data.styles, data.benchmark["label"],
+                         data.params["step_size"])
+
+
+def _draw_fig8(data: FigureData) -> Figure:
+    (run,) = data.params["runs"]
+    return plot_fig8(data.genstats, data.benchmark["name"], data.benchmark["label"],
+                     data.styles[run])
+
+
+_DYNAMICS = FigureKind(_draw_dynamics, reads=("curves", "logs"))
+FIGURES: dict[str, FigureKind] = {
+    "fig2": FigureKind(lambda d: plot_fig2(d.curves, d.styles, d.benchmark["label"]),
+                       shows="sft"),
+    "fig3": _DYNAMICS,
+    "fig4": FigureKind(lambda d: plot_fig4(d.curves, d.styles, d.params["specs"],
+                                           d.benchmark["label"])),
+    "fig5": _DYNAMICS,
+    "fig6": _DYNAMICS,
+    "fig7": _DYNAMICS,
+    "fig8": FigureKind(_draw_fig8, reads=("genstats",), shows="run",
+                       benchmark="fig8_benchmark"),
+}
 
 
 # ---------------------------------------------------------------- job entry
@@ -289,6 +361,8 @@ DYNAMICS = {figure: plot_dynamics for figure in ("fig3", "fig5", "fig6", "fig7")
 def _by_run(paths: Sequence[str | Path], run_of: Callable[[Path], str],
             runs: Sequence[str], what: str) -> dict[str, pd.DataFrame]:
     """Read one CSV per run, in the figure's run order (names come from the paths)."""
+    import pandas as pd
+
     frames = {run_of(Path(p)): pd.read_csv(p) for p in paths}
     missing = [r for r in runs if r not in frames]
     if missing:
@@ -296,29 +370,33 @@ def _by_run(paths: Sequence[str | Path], run_of: Callable[[Path], str],
     return {r: frames[r] for r in runs}
 
 
+def _read(kind: FigureKind, params: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]]
+          ) -> dict[str, Any]:
+    """The frames of ``FigureData`` that ``kind`` reads, from the job's input paths."""
+    runs, frames = params["runs"], {}
+    if "curves" in kind.reads:
+        frames["curves"] = _by_run(paths["curves"], lambda p: p.stem, runs, "curve")
+    if "logs" in kind.reads:
+        frames["logs"] = _by_run(paths["logs"], lambda p: p.parent.name, runs, "training log")
+    if "genstats" in kind.reads:
+        import pandas as pd
+
+        if len(paths["genstats"]) != 1:
+            raise ValueError(f"{params['figure']} needs one --genstats file")
+        frames["genstats"] = pd.read_csv(paths["genstats"][0])
+    return frames
+
+
 def make_figure(params: Mapping[str, Any], curves: Sequence[str | Path],
-                logs: Sequence[str | Path], genstats: str | Path | None,
+                logs: Sequence[str | Path], genstats: Sequence[str | Path],
                 png: str | Path, pdf: str | Path) -> None:
     """The figure job. ``params``: figure, runs, palette, specs, labels, benchmark
-    ({name, label}) and step_size (see rules/report.smk)."""
-    figure, runs = params["figure"], params["runs"]
+    ({name, label}) and step_size (``redi.plan.figure_params``)."""
+    figure = params["figure"]
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; known: {sorted(FIGURES)}")
+    kind = FIGURES[figure]
     styles = run_styles(params["palette"], params["specs"], params["labels"])
-    bench = params["benchmark"]
-    if figure == "fig8":
-        if genstats is None:
-            raise ValueError("fig8 needs --genstats")
-        fig = plot_fig8(pd.read_csv(genstats), bench["name"], bench["label"], styles[runs[0]])
-    else:
-        curve = _by_run(curves, lambda p: p.stem, runs, "curve")
-        if figure == "fig2":
-            fig = plot_fig2(curve, styles, bench["label"])
-        elif figure == "fig4":
-            fig = plot_fig4(curve, styles, params["specs"], bench["label"])
-        elif figure in DYNAMICS:
-            train_logs = _by_run(logs, lambda p: p.parent.name, runs, "training log")
-            fig = DYNAMICS[figure](curve, train_logs, styles, bench["label"],
-                                   params["step_size"])
-        else:
-            raise ValueError(f"unknown figure {figure!r}")
-    save_figure(fig, png, pdf)
-    log.info("%s (%s) -> %s, %s", figure, ", ".join(runs), png, pdf)
+    frames = _read(kind, params, {"curves": curves, "logs": logs, "genstats": genstats})
+    save_figure(kind.draw(FigureData(params, styles, **frames)), png, pdf)
+    log.info("%s (%s) -> %s, %s", figure, ", ".join(params["runs"]), png, pdf)

@@ -46,11 +46,6 @@ def user_messages(problem: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": problem}]
 
 
-def sft_messages(problem: str, generation: str) -> list[dict[str, str]]:
-    """An SFT example as the authors stored it: raw problem text, no instruction."""
-    return [{"role": "user", "content": problem}, {"role": "assistant", "content": generation}]
-
-
 def render_generation_prompt(tokenizer: Any, problem: str) -> str:
     """System + user turn + ``<|im_start|>assistant\\n`` (training prompts)."""
     return tokenizer.apply_chat_template(

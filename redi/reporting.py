@@ -5,7 +5,7 @@ table (the tables' grader vs Math-Verify's on every final-evaluation sample).
 Inputs are the final-evaluation summaries ``results/eval/final/<label>/summary.json``
 (fractions in [0, 1]); tables hold percentages. What a table shows (its rows,
 benchmarks, run labels, captions) arrives from the rule as one JSON object, the
-*table spec*::
+*table spec* (built by ``redi.plan.table_spec``)::
 
     {"table": "table2", "title": "...", "selection": "...", "preset": "tiny",
      "benchmarks": [{"name": "toy_arith", "label": "Toy-Arith"}, ...],
@@ -29,16 +29,14 @@ from typing import Any
 
 import pandas as pd
 
-from redi import config as rc
-from redi.config import OBJECTIVE_LABELS
 from redi.io import read_json, write_csv, write_text
+from redi.losses import OBJECTIVES
 from redi.metrics import average_sem  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).with_name("data")
 REPORTED_RESULTS = DATA_DIR / "reported_results.csv"
-TRAINING_TIMES = DATA_DIR / "training_times.csv"
 
 # CSV precision in percent: pass@1 over 16 x 500 samples is a multiple of
 # 0.0125 %, so four decimals keep every MATH-500 value exact.
@@ -84,7 +82,7 @@ def average(values: Sequence[float]) -> float:
 def config_text(run_label: str) -> str:
     """'DPO β=0.001 LR=2e-7' -> 'β=0.001 LR=2e-7': the model column names the method."""
     head, _, rest = run_label.partition(" ")
-    if rest and head in {*OBJECTIVE_LABELS.values(), "SFT"}:
+    if rest and head in {o.label for o in OBJECTIVES.values()}:
         return rest
     return run_label
 
@@ -313,6 +311,59 @@ def _optional(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def _not_comparable(by_label: Mapping[str, str], preset: str) -> str:
+    """Why a preset's numbers cannot be set against the paper's ('' when they can)."""
+    if set(by_label) & set(PAPER_BENCHMARKS):
+        return ""
+    return (f"not comparable: the {preset} preset evaluates {', '.join(by_label)}, "
+            "not the paper's benchmarks")
+
+
+def _our_column(column: str, by_label: Mapping[str, str], same_set: bool
+                ) -> tuple[str | None, str]:
+    """Our table column for a paper column (benchmark label or Avg), or None and why not."""
+    if column == "Avg":
+        return ("avg", "") if same_set else (None, "Avg over a different benchmark set")
+    ours = by_label.get(column)
+    return ours, "" if ours else f"benchmark {column} not evaluated"
+
+
+def _compared(rec: dict[str, Any], ours: pd.Series, column: str) -> dict[str, Any]:
+    """A reported cell with our value beside it: difference and SEM units."""
+    reproduced = float(ours[column])
+    our_sem = _optional(ours.get(f"{column}_sem"))
+    diff = reproduced - rec["reported"]
+    units, basis = sem_units(diff, our_sem, rec["reported_sem"])
+    return {**rec, "reproduced": reproduced, "reproduced_sem": our_sem, "diff": diff,
+            "sem_basis": basis, "diff_sem_units": units, "our_model": ours["model"],
+            "our_run": ours["run"], "our_config": ours["config"], "our_step": ours["step"],
+            "status": "compared"}
+
+
+def _cells(rep: pd.Series, sem_rep: pd.Series | None, ours: pd.Series | None, why_row: str,
+           by_label: Mapping[str, str], same_set: bool) -> list[dict[str, Any]]:
+    """The comparison rows of one reported row (one per cell the paper fills)."""
+    our_table, metric, _ = PAPER_TABLES[rep["table"]]
+    records = []
+    for column in (*PAPER_BENCHMARKS, "Avg"):
+        if pd.isna(rep[column]):
+            continue  # the paper leaves this cell empty (pass@16 Avg)
+        rec: dict[str, Any] = {
+            "paper_table": rep["table"], "our_table": our_table, "metric": metric,
+            "model": rep["model"], "paper_config": rep["config"], "benchmark": column,
+            "reported": float(rep[column]),
+            "reported_sem": _optional(sem_rep[column]) if sem_rep is not None else None,
+        }
+        ours_col, why_col = _our_column(column, by_label, same_set)
+        if ours is None or ours_col is None:
+            reason = why_row or why_col
+            records.append({**rec, "status": reason if reason.startswith("not comparable")
+                            else f"no counterpart: {reason}"})
+        else:
+            records.append(_compared(rec, ours, ours_col))
+    return records
+
+
 def compare_with_paper(reported: pd.DataFrame, tables: Mapping[str, pd.DataFrame],
                        benchmarks: Sequence[Mapping[str, str]], preset: str) -> pd.DataFrame:
     """One row per reported cell: reported vs reproduced, difference and SEM units.
@@ -325,49 +376,16 @@ def compare_with_paper(reported: pd.DataFrame, tables: Mapping[str, pd.DataFrame
     """
     by_label = {b["label"]: b["name"] for b in benchmarks}
     same_set = set(by_label) == set(PAPER_BENCHMARKS)
-    not_comparable = ""
-    if not set(by_label) & set(PAPER_BENCHMARKS):
-        not_comparable = (f"not comparable: the {preset} preset evaluates "
-                          f"{', '.join(by_label)}, not the paper's benchmarks")
+    not_comparable = _not_comparable(by_label, preset)
+    sems = reported[reported["metric"] == "sem"]
     records = []
-    values = reported[reported["metric"] != "sem"]
-    for _, rep in values.iterrows():
-        our_table, metric, _ = PAPER_TABLES[rep["table"]]
-        sem_rows = reported[(reported["table"] == rep["table"]) & (reported["model"] == rep["model"])
-                            & (reported["config"] == rep["config"]) & (reported["metric"] == "sem")]
-        sem_rep = sem_rows.iloc[0] if len(sem_rows) else None
+    for _, rep in reported[reported["metric"] != "sem"].iterrows():
+        sem_rows = sems[(sems["table"] == rep["table"]) & (sems["model"] == rep["model"])
+                        & (sems["config"] == rep["config"])]
         ours, why_row = (None, not_comparable) if not_comparable else _match(
-            tables[our_table], rep["table"], rep["model"])
-        for column in (*PAPER_BENCHMARKS, "Avg"):
-            if pd.isna(rep[column]):
-                continue  # the paper leaves this cell empty (pass@16 Avg)
-            rec: dict[str, Any] = {
-                "paper_table": rep["table"], "our_table": our_table, "metric": metric,
-                "model": rep["model"], "paper_config": rep["config"], "benchmark": column,
-                "reported": float(rep[column]),
-                "reported_sem": _optional(sem_rep[column]) if sem_rep is not None else None,
-            }
-            if column == "Avg":
-                ours_col = "avg" if same_set else None
-                why_col = "" if same_set else "Avg over a different benchmark set"
-            else:
-                ours_col = by_label.get(column)
-                why_col = "" if ours_col else f"benchmark {column} not evaluated"
-            if ours is None or ours_col is None:
-                reason = why_row or why_col
-                rec["status"] = reason if reason.startswith("not comparable") else (
-                    f"no counterpart: {reason}")
-                records.append(rec)
-                continue
-            reproduced = float(ours[ours_col])
-            our_sem = _optional(ours.get(f"{ours_col}_sem"))
-            diff = reproduced - rec["reported"]
-            units, basis = sem_units(diff, our_sem, rec["reported_sem"])
-            rec.update(reproduced=reproduced, reproduced_sem=our_sem, diff=diff,
-                       sem_basis=basis, diff_sem_units=units, our_model=ours["model"],
-                       our_run=ours["run"], our_config=ours["config"],
-                       our_step=ours["step"], status="compared")
-            records.append(rec)
+            tables[PAPER_TABLES[rep["table"]][0]], rep["table"], rep["model"])
+        records += _cells(rep, sem_rows.iloc[0] if len(sem_rows) else None, ours, why_row,
+                          by_label, same_set)
     frame = pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS)
     numbers = ["reported", "reported_sem", "reproduced", "reproduced_sem", "diff",
                "diff_sem_units"]
@@ -376,26 +394,66 @@ def compare_with_paper(reported: pd.DataFrame, tables: Mapping[str, pd.DataFrame
     return frame
 
 
-def comparison_markdown(comparison: pd.DataFrame, preset: str,
-                        benchmarks: Sequence[Mapping[str, str]], grader: str) -> str:
-    """Per paper table: the paper's row, ours, and the difference (in SEM units)."""
-    ours = [b["label"] for b in benchmarks]
+def _comparison_intro(comparison: pd.DataFrame, preset: str, ours: Sequence[str],
+                      grader: str) -> list[str]:
     lines = [f"# Reproduced vs reported numbers (preset `{preset}`)", ""]
     source = "Paper: the v1 numbers (`redi/data/reported_results.csv`, graded with rllm's grader)."
     if comparison["status"].str.startswith("not comparable").all():
-        lines += [f"**Not comparable.** The `{preset}` preset evaluates toy benchmarks "
-                  f"({', '.join(ours)}), not the paper's ({', '.join(PAPER_BENCHMARKS)}): "
-                  "the reproduced cells are left empty and the paper's values are listed "
-                  "for reference only.", "", source, ""]
+        return lines + [
+            f"**Not comparable.** The `{preset}` preset evaluates toy benchmarks "
+            f"({', '.join(ours)}), not the paper's ({', '.join(PAPER_BENCHMARKS)}): "
+            "the reproduced cells are left empty and the paper's values are listed "
+            "for reference only.", "", source, ""]
+    return lines + [
+        f"{source} Ours: the final evaluation, grader `{grader}`. Δ = ours − paper in "
+        "percentage points; in brackets Δ in SEM units: Δ / √(SEM_ours² + SEM_paper²) "
+        "where the paper reports a SEM, Δ / SEM_ours where it does not (Qwen2.5-Math base "
+        "and Instruct rows). pass@16 has no SEM, so only Δ. — = no counterpart in our "
+        "tables.",
+        "",
+    ]
+
+
+def _diff_cell(r: pd.Series) -> str:
+    d = _fmt(r["diff"])
+    d = f"+{d}" if float(d) > 0 else d
+    if pd.notna(r["diff_sem_units"]):
+        d += f" ({_fmt(r['diff_sem_units'])})"
+    return d
+
+
+def _model_rows(cells: pd.DataFrame, name: str, columns: Sequence[str]) -> list[list[str]]:
+    """The markdown rows of one reported model: paper, ours and Δ (or the paper's alone)."""
+    cell = {r["benchmark"]: r for _, r in cells.iterrows()}
+    first = cells.iloc[0]
+    if first["status"].startswith("not comparable"):
+        # said once above the tables: list the paper's values only
+        return [[name, "paper", *(_pm(cell[c]["reported"], cell[c]["reported_sem"])
+                                  if c in cell else "" for c in columns)]]
+    if first["status"] == "compared":
+        ours_name = f"ours: {first['our_model']}"
+        if first["our_run"]:
+            ours_name += f" `{first['our_run']}` step {first['our_step']}"
     else:
-        lines += [
-            f"{source} Ours: the final evaluation, grader `{grader}`. Δ = ours − paper in "
-            "percentage points; in brackets Δ in SEM units: Δ / √(SEM_ours² + SEM_paper²) "
-            "where the paper reports a SEM, Δ / SEM_ours where it does not (Qwen2.5-Math base "
-            "and Instruct rows). pass@16 has no SEM, so only Δ. — = no counterpart in our "
-            "tables.",
-            "",
-        ]
+        ours_name = f"ours ({first['status']})"
+    paper_cells, our_cells, diff_cells = [], [], []
+    for c in columns:
+        r = cell.get(c)
+        compared = r is not None and r["status"] == "compared"
+        paper_cells.append("" if r is None else _pm(r["reported"], r["reported_sem"]))
+        our_cells.append(_pm(r["reproduced"], r["reproduced_sem"]) if compared else (
+            "" if r is None else "—"))
+        diff_cells.append(_diff_cell(r) if compared else ("" if r is None else "—"))
+    rows = [[name, "paper", *paper_cells], ["", ours_name, *our_cells]]
+    if (cells["status"] == "compared").any():
+        rows.append(["", "Δ (SEM units)", *diff_cells])
+    return rows
+
+
+def comparison_markdown(comparison: pd.DataFrame, preset: str,
+                        benchmarks: Sequence[Mapping[str, str]], grader: str) -> str:
+    """Per paper table: the paper's row, ours, and the difference (in SEM units)."""
+    lines = _comparison_intro(comparison, preset, [b["label"] for b in benchmarks], grader)
     for paper_table, (our_table, metric, title) in PAPER_TABLES.items():
         part = comparison[comparison["paper_table"] == paper_table]
         if part.empty:
@@ -404,42 +462,7 @@ def comparison_markdown(comparison: pd.DataFrame, preset: str,
         lines += [f"## {title} → `results/{our_table}.csv` ({metric}, %)", ""]
         rows = []
         for (model, config), cells in part.groupby(["model", "paper_config"], sort=False):
-            cell = {r["benchmark"]: r for _, r in cells.iterrows()}
-            first = cells.iloc[0]
-            name = f"{model} ({config})" if config else model
-            if first["status"] == "compared":
-                ours_name = f"ours: {first['our_model']}"
-                if first["our_run"]:
-                    ours_name += f" `{first['our_run']}` step {first['our_step']}"
-            elif first["status"].startswith("not comparable"):
-                # said once above the tables: list the paper's values only
-                rows.append([name, "paper", *(_pm(cell[c]["reported"], cell[c]["reported_sem"])
-                                              if c in cell else "" for c in columns)])
-                continue
-            else:
-                ours_name = f"ours ({first['status']})"
-            paper_cells, our_cells, diff_cells = [], [], []
-            for c in columns:
-                r = cell.get(c)
-                if r is None:
-                    paper_cells.append("")
-                    our_cells.append("")
-                    diff_cells.append("")
-                    continue
-                paper_cells.append(_pm(r["reported"], r["reported_sem"]))
-                if r["status"] != "compared":
-                    our_cells.append("—")
-                    diff_cells.append("—")
-                    continue
-                our_cells.append(_pm(r["reproduced"], r["reproduced_sem"]))
-                d = _fmt(r["diff"])
-                d = f"+{d}" if float(d) > 0 else d
-                if pd.notna(r["diff_sem_units"]):
-                    d += f" ({_fmt(r['diff_sem_units'])})"
-                diff_cells.append(d)
-            rows += [[name, "paper", *paper_cells], ["", ours_name, *our_cells]]
-            if (cells["status"] == "compared").any():
-                rows.append(["", "Δ (SEM units)", *diff_cells])
+            rows += _model_rows(cells, f"{model} ({config})" if config else model, columns)
         lines += _md_table(["Model", "", *columns], [":--", ":--", *["--:"] * len(columns)],
                            rows)
         lines.append("")
@@ -599,146 +622,6 @@ def agreement_markdown(table: pd.DataFrame, examples: pd.DataFrame,
     lines += _md_table(["Model", "Benchmark", "Problem #sample", "Gold", a, b],
                        [":--"] * 6, rows)
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------- job parameters (rules)
-
-
-def _preset_benchmarks(preset: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"name": b["name"], "label": b["label"]} for b in preset["benchmarks"]]
-
-
-def _preset_benchmark(preset: Mapping[str, Any], name: str) -> dict[str, str]:
-    return next(b for b in _preset_benchmarks(preset) if b["name"] == name)
-
-
-def sft_model_name(run: str) -> str:
-    """sft_3ep -> SFT-3ep."""
-    return f"SFT-{run.split('_', 1)[1]}"
-
-
-def table_spec(config: Mapping[str, Any], table: str,
-               groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The spec of Table 1 or 2 (rows in the paper's order, captions, run labels).
-
-    ``groups`` is ``TABLE2_GROUPS`` (rules/common.smk): label, slug, runs (the
-    pinned run alone when pinned) and pinned. Row labels are FINAL_MODELS labels.
-    """
-    preset = rc.preset(config)
-    t1, t2 = config["tables"]["table1"], config["tables"]["table2"]
-    inter = _preset_benchmark(preset, preset["intermediate_benchmark"])["label"]
-    n_inter = config["evaluation"]["intermediate"]["n_samples"]
-    peak = f"peak intermediate {inter} accuracy (pass@1 over {n_inter} samples"
-    if table == "table2":
-        start = sft_model_name(t2["start"])
-        rows = [{"label": t2["start"], "model": start, "role": "start", "runs": [t2["start"]],
-                 "selection": "final checkpoint"}]
-        for g in groups:
-            pick = "pinned run" if g["pinned"] else f"best of {len(g['runs'])} runs"
-            rows.append({"label": f"table2-{g['slug']}", "model": g["label"], "role": "group",
-                         "runs": list(g["runs"]), "selection": f"{pick}, peak checkpoint"})
-        title = f"Table 2 (preset {config['preset']}): ablation from {start}."
-        selection = (f"Method rows: the best run of each group and its checkpoint, both by "
-                     f"{peak}; config `pin` forces a run); {start}: its final checkpoint.")
-    elif table == "table1":
-        final, sft = t1["final"], sft_model_name(t1["sft"])
-        method = OBJECTIVE_LABELS[config["runs"][final]["objective"]]
-        rows = [{"label": f"baseline-{b['name']}", "model": b["label"], "role": "baseline",
-                 "source": b["model"], "selection": "external model"}
-                for b in preset["baselines"]]
-        rows.append({"label": t1["sft"], "model": sft, "role": "sft", "runs": [t1["sft"]],
-                     "selection": "final checkpoint"})
-        which = t1["final_checkpoint"]
-        rows.append({"label": "table1-final", "model": f"{method} (final)", "role": "final",
-                     "runs": [final], "selection": f"{which} checkpoint"})
-        title = f"Table 1 (preset {config['preset']}): main results."
-        checkpoint = f"checkpoint with the {peak})" if which == "best" else "last checkpoint"
-        selection = (f"{method} (final): run `{final}`, its {checkpoint}; {sft}: its final "
-                     "checkpoint; baselines as released.")
-    else:
-        raise ValueError(f"unknown table {table!r}")
-    runs = sorted({r for row in rows for r in row.get("runs", [])})
-    return {
-        "table": table,
-        "preset": config["preset"],
-        "title": title,
-        "title_pass16": title.replace(":", ", pass@16:", 1),
-        "selection": selection,
-        "benchmarks": _preset_benchmarks(preset),
-        "rows": rows,
-        "run_labels": {r: rc.run_label(config, r) for r in runs},
-    }
-
-
-def comparison_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Benchmarks and grader, and which of our runs time each paper training stage."""
-    preset = rc.preset(config)
-    stages: dict[str, list[str]] = {rc.sft_name(e): [rc.sft_name(e)] for e in config["sft_epochs"]}
-    for run, spec in config["runs"].items():
-        stages.setdefault(f"{spec['objective']}_1ep", []).append(run)
-    return {"preset": config["preset"], "benchmarks": _preset_benchmarks(preset),
-            "grader": config["evaluation"]["final"]["grader"], "training_stages": stages,
-            "train_gpus": preset["resources"]["train_gpus"]}
-
-
-# first disagreements listed per model and benchmark
-AGREEMENT_EXAMPLES = 3
-
-
-def agreement_spec(config: Mapping[str, Any],
-                   table_specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The agreement table's job parameters: the tables' grader vs Math-Verify's
-    ``strict`` (vs ``rllm`` when the tables use strict), for every model of Tables
-    1-2 (``table_specs``: table -> ``table_spec``, each label once) on every benchmark."""
-    grader = config["evaluation"]["final"]["grader"]
-    reference = "rllm" if grader == "strict" else "strict"
-    rows: dict[str, dict[str, str]] = {}
-    for table in ("table1", "table2"):
-        for row in table_specs[table]["rows"]:
-            rows.setdefault(row["label"], {"label": row["label"], "model": row["model"]})
-    return {"preset": config["preset"], "graders": [grader, reference],
-            "benchmarks": _preset_benchmarks(rc.preset(config)), "rows": list(rows.values()),
-            "max_examples": AGREEMENT_EXAMPLES}
-
-
-def figure_runs(config: Mapping[str, Any], figure: str | None = None) -> list[str]:
-    """The runs of one figure (fig2: the SFT runs), or of all figures: the SFT runs, then
-    each run at its first appearance in `figures` (not the order of `runs`, which a
-    --configfile override reorders)."""
-    sft_runs = [rc.sft_name(e) for e in config["sft_epochs"]]
-    if figure == "fig2":
-        return sft_runs
-    if figure is not None:
-        names = config["figures"][figure]
-        return [names] if isinstance(names, str) else list(names)
-    shown = [r for f in config["figures"] for r in figure_runs(config, f)]
-    return list(dict.fromkeys(sft_runs + shown))
-
-
-def figure_params(config: Mapping[str, Any], figure: str) -> dict[str, Any]:
-    """One figure's job parameters: its runs with their specs and legend labels, and
-    for every other run in any figure only what fixes the styles (objective, β), so
-    that a run keeps its colour across figures while changing another figure's run
-    (its LR, say) does not replan this figure."""
-    preset = rc.preset(config)
-    palette = figure_runs(config)
-    own = figure_runs(config, figure)
-    keys = ("objective", "init", "lr", "alpha", "beta", "gamma")
-    style_keys = ("objective", "beta")
-    specs = {r: {"objective": "sft"} if r not in config["runs"] else
-             {k: v for k, v in config["runs"][r].items()
-              if k in (keys if r in own else style_keys)} for r in palette}
-    bench = preset["fig8_benchmark"] if figure == "fig8" else preset["intermediate_benchmark"]
-    return {
-        "figure": figure,
-        "runs": own,
-        "palette": palette,
-        "specs": specs,
-        "labels": {r: rc.run_label(config, r) for r in own},
-        "benchmark": _preset_benchmark(preset, bench),
-        # the paper's "gradient step size" as the AdamW update norm (report/fig3.rst)
-        "step_size": "update_norm",
-    }
 
 
 # ------------------------------------------------------------- job entries

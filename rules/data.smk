@@ -1,10 +1,11 @@
-# Data stages: raw corpus -> filters and pairing -> length filter -> report;
-# plus the base model (and, for the tiny preset, its tokenizer).
+# Data stages: raw corpus -> filters and pairing -> length filter -> report; the
+# tokenizer (all the data stages need) and the base model (which training needs).
 
 
 localrules:
     download_raw,
-    base_model,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
+    tokenizer,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
+    base_model,  # paper: a Hub download, tiny: minutes of CPU
     data_report,
 
 
@@ -16,7 +17,7 @@ rule toy_corpus:
         corpus="results/data/raw_toy.parquet",
         benchmarks=directory("results/data/toy_benchmarks"),
     params:
-        hp=lambda wc: hp(rc.toy_params(config)),
+        hp=lambda wc: hp(plan.toy_params(config)),
     threads: 2
     resources:
         **slurm_placement(),
@@ -38,7 +39,7 @@ rule download_raw:
         corpus="results/data/raw_hub.parquet",
         record="results/data/raw_hub.download.json",
     params:
-        hp=lambda wc: hp(rc.raw_download_params(config)),
+        hp=lambda wc: hp(plan.raw_download_params(config)),
     log:
         f"{LOGS}/download_raw.log",
     conda:
@@ -48,18 +49,37 @@ rule download_raw:
         " --record {output.record:q} --log {log:q}"
 
 
+rule tokenizer:
+    """Paper: the tokenizer files of Qwen2.5-Math-1.5B at its revision. Tiny: a BPE
+    tokenizer trained on the toy corpus."""
+    input:
+        code=code("scripts/tokenizer.py"),
+        corpus=get_tokenizer_corpus,
+    output:
+        directory(plan.TOKENIZER_DIR),
+    params:
+        hp=lambda wc: hp(plan.tokenizer_params(config)),
+        corpus=lambda wc, input: shell_args("--corpus", input.corpus),
+    threads: 2
+    log:
+        f"{LOGS}/tokenizer.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/tokenizer.py --params {params.hp:q} {params.corpus} --out {output:q}"
+        " --log {log:q}"
+
+
 rule base_model:
-    """Paper: Qwen2.5-Math-1.5B with the authors' config edits. Tiny: tokenizer + Qwen2 init."""
+    """Paper: Qwen2.5-Math-1.5B with the authors' config edits. Tiny: a Qwen2 init,
+    briefly pretrained. Both with the tokenizer stage's files."""
     input:
         code=code("scripts/base_model.py"),
-        corpus=lambda wc: (
-            ["results/data/raw_toy.parquet"] if PRESET["base_model"]["source"] == "tiny" else []
-        ),
+        tokenizer=plan.TOKENIZER_DIR,
     output:
-        directory("results/models/base"),
+        directory(plan.BASE_MODEL_DIR),
     params:
-        hp=lambda wc: hp(rc.base_model_params(config)),
-        corpus=lambda wc, input: shell_args("--corpus", input.corpus),
+        hp=lambda wc: hp(plan.base_model_params(config)),
     threads: 2
     log:
         f"{LOGS}/base_model.log",
@@ -68,8 +88,8 @@ rule base_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/base_model.py --params {params.hp:q} {params.corpus} --out {output:q}"
-        " --threads {threads} --log {log:q}"
+        "python scripts/base_model.py --params {params.hp:q} --tokenizer {input.tokenizer:q}"
+        " --out {output:q} --threads {threads} --log {log:q}"
 
 
 rule filter_data:
@@ -77,13 +97,13 @@ rule filter_data:
     priority: 50  # cheap, and on the critical path to every stage-2 run
     input:
         code=code("scripts/filter_data.py"),
-        raw=raw_corpus_path(),
+        raw=plan.raw_corpus_path(config),
     output:
-        sft="results/data/sft.parquet",
+        sft="results/data/sft_unfiltered.parquet",
         pairs="results/data/pairs_unfiltered.parquet",
         report="results/data/filter_report.json",
     params:
-        hp=lambda wc: hp(rc.filter_params(config)),
+        hp=lambda wc: hp(plan.filter_params(config)),
     resources:
         **slurm_placement(),
     log:
@@ -95,19 +115,46 @@ rule filter_data:
         " --sft {output.sft:q} --pairs {output.pairs:q} --report {output.report:q} --log {log:q}"
 
 
+rule sft_length:
+    """The SFT length rule (sft.max_length): longer examples counted (truncated at training,
+    as the authors'), those whose prompt alone fills it dropped. Its own job, so that the
+    pairs' limits never rewrite sft.parquet (and rerun SFT)."""
+    priority: 50
+    input:
+        code=code("scripts/sft_length.py"),
+        tokenizer=plan.TOKENIZER_DIR,
+        sft=rules.filter_data.output.sft,
+        filter_report=rules.filter_data.output.report,
+    output:
+        sft="results/data/sft.parquet",
+        report="results/data/sft_length_report.json",
+    params:
+        hp=lambda wc: hp(plan.sft_length_params(config)),
+    resources:
+        **slurm_placement(),
+    log:
+        f"{LOGS}/sft_length.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/sft_length.py --params {params.hp:q} --tokenizer {input.tokenizer:q}"
+        " --sft-in {input.sft:q} --sft-out {output.sft:q}"
+        " --filter-report {input.filter_report:q} --report {output.report:q} --log {log:q}"
+
+
 rule length_filter:
     """Prompt/response token limits on the pairs; token-length statistics."""
     priority: 50
     input:
         code=code("scripts/length_filter.py"),
-        tokenizer="results/models/base",
-        sft=rules.filter_data.output.sft,
+        tokenizer=plan.TOKENIZER_DIR,
         pairs=rules.filter_data.output.pairs,
+        filter_report=rules.filter_data.output.report,
     output:
         pairs="results/data/pairs.parquet",
         report="results/data/length_report.json",
     params:
-        hp=lambda wc: hp(rc.length_filter_params(config)),
+        hp=lambda wc: hp(plan.length_filter_params(config)),
     resources:
         **slurm_placement(),
     log:
@@ -116,19 +163,19 @@ rule length_filter:
         "../envs/train.yaml"
     shell:
         "python scripts/length_filter.py --params {params.hp:q} --tokenizer {input.tokenizer:q}"
-        " --sft {input.sft:q} --pairs-in {input.pairs:q} --pairs-out {output.pairs:q}"
-        " --report {output.report:q} --log {log:q}"
+        " --pairs-in {input.pairs:q} --pairs-out {output.pairs:q}"
+        " --filter-report {input.filter_report:q} --report {output.report:q} --log {log:q}"
 
 
 rule verify_labels:
     """Optional: re-run Math-Verify on every generation; agreement with the corpus labels."""
     input:
         code=code("scripts/verify_labels.py"),
-        raw=raw_corpus_path(),
+        raw=plan.raw_corpus_path(config),
     output:
         "results/data/verify_report.json",
     params:
-        hp=lambda wc: hp(rc.verify_params(config)),
+        hp=lambda wc: hp(plan.verify_params(config)),
     threads: 2
     resources:
         **slurm_placement(),
@@ -147,6 +194,7 @@ rule data_report:
         code=code("scripts/data_report.py"),
         filter=rules.filter_data.output.report,
         length=rules.length_filter.output.report,
+        sft_length=rules.sft_length.output.report,
         verify=rules.verify_labels.output if config["verify_labels"] else [],
     output:
         "results/data/report.json",
@@ -158,4 +206,4 @@ rule data_report:
         "../envs/train.yaml"
     shell:
         "python scripts/data_report.py --filter {input.filter:q} --length {input.length:q}"
-        " {params.verify} --out {output:q} --log {log:q}"
+        " --sft-length {input.sft_length:q} {params.verify} --out {output:q} --log {log:q}"

@@ -4,20 +4,18 @@
 # job's outputs before rerunning it, and checkpoints/ must survive a killed
 # job so that the rerun resumes from its last checkpoint.
 
-from redi.losses import OBJECTIVES  # torch-free: which objectives need reference log-probs
-
 
 rule sft:
     """Stage 1: completion-only SFT on D_SFT for {epochs} epochs from the base model."""
     input:
         code=code("scripts/train_sft.py"),
-        data=rules.filter_data.output.sft,
-        base="results/models/base",
+        data=rules.sft_length.output.sft,
+        base=plan.BASE_MODEL_DIR,
     output:
         manifest="results/train/sft_{epochs}ep/manifest.json",
         log_csv="results/train/sft_{epochs}ep/log.csv",
     params:
-        hp=lambda wc: hp(rc.sft_params(config, int(wc.epochs))),
+        hp=lambda wc: hp(plan.sft_params(config, int(wc.epochs))),
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -43,7 +41,7 @@ rule ref_logps:
     output:
         "results/train/ref_logps/{sft}.parquet",
     params:
-        hp=lambda wc: hp(rc.ref_logps_params(config, wc.sft)),
+        hp=lambda wc: hp(plan.ref_logps_params(config, wc.sft)),
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -64,18 +62,14 @@ rule stage2:
     """Stage 2: one run of config `runs` (objective, init SFT run, LR, alpha/beta/gamma)."""
     input:
         # the init SFT run's manifest; its reference log-probs if the objective needs them
-        unpack(lambda wc: {
-            "init": f"results/train/{config['runs'][wc.run]['init']}/manifest.json",
-            "ref": f"results/train/ref_logps/{config['runs'][wc.run]['init']}.parquet"
-            if OBJECTIVES[config["runs"][wc.run]["objective"]].needs_ref else [],
-        }),
+        unpack(get_stage2_inputs),
         code=code("scripts/train_stage2.py"),
         pairs=rules.length_filter.output.pairs,
     output:
         manifest="results/train/{run}/manifest.json",
         log_csv="results/train/{run}/log.csv",
     params:
-        hp=lambda wc: hp(rc.stage2_params(config, wc.run)),
+        hp=lambda wc: hp(plan.stage2_params(config, wc.run)),
         ref=lambda wc, input: shell_args("--ref-logps", input.ref),
     threads: TRAIN_THREADS
     resources:
@@ -93,5 +87,3 @@ rule stage2:
         " --manifest {output.manifest:q} --log-csv {output.log_csv:q} --threads {threads}"
         " --log {log:q}"
 
-
-ALL_TARGETS.extend(f"results/train/{run}/manifest.json" for run in SFT_RUNS + STAGE2_RUNS)

@@ -1,4 +1,5 @@
-"""One of Figures 2-8 as PNG and PDF (see redi.plotting)."""
+"""One figure of the registry (redi.plotting.FIGURES) as PNG and PDF; a figure gets
+the inputs its entry reads, the others arrive empty."""
 
 from redi import plotting
 from redi.cli import job_parser, run_job
@@ -9,7 +10,8 @@ def main() -> None:
     parser = job_parser(__doc__)
     parser.add_argument("--curves", nargs="*", default=[], help="results/eval/curves/<run>.csv")
     parser.add_argument("--logs", nargs="*", default=[], help="results/train/<run>/log.csv")
-    parser.add_argument("--genstats", default=None, help="results/eval/genstats/<run>.csv")
+    parser.add_argument("--genstats", nargs="*", default=[],
+                        help="results/eval/genstats/<run>.csv")
     parser.add_argument("--png", required=True)
     parser.add_argument("--pdf", required=True)
     args = parser.parse_args()

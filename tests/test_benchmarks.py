@@ -10,7 +10,7 @@ import types
 import pytest
 import yaml
 
-from redi import benchmarks
+from redi import benchmarks, plan
 from redi import config as rc
 from redi.benchmarks import HUB_SOURCES, download_benchmarks, load_benchmark, normalize_items
 from tests.conftest import BENCHMARKS_DIR, ROOT
@@ -104,7 +104,7 @@ def test_preset_benchmark_folder() -> None:
     config["preset"] = "paper"
     assert rc.benchmarks_dir(config) == rc.BENCHMARKS_DOWNLOAD_DIR  # null: the Hub copies
     config["presets"]["paper"]["benchmarks_dir"] = "../shared/benchmarks"
-    specs = rc.benchmark_specs(config)
+    specs = plan.benchmark_specs(config)
     assert [s["name"] for s in specs] == list(PAPER)
     assert {s["dir"] for s in specs} == {"../shared/benchmarks"}
     assert benchmarks.benchmark_path(specs[0]).as_posix() == "../shared/benchmarks/math.json"

@@ -68,7 +68,7 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_
     assert expected["sft"] == expected["stage2"] == 8
     jobs = job_resources(slurm_dry_run)
     seen = {rule for rule, _ in jobs}
-    assert seen >= GPU_RULES and {"filter_data", "length_filter", "table2", "fig8"} <= seen
+    assert seen >= GPU_RULES and {"filter_data", "length_filter", "table", "figure"} <= seen
     for rule, resources in jobs:
         if rule in GPU_RULES:
             assert int(resources["gpu"]) == expected[rule] > 0, rule
@@ -98,7 +98,7 @@ def test_rulegraph_renders(tmp_path):
     proc = snakemake(workdir, "--profile", "slurm", "--rulegraph", "dot", "results/table2.csv")
     graph = proc.stdout
     assert graph.startswith("digraph")
-    for rule in ("sft", "stage2", "ref_logps", "eval_curve", "final_eval", "table2"):
+    for rule in ("sft", "stage2", "ref_logps", "eval_curve", "final_eval", "table"):
         assert f'label = "{rule}"' in graph, rule
 
 

@@ -1,4 +1,5 @@
-"""Config schema validation, cross-references and per-job params."""
+"""Config schema validation (against the objective and figure registries too),
+cross-references, and the per-job params built from a validated config."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from redi import config as rc
+from redi import plan
 
 from .conftest import ROOT, copy_workflow, snakemake
 
@@ -209,6 +211,27 @@ INVALID = [
      "(write 1.0e+4: YAML 1.1 reads 1.0e4 as a string)"),
     ("presets.tiny.sft.micro_batch",
      lambda c, _: tiny(c)["sft"].update(micro_batch=16.0), "is not of type 'integer' (write 16)"),
+    # issue 12: runs against the objective registry (redi.losses), figures against the
+    # figure registry (redi.plotting), Hub benchmarks against the loaders
+    ("runs.redi_a0.8_lr1e-6.objective",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(objective="sft"), "trained on pairs"),
+    ("runs.simpo_b2_g1_lr5e-7",
+     lambda c, _: c["runs"]["simpo_b2_g1_lr5e-7"].pop("gamma"), "'gamma' is a required"),
+    ("runs.redi_a0.8_lr1e-6.delta",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(delta=1), "its hyper-parameters: alpha"),
+    ("runs.dpo_b0.1_lr1e-6.beta",
+     lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(beta=0), "less than or equal to"),
+    ("runs.redi_a0.8_lr1e-6.alpha",
+     lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(alpha="0.8"), "is not of type 'number'"),
+    ("figures.fig9", lambda c, _: c["figures"].update(fig9=["dpo_b0.1_lr1e-6"]),
+     "not a figure of configured runs"),
+    ("figures.fig2", lambda c, _: c["figures"].update(fig2=["dpo_b0.1_lr1e-6"]),
+     "not a figure of configured runs"),
+    ("figures", lambda c, _: c["figures"].pop("fig5"), "'fig5' is a required property"),
+    ("figures.fig8", lambda c, _: c["figures"].update(fig8=["redi_a0.8_lr1e-6"]), "one run"),
+    ("figures.fig3", lambda c, _: c["figures"].update(fig3="dpo_b0.1_lr1e-6"), "a list of runs"),
+    ("presets.paper.benchmarks.1.hub",
+     lambda c, _: paper(c)["benchmarks"][1].update(hub="someone/else"), "no Hub loader"),
 ]
 
 
@@ -237,7 +260,7 @@ CLI_CASES = [
      "runs:\n  ref_logps: {objective: redi, init: sft_3ep, lr: 1.0e-6, alpha: 0.5}\n"),
     ("presets.paper.baselines.0.revision", ["--config", "preset=paper"],
      "presets:\n  paper:\n    baselines:\n      - {name: x, label: X, model: org/model}\n"),
-    # checked in rules/eval.smk (redi.benchmarks knows the loaders)
+    # a benchmark the Hub download has no loader for (redi.benchmarks.HUB_SOURCES)
     ("presets.paper.benchmarks.0.hub", ["--config", "preset=paper"],
      "presets:\n  paper:\n    intermediate_benchmark: m\n    fig8_benchmark: m\n"
      "    benchmarks:\n      - {name: m, label: M, file: m.json, hub: someone/else, revision: main}\n"),
@@ -289,32 +312,32 @@ def test_canonical_json_ignores_key_order_and_rejects_nan():
 
 def test_stage2_params_scale_the_lr_and_keep_the_papers(cfg):
     rc.validate_config(cfg)
-    p = rc.stage2_params(cfg, "redi_a0.8_lr1e-6")
+    p = plan.stage2_params(cfg, "redi_a0.8_lr1e-6")
     assert p["paper_lr"] == 1e-6
     assert p["lr"] == pytest.approx(1e-6 * cfg["presets"]["tiny"]["stage2"]["lr_scale"])
     assert p["alpha"] == 0.8 and p["objective"] == "redi" and p["init"] == "sft_3ep"
     assert p["weight_decay"] == 1e-4 and p["warmup_ratio"] == 0.1 and p["seed"] == 42
     cfg["preset"] = "paper"
-    p = rc.stage2_params(cfg, "redi_a0.8_lr1e-6")
+    p = plan.stage2_params(cfg, "redi_a0.8_lr1e-6")
     assert p["lr"] == 1e-6 and p["global_batch"] == 32 and p["max_length"] == 19800
-    s = rc.sft_params(cfg, 5)
+    s = plan.sft_params(cfg, 5)
     assert (s["lr"], s["global_batch"], s["epochs"], s["max_length"]) == (5e-5, 128, 5, 32768)
 
 
 def test_one_run_change_changes_only_that_runs_params(cfg):
     rc.validate_config(cfg)
-    before = {r: rc.canonical_json(rc.stage2_params(cfg, r)) for r in cfg["runs"]}
+    before = {r: rc.canonical_json(plan.stage2_params(cfg, r)) for r in cfg["runs"]}
     cfg["runs"]["dpo_b0.01_lr2e-7"]["lr"] = 3e-7
-    after = {r: rc.canonical_json(rc.stage2_params(cfg, r)) for r in cfg["runs"]}
+    after = {r: rc.canonical_json(plan.stage2_params(cfg, r)) for r in cfg["runs"]}
     assert [r for r in before if before[r] != after[r]] == ["dpo_b0.01_lr2e-7"]
     assert json.loads(after["dpo_b0.01_lr2e-7"])["paper_lr"] == 3e-7
 
 
 def test_run_labels(cfg):
-    assert rc.run_label(cfg, "dpo_b0.001_lr2e-7") == "DPO β=0.001 LR=2e-7"
-    assert rc.run_label(cfg, "simpo_b2_g1_lr5e-7") == "SimPO β=2 γ=1 LR=5e-7"
-    assert rc.run_label(cfg, "redi_a0.8_lr1e-6_sft5ep") == "REDI α=0.8 LR=1e-6 from sft_5ep"
-    assert rc.run_label(cfg, "sft_3ep") == "SFT 3 epochs"
+    assert plan.run_label(cfg, "dpo_b0.001_lr2e-7") == "DPO β=0.001 LR=2e-7"
+    assert plan.run_label(cfg, "simpo_b2_g1_lr5e-7") == "SimPO β=2 γ=1 LR=5e-7"
+    assert plan.run_label(cfg, "redi_a0.8_lr1e-6_sft5ep") == "REDI α=0.8 LR=1e-6 from sft_5ep"
+    assert plan.run_label(cfg, "sft_3ep") == "SFT 3 epochs"
 
 
 def test_every_hub_download_of_the_paper_preset_is_pinned(cfg):
@@ -335,14 +358,14 @@ def test_every_hub_download_of_the_paper_preset_is_pinned(cfg):
 def test_download_params_carry_the_revision(cfg):
     cfg["preset"] = "paper"
     rc.validate_config(cfg)
-    assert rc.raw_download_params(cfg) == {"repo_id": "open-r1/OpenR1-Math-Raw",
+    assert plan.raw_download_params(cfg) == {"repo_id": "open-r1/OpenR1-Math-Raw",
                                            "revision": "main"}
-    assert rc.baseline_download_params(cfg, "r1_distill_1.5b") == {
+    assert plan.baseline_download_params(cfg, "r1_distill_1.5b") == {
         "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
         "revision": "ad9f0ae0864d7fbcd1cd905e3c6c5b069cc8b562"}
-    assert [b["revision"][:7] for b in rc.benchmark_download_params(cfg)["benchmarks"]] == [
+    assert [b["revision"][:7] for b in plan.benchmark_download_params(cfg)["benchmarks"]] == [
         "6e4ed1a", "2fe88a2", "69d78a4", "main", "91184b5"]
-    assert rc.base_model_params(cfg)["revision"] == "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"
+    assert plan.base_model_params(cfg)["revision"] == "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"
 
 
 def test_names_that_differ_enough_are_accepted(cfg, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from huggingface_hub.errors import RevisionNotFoundError
 
-from redi import base_model, benchmarks, hub
+from redi import base_model, benchmarks, hub, plan
 from redi import config as rc
 
 from .conftest import ROOT
@@ -77,7 +77,7 @@ def test_benchmarks_are_fetched_at_the_resolved_commit_and_recorded(
         return BENCH_ROWS[repo]
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    specs = rc.benchmark_download_params(paper_cfg)["benchmarks"]
+    specs = plan.benchmark_download_params(paper_cfg)["benchmarks"]
     benchmarks.download_benchmarks(specs, tmp_path / "bench")
     assert [c[2] for c in fake_hub.calls] == [s["revision"] for s in specs]
     assert loads == [(s["hub"], benchmarks.HUB_SOURCES[s["hub"]][0],
@@ -126,7 +126,7 @@ def test_download_raw_pins_and_records_the_corpus(fake_hub, paper_cfg, monkeypat
         return datasets.Dataset.from_list(rows)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    params = rc.raw_download_params(paper_cfg)
+    params = plan.raw_download_params(paper_cfg)
     run_script(monkeypatch, "download_raw.py", "--params", json.dumps(params),
                "--out", str(tmp_path / "raw.parquet"), "--record", str(tmp_path / "raw.json"))
     commit = commit_of("open-r1/OpenR1-Math-Raw")
@@ -148,7 +148,7 @@ def test_download_model_pins_and_records_a_baseline(fake_hub, paper_cfg, monkeyp
         (local_dir / "config.json").write_text("{}")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    params = rc.baseline_download_params(paper_cfg, "qwen_math_instruct_1.5b")
+    params = plan.baseline_download_params(paper_cfg, "qwen_math_instruct_1.5b")
     out = tmp_path / "results/models/hub/qwen_math_instruct_1.5b"
     run_script(monkeypatch, "download_model.py", "--params", json.dumps(params),
                "--out", str(out))
@@ -196,7 +196,7 @@ def test_the_paper_base_model_is_loaded_at_its_commit(fake_hub, paper_cfg, monke
     monkeypatch.setattr(transformers, "AutoTokenizer", loader("tokenizer", FakeTokenizer))
     monkeypatch.setattr(transformers, "AutoModelForCausalLM", loader("model", FakeModel))
     out = tmp_path / "base"
-    base_model.build(rc.base_model_params(paper_cfg), None, out)
+    base_model.build(plan.base_model_params(paper_cfg), None, out)
     repo, commit = "Qwen/Qwen2.5-Math-1.5B", commit_of("Qwen/Qwen2.5-Math-1.5B")
     assert loads == [(k, repo, commit) for k in ("config", "tokenizer", "model")]
     record = json.loads((out / "download.json").read_text())

@@ -106,8 +106,8 @@ def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path
     override.write_text(yaml.safe_dump({"runs": {"redi_a0.2_lr1e-6": {"lr": 3.0e-6}}}))
     jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(override)))
     jobs.pop("all", None)
-    assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table2": 1,
-                    "paper_comparison": 1, "grader_agreement": 1, "fig7": 1}
+    assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table": 1,
+                    "paper_comparison": 1, "grader_agreement": 1, "figure": 1}
 
 
 def test_editing_the_plotting_module_replans_only_figures(tiny_run):
@@ -120,4 +120,4 @@ def test_editing_the_plotting_module_replans_only_figures(tiny_run):
         plotting.write_text(text)
         os.utime(plotting, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     jobs.pop("all", None)
-    assert jobs == {f"fig{n}": 1 for n in range(2, 9)}
+    assert jobs == {"figure": 7}  # one wildcard rule: fig2 ... fig8

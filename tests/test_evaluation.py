@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from redi import config as rc
-from redi import evaluation
+from redi import evaluation, plan
 from redi.generation import Backend, Completion
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
@@ -75,7 +75,7 @@ def bench(tmp_path) -> dict:
 def protocol(bench: dict, **over) -> dict:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     rc.validate_config(config)
-    params = {**rc.final_eval_params(config), "benchmarks": [bench], "n_samples": 4,
+    params = {**plan.final_eval_params(config), "benchmarks": [bench], "n_samples": 4,
               "max_new_tokens": 8, **over}
     return params
 
@@ -166,7 +166,7 @@ def test_baseline_without_forced_think(tmp_path, bench, tiny_model_dir) -> None:
     rc.validate_config(config)
     spec = {"kind": "baseline", "name": "b", "label": "B", "model": str(tiny_model_dir),
             "force_think": False}
-    params = rc.final_model_params(config, spec)
+    params = plan.final_model_params(config, spec)
     assert params["force_think"] is False
     params = {**params, "benchmarks": [bench], "n_samples": 4}
     backend = ScriptedBackend(final_script)
@@ -212,7 +212,7 @@ def curve_script(model, problem, j):
 
 def test_curves_and_best_checkpoints(tmp_path, bench, tiny_model_dir) -> None:  # noqa: F811
     params = protocol(bench, **{k: v for k, v in
-                                rc.intermediate_eval_params(
+                                plan.intermediate_eval_params(
                                     yaml.safe_load((ROOT / "config.yaml").read_text())).items()
                                 if k not in ("benchmarks",)})
     assert (params["n_samples"], params["grader"], params["force_think"]) == (

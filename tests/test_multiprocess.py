@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from redi import config as rc
-from redi import training
+from redi import plan, training
 from redi.ref_logps import compute_ref_logps
 from tests.conftest import ROOT
 from tests.test_training import read_log, sft_params, stage2_params, weights
@@ -220,8 +220,8 @@ def eval_setup(tiny, one_process, tmp_path_factory) -> dict:
     vllm = {"backend": "vllm", "max_model_len": 32768, "gpu_memory_utilization": 0.9,
             "benchmarks": [bench], "max_new_tokens": 64}
     return {"root": root,
-            "curve": {**rc.intermediate_eval_params(config), **vllm},
-            "final": {**rc.final_eval_params(config), **vllm},
+            "curve": {**plan.intermediate_eval_params(config), **vllm},
+            "final": {**plan.final_eval_params(config), **vllm},
             "env": {"PYTHONPATH": os.pathsep.join([str(STAND_INS), str(ROOT)])}}
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from redi import config as rc
-from redi import plotting
+from redi import plan, plotting
 
 from .conftest import ROOT, copy_workflow, planned_jobs, snakemake
 from .test_reporting import summary
@@ -70,7 +70,7 @@ def cfg() -> dict:
 def styles_for(cfg: dict) -> tuple[dict, dict]:
     runs = ["sft_3ep", "sft_5ep", *cfg["runs"]]
     specs = {r: {"objective": "sft"} if r.startswith("sft_") else cfg["runs"][r] for r in runs}
-    labels = {r: rc.run_label(cfg, r) for r in runs}
+    labels = {r: plan.run_label(cfg, r) for r in runs}
     return plotting.run_styles(runs, specs, labels), specs
 
 
@@ -108,7 +108,7 @@ def test_dynamics_figures(tmp_path, cfg, name):
     curves = {r: curve(r) for r in runs}
     logs = {r: train_log(lr=cfg["runs"][r]["lr"], collapse=i == 0) for i, r in enumerate(runs)}
     def make():
-        return plotting.DYNAMICS[name](curves, logs, styles, "Toy-Arith")
+        return plotting.plot_dynamics(curves, logs, styles, "Toy-Arith")
 
     fig = make()
     axes = fig.axes
@@ -119,7 +119,7 @@ def test_dynamics_figures(tmp_path, cfg, name):
     assert axes[3].get_yscale() == "log"
     assert [len(a.lines) for a in axes] == [len(runs)] * 4
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == [rc.run_label(cfg, r) for r in runs]
+    assert legend == [plan.run_label(cfg, r) for r in runs]
     assert fig.get_size_inches().tolist() == pytest.approx([7.0, 2.2])
     assert_images(tmp_path, make, name)
 
@@ -127,8 +127,8 @@ def test_dynamics_figures(tmp_path, cfg, name):
 def test_dynamics_step_size_alternative(cfg):
     styles, _ = styles_for(cfg)
     run = cfg["figures"]["fig6"][0]
-    fig = plotting.DYNAMICS["fig6"]({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
-                                     step_size="lr_x_grad_norm")
+    fig = plotting.plot_dynamics({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
+                                 step_size="lr_x_grad_norm")
     assert fig.axes[3].get_ylabel() == "LR × ‖∇L‖₂ (pre-clip)"
     assert fig.axes[3].lines[0].get_ydata()[0] == pytest.approx(2e-6)
 
@@ -255,8 +255,8 @@ def write_fake_upstream(workdir: Path, cfg: dict) -> None:
            genstats(preset["fig8_benchmark"]).to_csv(index=False), final_age)
 
 
-REPORT_RULES = {"table1": 1, "table2": 1, "paper_comparison": 1,
-                **{f: 1 for f in FIGURES}}
+# one wildcard rule per registry (redi.plan.TABLES, redi.plotting.FIGURES)
+REPORT_RULES = {"table": 2, "paper_comparison": 1, "figure": len(FIGURES)}
 
 
 def test_report_rules_run_and_only_figures_replan_after_a_plotting_edit(tmp_path, cfg):
@@ -299,10 +299,11 @@ def test_report_rules_run_and_only_figures_replan_after_a_plotting_edit(tmp_path
                  "paper_comparison.csv"):
         assert name in html, name
     for caption in ("Figure 3: DPO training dynamics", "Figure 8: generation statistics",
-                    "Rows in the paper's order", "Reproduction of <em>REDI"):
+                    "Rows in the paper's order", "Reproduction of <em>REDI",
+                    "checkpoints as Table 2 (grader"):  # a pass@16 twin's caption
         assert caption in html, caption
 
     assert "Nothing to be done" in snakemake(workdir, "-n", *targets).stdout
     plotting_py = workdir / "redi" / "plotting.py"
     plotting_py.write_text(plotting_py.read_text() + "\n# an edit\n")
-    assert planned_jobs(snakemake(workdir, "-n", *targets)) == {f: 1 for f in FIGURES}
+    assert planned_jobs(snakemake(workdir, "-n", *targets)) == {"figure": len(FIGURES)}

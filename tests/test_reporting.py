@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from redi import reporting
+from redi import plan, reporting
 
 BENCHMARKS = [{"name": "b1", "label": "Bench-1"}, {"name": "b2", "label": "Bench-2"}]
 
@@ -322,16 +322,7 @@ def test_shipped_reported_results_cover_the_papers_tables():
     assert round(reporting.average_sem(sems[bench].tolist()), 1) == sems["Avg"]
 
 
-# -------------------------------------------------- job parameters (rules)
-
-
-def _groups(cfg: dict) -> list[dict]:
-    """TABLE2_GROUPS as rules/common.smk builds it."""
-    import re
-
-    return [{"label": g["label"], "slug": re.sub(r"[^a-z0-9]+", "_", g["label"].lower()).strip("_"),
-             "runs": [g["pin"]] if g.get("pin") else g["runs"], "pinned": bool(g.get("pin"))}
-            for g in cfg["tables"]["table2"]["groups"]]
+# -------------------------------------- job parameters (redi.plan, for the rules)
 
 
 @pytest.fixture()
@@ -349,7 +340,7 @@ def cfg() -> dict:
 
 def test_table2_spec_rows_in_the_papers_order(cfg):
     cfg["tables"]["table2"]["groups"][1]["pin"] = "simpo_b2_g1_lr5e-7"
-    spec = reporting.table_spec(cfg, "table2", _groups(cfg))
+    spec = plan.table_spec(cfg, "table2")
     assert [(r["label"], r["model"], r["role"], r["selection"]) for r in spec["rows"]] == [
         ("sft_3ep", "SFT-3ep", "start", "final checkpoint"),
         ("table2-dpo", "DPO", "group", "best of 11 runs, peak checkpoint"),
@@ -372,7 +363,7 @@ def test_table2_spec_rows_in_the_papers_order(cfg):
 def test_table1_spec_paper_preset(cfg):
     cfg["preset"] = "paper"
     cfg["tables"]["table1"]["final_checkpoint"] = "last"
-    spec = reporting.table_spec(cfg, "table1", _groups(cfg))
+    spec = plan.table_spec(cfg, "table1")
     assert [(r["label"], r["model"], r["role"]) for r in spec["rows"]] == [
         ("baseline-r1_distill_1.5b", "DeepSeek-R1-Distill-Qwen-1.5B", "baseline"),
         ("baseline-qwen_math_instruct_1.5b", "Qwen2.5-Math-1.5B-Instruct", "baseline"),
@@ -387,7 +378,7 @@ def test_table1_spec_paper_preset(cfg):
 
 
 def test_figure_params(cfg):
-    fig3 = reporting.figure_params(cfg, "fig3")
+    fig3 = plan.figure_params(cfg, "fig3")
     assert fig3["runs"] == ["dpo_b0.001_lr1e-6", "dpo_b0.01_lr1e-7", "dpo_b0.1_lr1e-8"]
     assert fig3["benchmark"] == {"name": "toy_arith", "label": "Toy-Arith"}
     assert fig3["step_size"] == "update_norm"
@@ -400,7 +391,7 @@ def test_figure_params(cfg):
     assert fig3["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi"}
     assert fig3["specs"]["dpo_b0.01_lr5e-7"] == {"objective": "dpo", "beta": 0.01}
     assert set(fig3["labels"]) == set(fig3["runs"])
-    fig7 = reporting.figure_params(cfg, "fig7")
+    fig7 = plan.figure_params(cfg, "fig7")
     assert fig7["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi", "init": "sft_3ep",
                                                 "lr": 1e-6, "alpha": 0.8}
     # another figure's LR does not change this figure's job parameters
@@ -409,16 +400,18 @@ def test_figure_params(cfg):
     # (and as a --configfile override would leave it: that run first)
     changed["runs"] = {"redi_a0.2_lr1e-6": changed["runs"].pop("redi_a0.2_lr1e-6"),
                        **changed["runs"]}
-    assert reporting.figure_params(changed, "fig3") == fig3
-    assert reporting.figure_params(changed, "fig7") != fig7
-    assert reporting.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
-    fig8 = reporting.figure_params(cfg, "fig8")
+    assert plan.figure_params(changed, "fig3") == fig3
+    assert plan.figure_params(changed, "fig7") != fig7
+    assert plan.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
+    fig8 = plan.figure_params(cfg, "fig8")
     assert fig8["runs"] == ["redi_a0.8_lr1e-6"]
     assert fig8["benchmark"] == {"name": "toy_long", "label": "Toy-Long (OOD)"}
 
 
 def test_training_time_table():
-    paper = pd.read_csv(reporting.TRAINING_TIMES)
+    from .conftest import ROOT
+
+    paper = pd.read_csv(ROOT / plan.TRAINING_TIMES)
     stages = {"sft_3ep": ["sft_3ep"], "redi_1ep": ["redi_a", "redi_b", "redi_c"],
               "dpo_1ep": ["dpo_missing"]}
     manifests = {"sft_3ep": {"wall_time_s": 7200.0}, "redi_a": {"wall_time_s": 360.0},
@@ -437,7 +430,7 @@ def test_training_time_table():
 
 
 def test_comparison_params_time_every_run(cfg):
-    params = reporting.comparison_params(cfg)
+    params = plan.comparison_params(cfg)
     stages = params["training_stages"]
     assert stages["sft_5ep"] == ["sft_5ep"]
     assert len(stages["dpo_1ep"]) == 11 and len(stages["simpo_1ep"]) == 2
@@ -520,11 +513,10 @@ def test_agreement_inputs_are_checked(tmp_path):
 
 
 def test_agreement_spec_covers_every_table_model(cfg):
-    specs = {t: reporting.table_spec(cfg, t, _groups(cfg)) for t in ("table1", "table2")}
-    spec = reporting.agreement_spec(cfg, specs)
+    spec = plan.agreement_spec(cfg)
     assert spec["graders"] == ["rllm", "strict"]
     assert [r["label"] for r in spec["rows"]] == [
         "baseline-tiny-base", "sft_5ep", "table1-final", "sft_3ep", "table2-dpo",
         "table2-simpo", "table2-symmetric_redi", "table2-redi"]
     cfg["evaluation"]["final"]["grader"] = "strict"
-    assert reporting.agreement_spec(cfg, specs)["graders"] == ["strict", "rllm"]
+    assert plan.agreement_spec(cfg)["graders"] == ["strict", "rllm"]

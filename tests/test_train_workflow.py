@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from redi import base_model
-from tests.conftest import copy_workflow, planned_jobs, snakemake
-from tests.conftest import toy_rows
+from tests.conftest import copy_workflow, planned_jobs, snakemake, toy_rows
 
 REAL_RUNS = ["dpo_b0.001_lr2e-7", "redi_a0.8_lr1e-6"]
 
@@ -62,11 +61,13 @@ def fake_data_stage(workdir: Path) -> None:
     base_model.save(model, tokenizer, workdir / "results" / "models" / "base")
     time.sleep(0.05)
     frame = pd.DataFrame(rows)
-    frame[["problem", "answer", "response"]].to_parquet(data / "sft.parquet")
+    frame[["problem", "answer", "response"]].to_parquet(data / "sft_unfiltered.parquet")
     frame.to_parquet(data / "pairs_unfiltered.parquet")
     (data / "filter_report.json").write_text("{}")
     time.sleep(0.05)
     frame[["problem", "answer", "chosen", "rejected"]].iloc[:20].to_parquet(data / "pairs.parquet")
+    frame[["problem", "answer", "response"]].to_parquet(data / "sft.parquet")
+    (data / "sft_length_report.json").write_text("{}")
     (data / "length_report.json").write_text("{}")
 
 

@@ -1,5 +1,6 @@
-"""redi.workflow.module_inputs (the package files a script imports, transitively), and
-the paths from config: quoted in every shell line, outputs only under results/."""
+"""redi.workflow.module_inputs (the package files a script imports, transitively), the
+paths from config: quoted in every shell line, outputs only under results/; the data
+stages plan no pretraining; `snakemake --lint` is clean."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import pandas as pd
 import yaml
 
 from redi.workflow import module_inputs
-from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, snakemake
+from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 
 
 def test_real_scripts():
+    # figures style runs by their objective's registry entry (redi/losses.py)
     assert module_inputs("scripts/make_figure.py", str(ROOT)) == (
-        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/plotting.py")
+        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/losses.py", "redi/plotting.py")
     # the training entry point reaches the losses through redi.training
     train = module_inputs("scripts/train_stage2.py", str(ROOT))
     assert {"redi/training.py", "redi/losses.py", "redi/logprobs.py"} <= set(train)
@@ -88,7 +90,7 @@ def test_a_raw_data_path_with_shell_syntax_is_data_not_a_command(tmp_path):
     assert not list(work.rglob("PWNED")) and not (ROOT / "PWNED").exists()
     report = json.loads((work / "results/data/filter_report.json").read_text())
     assert report["raw_source"] == raw
-    assert len(pd.read_parquet(work / "results/data/sft.parquet")) == 3
+    assert len(pd.read_parquet(work / "results/data/sft_unfiltered.parquet")) == 3
 
 
 def dry_run(work, *args: str) -> str:
@@ -152,3 +154,34 @@ def test_a_failed_hub_download_deletes_nothing_else(tmp_path):
     assert (other / "config.json").exists()
     log = (work / "results/logs/download_baseline/hub-x.log").read_text()
     assert "job failed" in log and "Traceback" in log
+
+
+# ------------------------------------------------- the data half (issue 12)
+
+
+def test_the_data_report_of_a_users_corpus_plans_no_pretraining(tmp_path):
+    """The length filter needs only the tokenizer: the data stages never wait on the
+    base model's pretraining (tiny: 2,600 steps)."""
+    work = copy_workflow(tmp_path / "wf")
+    good, bad = "<think>\n1+2=3\n</think>\n\\boxed{3}", "<think>\n1+2=4\n</think>\n\\boxed{4}"
+    (work / "rows.jsonl").write_text(json.dumps(openr1_row("1+2", good, bad)) + "\n")
+    proc = snakemake(work, "-n", "results/data/report.json", "--config", "raw_data=rows.jsonl")
+    jobs = planned_jobs(proc)
+    assert jobs == {"toy_corpus": 1, "tokenizer": 1, "filter_data": 1, "sft_length": 1,
+                    "length_filter": 1, "data_report": 1}
+    assert "rule base_model:" not in proc.stdout + proc.stderr
+    # the tiny tokenizer trains on the toy corpus; the paper's is the base model's own
+    paper = planned_jobs(snakemake(work, "-n", "results/data/report.json", "--config",
+                                   "raw_data=rows.jsonl", "preset=paper"))
+    assert paper == {"tokenizer": 1, "filter_data": 1, "sft_length": 1, "length_filter": 1,
+                     "data_report": 1}
+
+
+def test_training_still_gets_the_base_model_with_that_tokenizer(tmp_path):
+    text = dry_run(copy_workflow(tmp_path / "wf"), "results/train/sft_3ep/manifest.json")
+    assert "scripts/base_model.py" in text and "--tokenizer results/models/tokenizer" in text
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake(copy_workflow(tmp_path / "wf"), "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

@@ -1,0 +1,641 @@
+"""The job plan: from a validated config to what every job gets.
+
+The rules (``rules/*.smk``) hold rules and input functions only; everything they
+need to know about a configuration comes from here:
+
+- per-job parameters: each job gets ONE canonical JSON string (``hp``) built by one
+  of the ``*_params`` / ``*_spec`` functions below, the only place where config values
+  become job parameters, so a config edit reruns exactly the jobs whose output here
+  changed;
+- run names and labels, the models of the final evaluation (``final_models``), Table
+  2's groups, the table registry (``TABLES``), the figures' runs and parameters (the
+  figure registry is ``redi.plotting.FIGURES``), the inputs that depend on the config;
+- the Snakemake session's small helpers (dry-run detection, SLURM placement, shell
+  arguments, code inputs).
+
+Importing it is cheap (no pandas, torch or matplotlib): the Snakefile imports it on
+every invocation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redi import config as rc
+from redi.losses import OBJECTIVES
+from redi.plotting import FIGURES
+from redi.workflow import module_inputs
+
+Config = Mapping[str, Any]
+
+LOGS = "results/logs"
+RAW_PATHS = {"toy": "results/data/raw_toy.parquet", "hub": "results/data/raw_hub.parquet"}
+TOKENIZER_DIR = "results/models/tokenizer"
+BASE_MODEL_DIR = "results/models/base"
+# the paper's numbers (v1 PDF) and training times (v2 Table 3), read by paper_comparison
+REPORTED_RESULTS = "redi/data/reported_results.csv"
+TRAINING_TIMES = "redi/data/training_times.csv"
+AGREEMENT_OUTPUTS = {"csv": "results/grader_agreement.csv",
+                     "examples": "results/grader_disagreements.csv",
+                     "md": "results/grader_agreement.md"}
+# first disagreements listed per model and benchmark
+AGREEMENT_EXAMPLES = 3
+
+
+# ---------------------------------------------------------- the session
+
+
+def dry_run_requested(argv: Sequence[str]) -> bool:
+    """Whether a snakemake command line asks for a dry run: ``--dry-run``/``--dryrun``,
+    or ``n`` among short flags (``-n``, ``-pn``). The executor, hence ``workflow.dryrun``,
+    is not known while the Snakefile is parsed, so common.smk reads the argv."""
+    return any(a in ("--dry-run", "--dryrun")
+               or (a[:1] == "-" and a[1:2] != "-" and a[1:].isalpha() and "n" in a)
+               for a in argv)
+
+
+def pythonpath(basedir: str, current: str | None) -> str:
+    """PYTHONPATH for the jobs: this checkout first (the conda envs do not install redi)."""
+    return os.pathsep.join(p for p in (basedir, current) if p)
+
+
+def slurm_placement(gpu: bool = False, environ: Mapping[str, str] | None = None
+                    ) -> dict[str, str]:
+    """SLURM account/partition from the user's environment, never from the repository:
+    REDI_SLURM_ACCOUNT, REDI_SLURM_PARTITION and (GPU rules) REDI_SLURM_GPU_PARTITION.
+    Unset -> not passed: the slurm plugin guesses the account and uses the default
+    partition. Ignored by local runs."""
+    env = os.environ if environ is None else environ
+    partition = (gpu and env.get("REDI_SLURM_GPU_PARTITION")) or env.get("REDI_SLURM_PARTITION")
+    placement = {"slurm_account": env.get("REDI_SLURM_ACCOUNT"), "slurm_partition": partition}
+    return {key: value for key, value in placement.items() if value}
+
+
+def shell_args(flag: str, paths: str | Iterable[str]) -> str:
+    """`flag` and its paths, each shell-quoted, for a params string ("" without paths):
+    the shell line uses it as {params.x} (already quoted, so never {params.x:q})."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return " ".join([flag, *map(shlex.quote, paths)]) if paths else ""
+
+
+def hp(params: Any) -> str:
+    """One canonical JSON string: the job's hyper-parameters (reruns on change)."""
+    return rc.canonical_json(params)
+
+
+def code_inputs(root: str) -> Callable[[str], list[str]]:
+    """``code(script)`` for the rules: the entry script and every redi/ module it
+    imports (found from ``root``), declared as inputs so that a module edit reruns
+    exactly its users."""
+    def code(script: str) -> list[str]:
+        return [script, *module_inputs(script, root)]
+    return code
+
+
+def one_of(names: Iterable[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A report caption looked up by name, ``report/<name>.rst``, for a wildcard rule.
+
+    Snakemake takes one caption file per rule output and renders it in a Jinja
+    environment without a loader, so a wildcard rule's generic caption
+    (``report/lookup/*.rst``) renders the caption of its job's name from the job's
+    ``params``: ``{{ snakemake.params.caption.render(snakemake=snakemake) }}``. (A
+    params function that takes ``output`` never triggers a rerun: editing a caption
+    reruns nothing, as for a caption file of its own.)
+    """
+
+    root: str
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / "report" / f"{self.name}.rst"
+
+    def __str__(self) -> str:  # how the report lists the job's params
+        return f"report/{self.name}.rst"
+
+    def render(self, **context: Any) -> str:
+        from jinja2 import Environment
+
+        env = Environment(trim_blocks=True, lstrip_blocks=True)  # as Snakemake's report
+        return env.from_string(self.path.read_text()).render(**context)
+
+
+# ----------------------------------------------------------------- runs
+
+
+def sft_runs(config: Config) -> list[str]:
+    return [rc.sft_name(e) for e in config["sft_epochs"]]
+
+
+def stage2_runs(config: Config) -> list[str]:
+    return list(config["runs"])
+
+
+def init_run(config: Config, run: str) -> str:
+    """The SFT run a stage-2 run starts from."""
+    return config["runs"][run]["init"]
+
+
+def manifest(run: str) -> str:
+    return f"results/train/{run}/manifest.json"
+
+
+def sft_model_name(run: str) -> str:
+    """sft_3ep -> SFT-3ep."""
+    return f"SFT-{run.split('_', 1)[1]}"
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+        str(value))
+
+
+def run_label(config: Config, run: str) -> str:
+    """Human-readable hyper-parameters of a run, e.g. 'DPO β=0.001 LR=2e-7': the
+    objective's label and symbols (``redi.losses``), the paper's LR, the init run when
+    it is not Table 2's start."""
+    if run.startswith("sft_"):
+        return f"{OBJECTIVES['sft'].label} {run[4:-2]} epochs"
+    spec = config["runs"][run]
+    objective = OBJECTIVES[spec["objective"]]
+    parts = [objective.label]
+    parts += [f"{h.symbol}={_value_text(spec[h.name])}" for h in objective.hyper if h.name in spec]
+    parts.append(f"LR={spec['lr']:.0e}".replace("e-0", "e-"))
+    if spec["init"] != config["tables"]["table2"]["start"]:
+        parts.append(f"from {spec['init']}")
+    return " ".join(parts)
+
+
+def raw_corpus_path(config: Config) -> str:
+    """The raw corpus the filters read: a workflow output (toy, hub) or the user's file."""
+    source = rc.raw_data_source(config)
+    return RAW_PATHS.get(source, source)
+
+
+# --------------------------------------------------------- per-job params
+
+
+def toy_params(config: Config) -> dict[str, Any]:
+    return rc.preset(config)["toy"]
+
+
+def tokenizer_params(config: Config) -> dict[str, Any]:
+    """What makes the tokenizer: tiny, its vocabulary size (trained on the toy corpus, an
+    input); otherwise the base model's Hub id or folder and its revision."""
+    base = rc.preset(config)["base_model"]
+    return {key: base[key] for key in ("source", "revision", "vocab_size") if key in base}
+
+
+def tokenizer_corpus(config: Config) -> list[str]:
+    """The tokenizer stage's input: the toy corpus for the tiny tokenizer, else nothing."""
+    return [RAW_PATHS["toy"]] if rc.preset(config)["base_model"]["source"] == "tiny" else []
+
+
+def base_model_params(config: Config) -> dict[str, Any]:
+    return rc.preset(config)["base_model"]
+
+
+def filter_params(config: Config) -> dict[str, Any]:
+    return {"shuffle_seed": rc.preset(config)["data"]["shuffle_seed"]}
+
+
+def length_filter_params(config: Config) -> dict[str, Any]:
+    data = rc.preset(config)["data"]
+    return {
+        "max_prompt_tokens": data["max_prompt_tokens"],
+        "max_response_tokens": data["max_response_tokens"],
+    }
+
+
+def sft_length_params(config: Config) -> dict[str, Any]:
+    """The SFT length rule (``redi.data.sft_length_rule``) counts against the SFT job's
+    ``max_length``."""
+    return {"max_length": rc.preset(config)["sft"]["max_length"]}
+
+
+def verify_params(config: Config) -> dict[str, Any]:
+    return {"timeout_s": config["evaluation"]["grading_timeout_s"]}
+
+
+def sft_params(config: Config, epochs: int) -> dict[str, Any]:
+    sft = rc.preset(config)["sft"]
+    return {"stage": "sft", "run": rc.sft_name(epochs), "epochs": int(epochs), **sft,
+            **rc.OPTIMIZER}
+
+
+def stage2_params(config: Config, run: str) -> dict[str, Any]:
+    spec = dict(config["runs"][run])
+    stage2 = rc.preset(config)["stage2"]
+    scale = stage2.pop("lr_scale")
+    lr = spec["lr"] * scale
+    if not math.isfinite(lr) or lr <= 0:
+        raise rc.ConfigError(f"invalid config key 'runs.{run}.lr': scaled LR {lr} is not positive")
+    return {
+        "stage": "stage2",
+        "run": run,
+        **spec,
+        "paper_lr": spec["lr"],
+        "lr": lr,
+        "epochs": 1,
+        **stage2,
+        **rc.OPTIMIZER,
+    }
+
+
+def ref_logps_params(config: Config, init: str) -> dict[str, Any]:
+    stage2 = rc.preset(config)["stage2"]
+    return {
+        "init": init,
+        "micro_batch": stage2["micro_batch"],
+        "max_prompt_length": stage2["max_prompt_length"],
+        "max_length": stage2["max_length"],
+    }
+
+
+def eval_env(config: Config) -> str:
+    """The evaluation rules' conda env (relative to rules/): the backend's."""
+    backend = rc.preset(config)["eval"]["backend"]
+    return "../envs/vllm.yaml" if backend == "vllm" else "../envs/train.yaml"
+
+
+def benchmark_names(config: Config) -> list[str]:
+    return [b["name"] for b in rc.preset(config)["benchmarks"]]
+
+
+def benchmark_specs(config: Config, names: list[str] | None = None) -> list[dict]:
+    p = rc.preset(config)
+    specs = p["benchmarks"] if names is None else [
+        b for b in p["benchmarks"] if b["name"] in names
+    ]
+    return [{**b, "dir": rc.benchmarks_dir(config)} for b in specs]
+
+
+def benchmark_download_params(config: Config) -> dict[str, Any]:
+    return {"benchmarks": rc.preset(config)["benchmarks"]}
+
+
+def raw_download_params(config: Config) -> dict[str, Any]:
+    return {"repo_id": rc.RAW_HUB_DATASET, "revision": rc.preset(config)["raw_data_revision"]}
+
+
+def baseline_download_params(config: Config, name: str) -> dict[str, Any]:
+    spec = next(b for b in rc.preset(config)["baselines"] if b["name"] == name)
+    return {"model": spec["model"], "revision": spec["revision"]}
+
+
+def _generation_params(config: Config, protocol: str) -> dict[str, Any]:
+    ev = config["evaluation"]
+    p = rc.preset(config)
+    return {
+        **p["eval"],
+        "temperature": ev["temperature"],
+        "top_p": ev["top_p"],
+        "seed": ev["seed"],
+        "think_prefix": ev["think_prefix"],
+        "grading_timeout_s": ev["grading_timeout_s"],
+        **ev[protocol],
+        "protocol": protocol,
+    }
+
+
+def intermediate_eval_params(config: Config) -> dict[str, Any]:
+    bench = rc.preset(config)["intermediate_benchmark"]
+    return {**_generation_params(config, "intermediate"),
+            "benchmarks": benchmark_specs(config, [bench])}
+
+
+def final_eval_params(config: Config, force_think: bool | None = None) -> dict[str, Any]:
+    params = {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config)}
+    if force_think is not None:
+        params["force_think"] = force_think
+    return params
+
+
+def final_model_params(config: Config, model: dict[str, Any]) -> dict[str, Any]:
+    """Final protocol + the model to evaluate (a ``final_models`` entry, with run labels).
+
+    A baseline may set ``force_think: false`` (e.g. a model without <think>).
+    """
+    runs = model.get("runs") or ([model["run"]] if "run" in model else [])
+    spec = {**model, "run_labels": {r: run_label(config, r) for r in runs}}
+    return {**final_eval_params(config, model.get("force_think")), "model": spec}
+
+
+def genstats_params(config: Config) -> dict[str, Any]:
+    bench = rc.preset(config)["fig8_benchmark"]
+    return {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config, [bench])}
+
+
+# ------------------------------------------------------- models and inputs
+
+
+def table2_groups(config: Config) -> list[dict[str, Any]]:
+    """Table 2's rows after the start model: one per group of runs (config order). The
+    slugs are unique and non-empty (validated); each names results/eval/final/table2-<slug>."""
+    return [{"label": g["label"], "slug": rc.table2_slug(g["label"]),
+             "runs": [g["pin"]] if g.get("pin") else g["runs"], "pinned": bool(g.get("pin"))}
+            for g in config["tables"]["table2"]["groups"]]
+
+
+def final_models(config: Config) -> dict[str, dict[str, Any]]:
+    """Every model that gets the final evaluation (16 samples, all benchmarks), by label
+    (results/eval/final/<label>/summary.json):
+
+    - kind sft: the SFT run's final checkpoint;
+    - kind group: the best checkpoint of the group's best run (peak intermediate accuracy);
+    - kind run: one run, its ``best`` or ``last`` checkpoint;
+    - kind baseline: an external model (Hub id or local folder).
+    """
+    t1, t2 = config["tables"]["table1"], config["tables"]["table2"]
+    return {
+        t2["start"]: {"kind": "sft", "run": t2["start"]},
+        t1["sft"]: {"kind": "sft", "run": t1["sft"]},
+        **{f"table2-{g['slug']}": {"kind": "group", "runs": g["runs"], "label": g["label"]}
+           for g in table2_groups(config)},
+        "table1-final": {"kind": "run", "run": t1["final"], "checkpoint": t1["final_checkpoint"]},
+        **{f"baseline-{b['name']}": {"kind": "baseline", **b}
+           for b in rc.preset(config)["baselines"]},
+    }
+
+
+def hub_baselines(config: Config) -> dict[str, str]:
+    """Baselines downloaded from the Hub (name -> Hub id); the others are local folders.
+    Names are validated single path components: results/models/hub/<name>."""
+    return {b["name"]: b["model"] for b in rc.preset(config)["baselines"] if rc.hub_id(b["model"])}
+
+
+def baseline_dir(config: Config, spec: Mapping[str, Any]) -> str:
+    if spec["name"] in hub_baselines(config):
+        return f"results/models/hub/{spec['name']}"
+    return spec["model"]
+
+
+def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
+    """The init SFT run's manifest, and its reference log-probs if the objective needs them."""
+    init = init_run(config, run)
+    needs_ref = OBJECTIVES[config["runs"][run]["objective"]].needs_ref
+    return {"init": manifest(init),
+            "ref": f"results/train/ref_logps/{init}.parquet" if needs_ref else []}
+
+
+def curve_inputs(config: Config, run: str) -> dict[str, Any]:
+    inputs = {"manifest": manifest(run), "log_csv": f"results/train/{run}/log.csv",
+              "bench": rc.benchmarks_dir(config)}
+    if run in config["runs"]:  # step 0 = the init SFT model, from its curve
+        inputs["init_curve"] = f"results/eval/curves/{init_run(config, run)}.csv"
+    return inputs
+
+
+def final_inputs(config: Config, label: str) -> dict[str, Any]:
+    spec = final_models(config)[label]
+    inputs = {"bench": rc.benchmarks_dir(config), "manifests": [], "bests": [], "model_dir": []}
+    if spec["kind"] == "sft" or (spec["kind"] == "run" and spec["checkpoint"] == "last"):
+        inputs["manifests"] = [manifest(spec["run"])]
+    elif spec["kind"] == "run":
+        inputs["bests"] = [f"results/eval/curves/{spec['run']}.best.json"]
+    elif spec["kind"] == "group":
+        inputs["bests"] = [f"results/eval/curves/{r}.best.json" for r in spec["runs"]]
+    else:
+        inputs["model_dir"] = baseline_dir(config, spec)
+    return inputs
+
+
+def final_args(wildcards: Any, input: Any) -> str:
+    """The model's inputs as shell-quoted options (config paths may hold any character)."""
+    args = [shell_args("--manifests", input.manifests), shell_args("--bests", input.bests),
+            shell_args("--model-dir", input.model_dir)]
+    return " ".join(a for a in args if a)
+
+
+# ----------------------------------------------------------------- tables
+
+
+def _preset_benchmarks(preset: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"name": b["name"], "label": b["label"]} for b in preset["benchmarks"]]
+
+
+def _preset_benchmark(preset: Mapping[str, Any], name: str) -> dict[str, str]:
+    return next(b for b in _preset_benchmarks(preset) if b["name"] == name)
+
+
+def _peak(config: Config) -> str:
+    """How checkpoints are picked, for the captions (its closing bracket left to them)."""
+    preset = rc.preset(config)
+    inter = _preset_benchmark(preset, preset["intermediate_benchmark"])["label"]
+    n_inter = config["evaluation"]["intermediate"]["n_samples"]
+    return f"peak intermediate {inter} accuracy (pass@1 over {n_inter} samples"
+
+
+Rows = tuple[str, str, list[dict[str, Any]]]  # title, selection caption, rows
+
+
+def _table2_rows(config: Config) -> Rows:
+    """The start SFT model, then the best run of each group: the paper's order."""
+    t2 = config["tables"]["table2"]
+    start = sft_model_name(t2["start"])
+    rows = [{"label": t2["start"], "model": start, "role": "start", "runs": [t2["start"]],
+             "selection": "final checkpoint"}]
+    for g in table2_groups(config):
+        pick = "pinned run" if g["pinned"] else f"best of {len(g['runs'])} runs"
+        rows.append({"label": f"table2-{g['slug']}", "model": g["label"], "role": "group",
+                     "runs": list(g["runs"]), "selection": f"{pick}, peak checkpoint"})
+    title = f"Table 2 (preset {config['preset']}): ablation from {start}."
+    selection = (f"Method rows: the best run of each group and its checkpoint, both by "
+                 f"{_peak(config)}; config `pin` forces a run); {start}: its final checkpoint.")
+    return title, selection, rows
+
+
+def _table1_rows(config: Config) -> Rows:
+    """The external baselines, the SFT model and the final model."""
+    t1 = config["tables"]["table1"]
+    final, sft = t1["final"], sft_model_name(t1["sft"])
+    method = OBJECTIVES[config["runs"][final]["objective"]].label
+    rows = [{"label": f"baseline-{b['name']}", "model": b["label"], "role": "baseline",
+             "source": b["model"], "selection": "external model"}
+            for b in rc.preset(config)["baselines"]]
+    rows.append({"label": t1["sft"], "model": sft, "role": "sft", "runs": [t1["sft"]],
+                 "selection": "final checkpoint"})
+    which = t1["final_checkpoint"]
+    rows.append({"label": "table1-final", "model": f"{method} (final)", "role": "final",
+                 "runs": [final], "selection": f"{which} checkpoint"})
+    title = f"Table 1 (preset {config['preset']}): main results."
+    checkpoint = f"checkpoint with the {_peak(config)})" if which == "best" else "last checkpoint"
+    selection = (f"{method} (final): run `{final}`, its {checkpoint}; {sft}: its final "
+                 "checkpoint; baselines as released.")
+    return title, selection, rows
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """A registry entry: one table of final-evaluation summaries (pass@1 ± SEM and
+    pass@16, CSV and markdown each, ``redi.reporting.run_tables``). ``rows`` gives its
+    title, selection caption and rows (``final_models`` labels); ``title`` is its
+    report subcategory. Captions: ``report/<name>.rst`` and ``report/<name>_pass16.rst``."""
+
+    rows: Callable[[Config], Rows]
+    title: str
+
+
+# Adding a table = one rows function + one entry here + its two captions.
+TABLES: dict[str, TableKind] = {
+    "table1": TableKind(_table1_rows, "Table 1"),
+    "table2": TableKind(_table2_rows, "Table 2"),
+}
+
+
+def table_spec(config: Config, table: str) -> dict[str, Any]:
+    """The job parameters of one table of ``TABLES`` (see ``redi.reporting``)."""
+    title, selection, rows = TABLES[table].rows(config)
+    runs = sorted({r for row in rows for r in row.get("runs", [])})
+    return {
+        "table": table,
+        "preset": config["preset"],
+        "title": title,
+        "title_pass16": title.replace(":", ", pass@16:", 1),
+        "selection": selection,
+        "benchmarks": _preset_benchmarks(rc.preset(config)),
+        "rows": rows,
+        "run_labels": {r: run_label(config, r) for r in runs},
+    }
+
+
+def table_outputs(table: str) -> dict[str, str]:
+    """A table job's files (``table`` may be the rule's ``{table}`` wildcard)."""
+    return {"csv": f"results/{table}.csv", "md": f"results/{table}.md",
+            "pass16_csv": f"results/{table}_pass16.csv",
+            "pass16_md": f"results/{table}_pass16.md"}
+
+
+def table_inputs(config: Config, table: str) -> list[str]:
+    return [f"results/eval/final/{row['label']}/summary.json"
+            for row in table_spec(config, table)["rows"]]
+
+
+def agreement_spec(config: Config) -> dict[str, Any]:
+    """The agreement table's job parameters: the tables' grader vs Math-Verify's
+    ``strict`` (vs ``rllm`` when the tables use strict), for every model of the tables
+    (each label once) on every benchmark."""
+    grader = config["evaluation"]["final"]["grader"]
+    reference = "rllm" if grader == "strict" else "strict"
+    rows: dict[str, dict[str, str]] = {}
+    for table in TABLES:
+        for row in table_spec(config, table)["rows"]:
+            rows.setdefault(row["label"], {"label": row["label"], "model": row["model"]})
+    return {"preset": config["preset"], "graders": [grader, reference],
+            "benchmarks": _preset_benchmarks(rc.preset(config)), "rows": list(rows.values()),
+            "max_examples": AGREEMENT_EXAMPLES}
+
+
+def agreement_inputs(config: Config) -> list[str]:
+    spec = agreement_spec(config)
+    return [f"results/eval/final/{row['label']}/{b['name']}.parquet"
+            for row in spec["rows"] for b in spec["benchmarks"]]
+
+
+def comparison_params(config: Config) -> dict[str, Any]:
+    """Benchmarks and grader, and which of our runs time each paper training stage."""
+    preset = rc.preset(config)
+    stages: dict[str, list[str]] = {r: [r] for r in sft_runs(config)}
+    for run, spec in config["runs"].items():
+        stages.setdefault(f"{spec['objective']}_1ep", []).append(run)
+    return {"preset": config["preset"], "benchmarks": _preset_benchmarks(preset),
+            "grader": config["evaluation"]["final"]["grader"], "training_stages": stages,
+            "train_gpus": preset["resources"]["train_gpus"]}
+
+
+# ---------------------------------------------------------------- figures
+
+
+def figure_runs(config: Config, figure: str | None = None) -> list[str]:
+    """The runs of one figure of ``redi.plotting.FIGURES``, or of all figures: the SFT
+    runs, then each run at its first appearance in `figures` (not the order of `runs`,
+    which a --configfile override reorders)."""
+    if figure is not None and FIGURES[figure].shows == "sft":
+        return sft_runs(config)
+    if figure is not None:
+        names = config["figures"][figure]
+        return [names] if isinstance(names, str) else list(names)
+    shown = [r for f in config["figures"] for r in figure_runs(config, f)]
+    return list(dict.fromkeys(sft_runs(config) + shown))
+
+
+def _figure_spec(config: Config, run: str, own: bool) -> dict[str, Any]:
+    """A run's spec in a figure's params: in full for the figure's own runs; for the
+    others only what fixes their colour and the own runs' dashes (the objective and
+    its ``style_keys``), so that changing another figure's run does not replan this one."""
+    if run not in config["runs"]:
+        return {"objective": "sft"}
+    spec = config["runs"][run]
+    objective = OBJECTIVES[spec["objective"]]
+    keys = (*rc.RUN_FIELDS, *objective.hyper_names) if own else (
+        "objective", *objective.style_keys)
+    return {k: v for k, v in spec.items() if k in keys}
+
+
+def figure_params(config: Config, figure: str) -> dict[str, Any]:
+    """One figure's job parameters: its runs with their specs and legend labels, the
+    specs of every other run in any figure (``_figure_spec``: a run keeps its colour
+    across figures), the benchmark it shows."""
+    preset = rc.preset(config)
+    own = figure_runs(config, figure)
+    palette = figure_runs(config)
+    return {
+        "figure": figure,
+        "runs": own,
+        "palette": palette,
+        "specs": {r: _figure_spec(config, r, r in own) for r in palette},
+        "labels": {r: run_label(config, r) for r in own},
+        "benchmark": _preset_benchmark(preset, preset[FIGURES[figure].benchmark]),
+        # the paper's "gradient step size" as the AdamW update norm (report/fig3.rst)
+        "step_size": "update_norm",
+    }
+
+
+FIGURE_INPUTS = {
+    "curves": "results/eval/curves/{run}.csv",
+    "logs": "results/train/{run}/log.csv",
+    "genstats": "results/eval/genstats/{run}.csv",
+}
+
+
+def figure_inputs(config: Config, figure: str) -> dict[str, list[str]]:
+    """A figure job's inputs by kind (``redi.plotting.READS``): those its registry entry
+    reads for each of its runs, the other kinds empty."""
+    reads, runs = FIGURES[figure].reads, figure_runs(config, figure)
+    return {kind: [path.format(run=r) for r in runs] if kind in reads else []
+            for kind, path in FIGURE_INPUTS.items()}
+
+
+# ---------------------------------------------------------------- targets
+
+
+def all_targets(config: Config) -> list[str]:
+    """What `snakemake` without a target builds: the data report, every trained run, its
+    curve, every final evaluation, Figure 8's statistics, every table and figure."""
+    trained = sft_runs(config) + stage2_runs(config)
+    genstats = [FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
+                if "genstats" in kind.reads for r in figure_runs(config, f)]
+    return [
+        "results/data/report.json",
+        *(manifest(r) for r in trained),
+        *(f"results/eval/curves/{r}.{ext}" for r in trained for ext in ("csv", "best.json")),
+        *(f"results/eval/final/{label}/summary.json" for label in final_models(config)),
+        *genstats,
+        *(path for t in TABLES for path in table_outputs(t).values()),
+        "results/paper_comparison.csv", "results/paper_comparison.md",
+        *AGREEMENT_OUTPUTS.values(),
+        *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
+    ]

@@ -1,0 +1,380 @@
+"""redi.plan: the job plan the rules are built from (params, models, tables, figures),
+on the shipped config for both presets; and the registries as the only place an
+objective or a figure is added."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings,
+    DAGSettings,
+    OutputSettings,
+    ResourceSettings,
+    StorageSettings,
+)
+
+from redi import config as rc
+from redi import losses, plan, plotting
+
+from .conftest import ROOT, copy_workflow, planned_jobs
+
+
+@pytest.fixture(params=["tiny", "paper"])
+def cfg(request) -> dict:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["preset"] = request.param
+    rc.validate_config(config)
+    return config
+
+
+def shipped(preset: str = "tiny") -> dict:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["preset"] = preset
+    rc.validate_config(config)
+    return config
+
+
+# ------------------------------------------------------------ the session
+
+
+@pytest.mark.parametrize(("argv", "dry"), [
+    (["-n"], True), (["--dry-run"], True), (["--dryrun"], True), (["-pn", "all"], True),
+    (["-np"], True), (["--cores", "2", "-n"], True), (["--profile", "slurm", "-nF"], True),
+    ([], False), (["--cores", "2"], False), (["-c2"], False), (["--notemp"], False),
+    (["-p", "results/table2.csv"], False), (["--config", "n=1"], False), (["-F"], False),
+])
+def test_dry_run_requested(argv, dry):
+    assert plan.dry_run_requested(argv) is dry
+
+
+def test_session_helpers():
+    assert plan.slurm_placement(environ={}) == {}
+    env = {"REDI_SLURM_ACCOUNT": "p", "REDI_SLURM_PARTITION": "cpu", "REDI_SLURM_GPU_PARTITION": "a"}
+    assert plan.slurm_placement(environ=env) == {"slurm_account": "p", "slurm_partition": "cpu"}
+    assert plan.slurm_placement(gpu=True, environ=env)["slurm_partition"] == "a"
+    assert plan.slurm_placement(gpu=True, environ={"REDI_SLURM_PARTITION": "cpu"}) == {
+        "slurm_partition": "cpu"}
+    assert plan.shell_args("--x", []) == ""
+    assert plan.shell_args("--x", "a b") == "--x 'a b'"
+    assert plan.shell_args("--x", ["a", "$(b)"]) == "--x a '$(b)'"
+    assert plan.one_of(["a.b", "c"]) == r"a\.b|c" and plan.one_of([]) == "(?!)"
+    assert plan.pythonpath("/wf", None) == "/wf"
+    assert plan.pythonpath("/wf", "/x") == "/wf:/x"
+    code = plan.code_inputs(str(ROOT))
+    assert code("scripts/make_tables.py")[:2] == ["scripts/make_tables.py", "redi/__init__.py"]
+    assert plan.hp({"b": 1, "a": 2.5}) == '{"a":2.5,"b":1}'
+
+
+def test_the_plan_imports_no_heavy_package():
+    """The Snakefile imports redi.plan on every invocation (dry runs within seconds)."""
+    probe = ("import sys, redi.plan; "
+             "print([m for m in ('pandas', 'matplotlib', 'torch', 'numpy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------- runs
+
+
+def test_runs_labels_and_inits(cfg):
+    assert plan.sft_runs(cfg) == ["sft_3ep", "sft_5ep"]
+    assert len(plan.stage2_runs(cfg)) == 21
+    assert plan.init_run(cfg, "redi_a0.8_lr1e-6_sft5ep") == "sft_5ep"
+    assert plan.run_label(cfg, "simpo_b10_g5_lr3e-7") == "SimPO β=10 γ=5 LR=3e-7"
+    assert plan.run_label(cfg, "redi_a1.0_lr2e-7") == "REDI α=1 LR=2e-7"
+    assert plan.run_label(cfg, "sft_5ep") == "SFT 5 epochs"
+    assert plan.sft_model_name("sft_3ep") == "SFT-3ep"
+
+
+def test_raw_corpus_path():
+    tiny = shipped()
+    assert plan.raw_corpus_path(tiny) == "results/data/raw_toy.parquet"
+    assert plan.raw_corpus_path(shipped("paper")) == "results/data/raw_hub.parquet"
+    tiny["raw_data"] = "my rows.jsonl"
+    assert plan.raw_corpus_path(tiny) == "my rows.jsonl"
+
+
+# ---------------------------------------------------------- per-job params
+
+
+def test_data_stage_params():
+    tiny, paper = shipped(), shipped("paper")
+    assert plan.toy_params(tiny) == {"seed": 20250530, "n_problems": 1000,
+                                     "instruction_share": 0.3,
+                                     "benchmarks": {"toy_arith": 64, "toy_frac": 32,
+                                                    "toy_long": 32}}
+    assert plan.tokenizer_params(tiny) == {"source": "tiny", "vocab_size": 512}
+    assert plan.tokenizer_corpus(tiny) == ["results/data/raw_toy.parquet"]
+    assert plan.tokenizer_params(paper) == {
+        "source": "Qwen/Qwen2.5-Math-1.5B", "revision": "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"}
+    assert plan.tokenizer_corpus(paper) == []
+    assert plan.base_model_params(tiny)["pretrain_steps"] == 2600
+    assert plan.base_model_params(paper) == {
+        "source": "Qwen/Qwen2.5-Math-1.5B", "revision": "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2",
+        "rope_theta": 300000.0, "max_position_embeddings": 32768}
+    assert plan.filter_params(paper) == {"shuffle_seed": 42}
+    assert plan.length_filter_params(tiny).items() >= {"max_prompt_tokens": 160,
+                                                       "max_response_tokens": 200}.items()
+    assert plan.length_filter_params(paper).items() >= {"max_prompt_tokens": 800,
+                                                        "max_response_tokens": 19000}.items()
+    assert plan.verify_params(paper) == {"timeout_s": 5}
+
+
+def test_training_params(cfg):
+    scale = rc.preset(cfg)["stage2"]["lr_scale"]
+    sft = plan.sft_params(cfg, 3)
+    assert (sft["stage"], sft["run"], sft["epochs"]) == ("sft", "sft_3ep", 3)
+    assert {k: sft[k] for k in rc.OPTIMIZER} == rc.OPTIMIZER
+    s2 = plan.stage2_params(cfg, "dpo_b0.01_lr2e-7")
+    assert (s2["stage"], s2["objective"], s2["beta"], s2["epochs"]) == ("stage2", "dpo", 0.01, 1)
+    assert s2["paper_lr"] == 2e-7 and s2["lr"] == pytest.approx(2e-7 * scale)
+    assert "lr_scale" not in s2
+    ref = plan.ref_logps_params(cfg, "sft_3ep")
+    assert ref == {"init": "sft_3ep", **{k: rc.preset(cfg)["stage2"][k] for k in
+                                         ("micro_batch", "max_prompt_length", "max_length")}}
+
+
+def test_evaluation_params(cfg):
+    preset = rc.preset(cfg)
+    folder = preset["benchmarks_dir"] or rc.BENCHMARKS_DOWNLOAD_DIR
+    inter = plan.intermediate_eval_params(cfg)
+    assert [b["name"] for b in inter["benchmarks"]] == [preset["intermediate_benchmark"]]
+    assert (inter["n_samples"], inter["force_think"], inter["grader"]) == (4, False, "math_verify")
+    final = plan.final_eval_params(cfg)
+    assert [b["dir"] for b in final["benchmarks"]] == [folder] * len(preset["benchmarks"])
+    assert (final["n_samples"], final["force_think"], final["grader"]) == (16, True, "rllm")
+    assert final["backend"] == preset["eval"]["backend"] and final["protocol"] == "final"
+    assert plan.final_eval_params(cfg, force_think=False)["force_think"] is False
+    assert plan.benchmark_names(cfg) == [b["name"] for b in preset["benchmarks"]]
+    assert plan.eval_env(cfg) == f"../envs/{'vllm' if cfg['preset'] == 'paper' else 'train'}.yaml"
+    stats = plan.genstats_params(cfg)
+    assert [b["name"] for b in stats["benchmarks"]] == [preset["fig8_benchmark"]]
+    model = plan.final_model_params(cfg, plan.final_models(cfg)["table2-simpo"])["model"]
+    assert model["run_labels"] == {"simpo_b2_g1_lr5e-7": "SimPO β=2 γ=1 LR=5e-7",
+                                   "simpo_b10_g5_lr3e-7": "SimPO β=10 γ=5 LR=3e-7"}
+
+
+def test_download_params():
+    paper = shipped("paper")
+    assert [b["name"] for b in plan.benchmark_download_params(paper)["benchmarks"]] == [
+        "math500", "aime24", "amc23", "minerva", "olympiadbench"]
+    assert plan.benchmark_specs(paper, ["aime24"])[0]["dir"] == "results/data/benchmarks"
+    assert plan.baseline_download_params(paper, "qwen_math_instruct_1.5b") == {
+        "model": "Qwen/Qwen2.5-Math-1.5B-Instruct",
+        "revision": "aafeb0fc6f22cbf0eaeed126eff8be45b0360a35"}
+
+
+# -------------------------------------------------- models and job inputs
+
+
+def test_final_models_and_table2_groups(cfg):
+    groups = plan.table2_groups(cfg)
+    assert [(g["label"], g["slug"], len(g["runs"]), g["pinned"]) for g in groups] == [
+        ("DPO", "dpo", 11, False), ("SimPO", "simpo", 2, False),
+        ("Symmetric REDI", "symmetric_redi", 3, False), ("REDI", "redi", 4, False)]
+    models = plan.final_models(cfg)
+    baselines = [f"baseline-{b['name']}" for b in rc.preset(cfg)["baselines"]]
+    assert list(models) == ["sft_3ep", "sft_5ep", "table2-dpo", "table2-simpo",
+                            "table2-symmetric_redi", "table2-redi", "table1-final", *baselines]
+    assert {label: m["kind"] for label, m in models.items()} == {
+        "sft_3ep": "sft", "sft_5ep": "sft", "table2-dpo": "group", "table2-simpo": "group",
+        "table2-symmetric_redi": "group", "table2-redi": "group", "table1-final": "run",
+        **{b: "baseline" for b in baselines}}
+    assert models["table1-final"] == {"kind": "run", "run": "redi_a0.8_lr1e-6_sft5ep",
+                                      "checkpoint": "best"}
+    assert models["table2-redi"]["label"] == "REDI"
+    pinned = copy.deepcopy(cfg)
+    pinned["tables"]["table2"]["groups"][1]["pin"] = "simpo_b2_g1_lr5e-7"
+    assert plan.table2_groups(pinned)[1]["runs"] == ["simpo_b2_g1_lr5e-7"]
+    assert plan.final_models(pinned)["table2-simpo"]["runs"] == ["simpo_b2_g1_lr5e-7"]
+
+
+def test_job_inputs():
+    tiny, paper = shipped(), shipped("paper")
+    assert plan.stage2_inputs(tiny, "dpo_b0.1_lr1e-6") == {
+        "init": "results/train/sft_3ep/manifest.json",
+        "ref": "results/train/ref_logps/sft_3ep.parquet"}
+    assert plan.stage2_inputs(tiny, "redi_a0.8_lr1e-6_sft5ep") == {
+        "init": "results/train/sft_5ep/manifest.json", "ref": []}
+    assert plan.curve_inputs(tiny, "sft_3ep") == {
+        "manifest": "results/train/sft_3ep/manifest.json",
+        "log_csv": "results/train/sft_3ep/log.csv", "bench": "results/data/toy_benchmarks"}
+    assert plan.curve_inputs(paper, "simpo_b2_g1_lr5e-7")["init_curve"] == (
+        "results/eval/curves/sft_3ep.csv")
+    assert plan.final_inputs(tiny, "table2-simpo")["bests"] == [
+        "results/eval/curves/simpo_b2_g1_lr5e-7.best.json",
+        "results/eval/curves/simpo_b10_g5_lr3e-7.best.json"]
+    assert plan.final_inputs(tiny, "sft_5ep")["manifests"] == ["results/train/sft_5ep/manifest.json"]
+    assert plan.final_inputs(tiny, "baseline-tiny-base")["model_dir"] == "results/models/base"
+    assert plan.hub_baselines(paper) == {
+        "r1_distill_1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        "qwen_math_instruct_1.5b": "Qwen/Qwen2.5-Math-1.5B-Instruct"}
+    assert plan.final_inputs(paper, "baseline-r1_distill_1.5b")["model_dir"] == (
+        "results/models/hub/r1_distill_1.5b")
+    quoted = plan.final_args(None, types.SimpleNamespace(manifests=[], bests=["a b"],
+                                                         model_dir=[]))
+    assert quoted == "--bests 'a b'"
+
+
+# ------------------------------------------------------------ tables
+
+
+def test_table_registry(cfg):
+    assert list(plan.TABLES) == ["table1", "table2"]
+    for name, kind in plan.TABLES.items():
+        spec = plan.table_spec(cfg, name)
+        assert spec["table"] == name and kind.title == f"Table {name[-1]}"
+        assert plan.table_inputs(cfg, name) == [
+            f"results/eval/final/{r['label']}/summary.json" for r in spec["rows"]]
+        assert set(spec["run_labels"]) == {r for row in spec["rows"] for r in row.get("runs", [])}
+        assert (ROOT / "report" / f"{name}.rst").exists()
+        assert (ROOT / "report" / f"{name}_pass16.rst").exists()
+    assert plan.table_outputs("{table}") == {
+        "csv": "results/{table}.csv", "md": "results/{table}.md",
+        "pass16_csv": "results/{table}_pass16.csv", "pass16_md": "results/{table}_pass16.md"}
+    assert len(plan.agreement_inputs(cfg)) == len(plan.agreement_spec(cfg)["rows"]) * len(
+        rc.preset(cfg)["benchmarks"])
+
+
+def test_caption_is_rendered_like_snakemakes():
+    cfg = shipped()
+    caption = plan.Caption(str(ROOT), "fig8")
+    assert str(caption) == "report/fig8.rst"
+    text = caption.render(snakemake=types.SimpleNamespace(config=cfg))
+    assert text.startswith("Figure 8: generation statistics of run ``redi_a0.8_lr1e-6`` on\n"
+                           "``toy_long``")
+    lookup = (ROOT / "report" / "lookup" / "caption.rst").read_text()
+    assert "snakemake.params.caption.render(" in lookup
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_figure_runs_inputs_and_params():
+    cfg = shipped()
+    assert plan.figure_runs(cfg, "fig2") == ["sft_3ep", "sft_5ep"]
+    assert plan.figure_runs(cfg, "fig8") == ["redi_a0.8_lr1e-6"]
+    assert plan.figure_runs(cfg)[:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
+    assert plan.figure_inputs(cfg, "fig2") == {
+        "curves": ["results/eval/curves/sft_3ep.csv", "results/eval/curves/sft_5ep.csv"],
+        "logs": [], "genstats": []}
+    fig5 = plan.figure_inputs(cfg, "fig5")
+    assert fig5["logs"] == ["results/train/simpo_b2_g1_lr5e-7/log.csv",
+                            "results/train/simpo_b10_g5_lr3e-7/log.csv"]
+    assert plan.figure_inputs(cfg, "fig8") == {
+        "curves": [], "logs": [], "genstats": ["results/eval/genstats/redi_a0.8_lr1e-6.csv"]}
+    fig5 = plan.figure_params(cfg, "fig5")
+    # own runs in full, the others as far as their objective's style_keys go
+    assert fig5["specs"]["simpo_b2_g1_lr5e-7"] == {"objective": "simpo", "init": "sft_3ep",
+                                                  "lr": 5e-7, "beta": 2.0, "gamma": 1.0}
+    assert fig5["specs"]["dpo_b0.1_lr1e-8"] == {"objective": "dpo", "beta": 0.1}
+    assert fig5["specs"]["sft_3ep"] == {"objective": "sft"}
+    assert fig5["labels"] == {"simpo_b2_g1_lr5e-7": "SimPO β=2 γ=1 LR=5e-7",
+                              "simpo_b10_g5_lr3e-7": "SimPO β=10 γ=5 LR=3e-7"}
+    assert plan.figure_params(cfg, "fig8")["benchmark"] == {"name": "toy_long",
+                                                            "label": "Toy-Long (OOD)"}
+
+
+def test_every_registered_figure_has_its_caption():
+    for name, kind in plotting.FIGURES.items():
+        assert (ROOT / "report" / f"{name}.rst").exists(), name
+        assert set(kind.reads) <= set(plotting.READS) and kind.shows in plotting.SHOWS
+
+
+def test_all_targets(cfg):
+    targets = plan.all_targets(cfg)
+    assert len(targets) == len(set(targets))
+    assert targets[0] == "results/data/report.json"
+    assert "results/eval/genstats/redi_a0.8_lr1e-6.csv" in targets
+    assert "results/table2_pass16.md" in targets and "results/figures/fig8.pdf" in targets
+    assert sum(t.startswith("results/train/") for t in targets) == 23
+    assert sum(t.startswith("results/eval/final/") for t in targets) == len(plan.final_models(cfg))
+
+
+# ------------------------------------------- the registries: one place each
+
+
+@pytest.fixture()
+def weighted_sft():
+    """A toy objective (weighted NLL of the chosen trace), registered for one test."""
+    weight = losses.HyperParam("weight", "w", {"type": "number", "exclusiveMinimum": 0})
+    losses.register("wsft", losses.Objective(
+        label="WSFT", loss=lambda b, p: -p["weight"] * b.chosen / b.chosen_lengths,
+        hyper=(weight,), style_keys=("weight",)))
+    yield "wsft"
+    del losses.OBJECTIVES["wsft"]
+
+
+def test_a_registered_objective_is_planned_with_no_other_edit(weighted_sft):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["runs"]["wsft_w0.5"] = {"objective": "wsft", "init": "sft_3ep", "lr": 1e-6, "weight": 0.5}
+    cfg["figures"]["fig7"].append("wsft_w0.5")
+    rc.validate_config(cfg)
+    assert plan.run_label(cfg, "wsft_w0.5") == "WSFT w=0.5 LR=1e-6"
+    params = plan.stage2_params(cfg, "wsft_w0.5")
+    assert (params["objective"], params["weight"]) == ("wsft", 0.5)
+    assert plan.stage2_inputs(cfg, "wsft_w0.5")["ref"] == []  # needs_ref is False
+    assert plan.figure_params(cfg, "fig3")["specs"]["wsft_w0.5"] == {"objective": "wsft",
+                                                                     "weight": 0.5}
+    assert plan.comparison_params(cfg)["training_stages"]["wsft_1ep"] == ["wsft_w0.5"]
+    for bad, key in ((0, "runs.wsft_w0.5.weight"), (None, "runs.wsft_w0.5")):
+        broken = copy.deepcopy(cfg)
+        if bad is None:
+            del broken["runs"]["wsft_w0.5"]["weight"]
+        else:
+            broken["runs"]["wsft_w0.5"]["weight"] = bad
+        with pytest.raises(rc.ConfigError, match=rf"^invalid config key '{key}'"):
+            rc.validate_config(broken)
+
+
+def test_a_registered_objective_dry_runs_in_the_workflow(weighted_sft, tmp_path, caplog,
+                                                         monkeypatch):
+    """Snakemake in this process (a CLI run would not see the registration): the new
+    run plans its stage-2 job, without reference log-probs, with its hyper-parameter."""
+    # the Snakefile sets PYTHONPATH and sys.path for its jobs: restored after the test
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    work = copy_workflow(tmp_path / "wf")
+    run = {"objective": "wsft", "init": "sft_3ep", "lr": 1.0e-6, "weight": 0.5}
+    cwd = os.getcwd()
+    caplog.set_level(logging.INFO)  # Snakemake's messages, through its logger
+    try:
+        with SnakemakeApi(OutputSettings(quiet=None, printshellcmds=True)) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(),
+                config_settings=ConfigSettings(config={"runs": {"wsft_w0.5": run}}),
+                snakefile=work / "Snakefile", workdir=work)
+            dag = workflow.dag(DAGSettings(targets={"results/train/wsft_w0.5/manifest.json"}))
+            dag.execute_workflow(executor="dryrun")
+    finally:
+        os.chdir(cwd)  # the API runs in the workflow's folder
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert planned_jobs(types.SimpleNamespace(stdout=text, stderr="")) == {"toy_corpus": 1, "tokenizer": 1, "base_model": 1,
+                                  "filter_data": 1, "sft_length": 1, "length_filter": 1, "sft": 1,
+                                  "stage2": 1}
+    line = next(x for x in text.splitlines() if "scripts/train_stage2.py" in x)
+    assert '"objective":"wsft"' in line and '"weight":0.5' in line and "--ref-logps" not in line
+
+
+def test_a_registered_figure_is_planned_with_no_other_edit(monkeypatch):
+    monkeypatch.setitem(plotting.FIGURES, "fig9", plotting.FigureKind(
+        lambda d: plotting.plot_fig2(d.curves, d.styles, d.benchmark["label"])))
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    with pytest.raises(rc.ConfigError, match="'fig9' is a required property"):
+        rc.validate_config(copy.deepcopy(cfg))
+    cfg["figures"]["fig9"] = ["redi_a0.2_lr1e-6"]
+    rc.validate_config(cfg)
+    assert plan.figure_inputs(cfg, "fig9")["curves"] == ["results/eval/curves/redi_a0.2_lr1e-6.csv"]
+    assert "results/figures/fig9.png" in plan.all_targets(cfg)
+    assert json.loads(plan.hp(plan.figure_params(cfg, "fig9")))["runs"] == ["redi_a0.2_lr1e-6"]
