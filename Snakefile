@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
+include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 report: "report/workflow.rst"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from redi import config as rc
-from redi.losses import OBJECTIVES
+from redi.losses import OBJECTIVES, stage2_objectives
 from redi.plotting import FIGURES
 from redi.workflow import module_inputs
 
@@ -339,6 +339,18 @@ def genstats_params(config: Config) -> dict[str, Any]:
     return {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config, [bench])}
 
 
+def analysis_params(config: Config) -> dict[str, Any]:
+    """Figures 9/10's token analysis: the preset's sample sizes, the stage-2 truncation
+    (the pairs are scored as trained), and how Figure 8's generations were prompted."""
+    preset, protocol = rc.preset(config), genstats_params(config)
+    return {**preset["analysis"],
+            "max_prompt_length": preset["stage2"]["max_prompt_length"],
+            "max_length": preset["stage2"]["max_length"],
+            "think_prefix": protocol["think_prefix"],
+            "think_prefix_newline": protocol["think_prefix_newline"],
+            "benchmark": protocol["benchmarks"][0]}
+
+
 # ------------------------------------------------------- models and inputs
 
 
@@ -545,6 +557,52 @@ def agreement_inputs(config: Config) -> list[str]:
             for row in spec["rows"] for b in spec["benchmarks"]]
 
 
+TABLE3_OUTPUTS = {"csv": "results/table3.csv", "md": "results/table3.md"}
+TOKEN_CORRELATION = "results/figures/fig10_correlation.csv"
+
+
+def _benchmark_file(rule: str, name: str) -> str:
+    return f"results/benchmarks/{rule}/{name}.tsv"
+
+
+def _objective_order(config: Config) -> list[str]:
+    """The stage-2 objectives in Table 2's row order (then any others)."""
+    listed = [config["runs"][r]["objective"] for g in config["tables"]["table2"]["groups"]
+              for r in g["runs"]]
+    return list(dict.fromkeys([*listed, *stage2_objectives()]))
+
+
+def table3_spec(config: Config) -> dict[str, Any]:
+    """Table 3 (training cost, measured): per stage its runs' manifests and job
+    benchmark files; DPO runs also name their reference job, shared by the DPO runs
+    from the same SFT model."""
+    stages = [{"label": f"SFT {run[4:-2]} ep", "paper": f"{run}",
+               "runs": [{"manifest": manifest(run), "benchmark": _benchmark_file("sft", run)}]}
+              for run in sft_runs(config)]
+    for objective in _objective_order(config):
+        runs = [r for r in stage2_runs(config) if config["runs"][r]["objective"] == objective]
+        needs_ref = OBJECTIVES[objective].needs_ref
+        entries = [{"manifest": manifest(r), "benchmark": _benchmark_file("stage2", r),
+                    **({"ref": _benchmark_file("ref_logps", init_run(config, r))}
+                       if needs_ref else {})} for r in runs]
+        shared: dict[str, int] = {}
+        for entry in entries:
+            if "ref" in entry:
+                shared[entry["ref"]] = shared.get(entry["ref"], 0) + 1
+        if entries:
+            stages.append({"label": OBJECTIVES[objective].label, "paper": f"{objective}_1ep",
+                           "runs": entries, "shared": shared})
+    return {"preset": config["preset"], "stages": stages}
+
+
+def table3_inputs(spec: Mapping[str, Any]) -> list[str]:
+    """Every record Table 3 reads (manifests and job benchmark files)."""
+    paths = [path for stage in spec["stages"] for run in stage["runs"]
+             for path in (run["manifest"], run["benchmark"])]
+    paths += [ref for stage in spec["stages"] for ref in stage.get("shared", {})]
+    return list(dict.fromkeys(paths))
+
+
 def comparison_params(config: Config) -> dict[str, Any]:
     """Benchmarks and grader, and which of our runs time each paper training stage."""
     preset = rc.preset(config)
@@ -608,6 +666,8 @@ FIGURE_INPUTS = {
     "curves": "results/eval/curves/{run}.csv",
     "logs": "results/train/{run}/log.csv",
     "genstats": "results/eval/genstats/{run}.csv",
+    "entropy": "results/analysis/{run}/entropy.csv",
+    "token_logps": "results/analysis/{run}/token_logps.parquet",
 }
 
 
@@ -617,6 +677,13 @@ def figure_inputs(config: Config, figure: str) -> dict[str, list[str]]:
     reads, runs = FIGURES[figure].reads, figure_runs(config, figure)
     return {kind: [path.format(run=r) for r in runs] if kind in reads else []
             for kind, path in FIGURE_INPUTS.items()}
+
+
+def figure_args(inputs: Any) -> str:
+    """The figure job's input options, ``--<kind> PATH...`` for each kind it reads."""
+    return " ".join(shell_args(f"--{kind.replace('_', '-')}", inputs[kind])
+                    # a Snakemake Namedlist: `in` would test its values
+                    for kind in FIGURE_INPUTS if kind in inputs.keys() and inputs[kind])  # noqa: SIM118
 
 
 # ---------------------------------------------------------------- targets
@@ -637,5 +704,7 @@ def all_targets(config: Config) -> list[str]:
         *(path for t in TABLES for path in table_outputs(t).values()),
         "results/paper_comparison.csv", "results/paper_comparison.md",
         *AGREEMENT_OUTPUTS.values(),
+        *TABLE3_OUTPUTS.values(),
+        TOKEN_CORRELATION,
         *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
     ]

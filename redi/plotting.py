@@ -289,6 +289,50 @@ def plot_fig8(genstats: pd.DataFrame, benchmark: str, benchmark_label: str,
     return fig
 
 
+TYPE_COLORS = {"train_chosen": "#2ca02c", "train_rejected": "#d62728",
+               "test_generated": "#1f77b4"}
+
+
+def plot_fig9(entropy: pd.DataFrame, style: RunStyle, generated_from: str) -> Figure:
+    """Figure 9: mean token entropy (teacher-forced) per sample type vs training step."""
+    frame = _require(entropy, ["step", "sample_type", "mean_entropy"], "entropy")
+    fig = _new_figure(figsize=(SINGLE_COLUMN, PANEL_HEIGHT + 0.4))
+    ax = fig.subplots()
+    for kind, color in TYPE_COLORS.items():
+        rows = frame[frame["sample_type"] == kind].sort_values("step")
+        if not rows.empty:
+            ax.plot(rows["step"], rows["mean_entropy"], marker="o", color=color, label=kind)
+    ax.set_xlabel("REDI training step (0 = SFT model)")
+    ax.set_ylabel("average token entropy (nats)")
+    ax.set_title(f"{style.label}; test_generated: {generated_from}")
+    ax.legend(frameon=False)
+    return fig
+
+
+def plot_fig10(token_logps: pd.DataFrame, style: RunStyle, after: int) -> Figure:
+    """Figure 10: Δ LogP (after - before) against LogP before, per vocabulary token of
+    the chosen responses; tokens seen >= 1 and >= 10 times; the fitted line and r."""
+    from redi.token_stats import correlation, token_deltas
+
+    deltas = token_deltas(_require(token_logps, ["step", "token_id", "logp"], "token_logps"),
+                          0, after)
+    fig = _new_figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.6))
+    for ax, min_freq in zip(fig.subplots(1, 2), (1, 10), strict=True):
+        rows = deltas[deltas["frequency"] >= min_freq]
+        fit = correlation(deltas, min_freq)
+        ax.scatter(rows["logp_before"], rows["delta_logp"], s=3, alpha=0.5, color=style.color,
+                   linewidths=0)
+        if fit["n_tokens"] >= 2 and fit["slope"] == fit["slope"]:  # not NaN
+            xs = [rows["logp_before"].min(), rows["logp_before"].max()]
+            ax.plot(xs, [fit["intercept"] + fit["slope"] * x for x in xs], color="black")
+        ax.set_title(f"tokens with frequency ≥ {min_freq}: n = {fit['n_tokens']}, "
+                     f"r = {fit['pearson_r']:.3f}")
+        ax.set_xlabel("LogP before REDI (SFT model)")
+        ax.set_ylabel(f"Δ LogP (step {after} − SFT)")
+    fig.suptitle(style.label)
+    return fig
+
+
 # ------------------------------------------------------------ the registry
 
 
@@ -299,17 +343,64 @@ class FigureData:
 
     params: Mapping[str, Any]
     styles: Mapping[str, RunStyle]
-    curves: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    logs: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    genstats: pd.DataFrame | None = None
+    frames: Mapping[str, Any] = field(default_factory=dict)  # READS kind -> what it read
 
     @property
     def benchmark(self) -> Mapping[str, str]:
         return self.params["benchmark"]
 
+    @property
+    def curves(self) -> Mapping[str, pd.DataFrame]:
+        return self.frames.get("curves", {})
+
+    @property
+    def logs(self) -> Mapping[str, pd.DataFrame]:
+        return self.frames.get("logs", {})
+
+    def one(self, kind: str) -> pd.DataFrame:
+        """The single frame of a kind read for the figure's one run (genstats, ...)."""
+        return self.frames[kind]
+
+    @property
+    def run_style(self) -> RunStyle:
+        (run,) = self.params["runs"]
+        return self.styles[run]
+
 
 # what a figure job may read, each per run: rule inputs of the same names
-READS = ("curves", "logs", "genstats")
+def _per_run_csv(run_of: Callable[[Path], str], what: str):
+    return lambda paths, runs: _by_run(paths, run_of, runs, what)
+
+
+def _single(read: Callable[[Path], Any], what: str):
+    def reader(paths: Sequence[str | Path], runs: Sequence[str]) -> Any:
+        if len(paths) != 1:
+            raise ValueError(f"a figure of one run needs one {what} file, got {len(paths)}")
+        return read(Path(paths[0]))
+    return reader
+
+
+def _csv(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def _parquet(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+# what a figure can read, per run it shows (paths: redi.plan.FIGURE_INPUTS)
+READERS: dict[str, Callable[[Sequence[str | Path], Sequence[str]], Any]] = {
+    "curves": _per_run_csv(lambda p: p.stem, "curve"),
+    "logs": _per_run_csv(lambda p: p.parent.name, "training log"),
+    "genstats": _single(_csv, "genstats"),
+    "entropy": _single(_csv, "entropy"),
+    "token_logps": _single(_parquet, "token log-prob"),
+}
+READS = tuple(READERS)
 # which runs a figure shows: the SFT runs, a list of runs (config `figures.<name>`) or one run
 SHOWS = ("sft", "runs", "run")
 
@@ -335,9 +426,18 @@ def _draw_dynamics(data: FigureData) -> Figure:
 
 
 def _draw_fig8(data: FigureData) -> Figure:
-    (run,) = data.params["runs"]
-    return plot_fig8(data.genstats, data.benchmark["name"], data.benchmark["label"],
-                     data.styles[run])
+    return plot_fig8(data.one("genstats"), data.benchmark["name"], data.benchmark["label"],
+                     data.run_style)
+
+
+def _draw_fig9(data: FigureData) -> Figure:
+    source = f"Figure 8's generations ({data.benchmark['label']}, final protocol)"
+    return plot_fig9(data.one("entropy"), data.run_style, source)
+
+
+def _draw_fig10(data: FigureData) -> Figure:
+    tokens = data.one("token_logps")
+    return plot_fig10(tokens, data.run_style, int(tokens["step"].max()))
 
 
 _DYNAMICS = FigureKind(_draw_dynamics, reads=("curves", "logs"))
@@ -352,6 +452,8 @@ FIGURES: dict[str, FigureKind] = {
     "fig7": _DYNAMICS,
     "fig8": FigureKind(_draw_fig8, reads=("genstats",), shows="run",
                        benchmark="fig8_benchmark"),
+    "fig9": FigureKind(_draw_fig9, reads=("entropy",), shows="run", benchmark="fig8_benchmark"),
+    "fig10": FigureKind(_draw_fig10, reads=("token_logps",), shows="run"),
 }
 
 
@@ -370,33 +472,21 @@ def _by_run(paths: Sequence[str | Path], run_of: Callable[[Path], str],
     return {r: frames[r] for r in runs}
 
 
-def _read(kind: FigureKind, params: Mapping[str, Any], paths: Mapping[str, Sequence[str | Path]]
-          ) -> dict[str, Any]:
-    """The frames of ``FigureData`` that ``kind`` reads, from the job's input paths."""
-    runs, frames = params["runs"], {}
-    if "curves" in kind.reads:
-        frames["curves"] = _by_run(paths["curves"], lambda p: p.stem, runs, "curve")
-    if "logs" in kind.reads:
-        frames["logs"] = _by_run(paths["logs"], lambda p: p.parent.name, runs, "training log")
-    if "genstats" in kind.reads:
-        import pandas as pd
-
-        if len(paths["genstats"]) != 1:
-            raise ValueError(f"{params['figure']} needs one --genstats file")
-        frames["genstats"] = pd.read_csv(paths["genstats"][0])
-    return frames
+def _read(kind: FigureKind, params: Mapping[str, Any],
+          paths: Mapping[str, Sequence[str | Path]]) -> dict[str, Any]:
+    """What ``kind`` reads (``READERS``), from the job's input paths by kind."""
+    return {name: READERS[name](paths.get(name, []), params["runs"]) for name in kind.reads}
 
 
-def make_figure(params: Mapping[str, Any], curves: Sequence[str | Path],
-                logs: Sequence[str | Path], genstats: Sequence[str | Path],
+def make_figure(params: Mapping[str, Any], inputs: Mapping[str, Sequence[str | Path]],
                 png: str | Path, pdf: str | Path) -> None:
     """The figure job. ``params``: figure, runs, palette, specs, labels, benchmark
-    ({name, label}) and step_size (``redi.plan.figure_params``)."""
+    ({name, label}) and step_size (``redi.plan.figure_params``); ``inputs``: paths by
+    ``READS`` kind."""
     figure = params["figure"]
     if figure not in FIGURES:
         raise ValueError(f"unknown figure {figure!r}; known: {sorted(FIGURES)}")
     kind = FIGURES[figure]
     styles = run_styles(params["palette"], params["specs"], params["labels"])
-    frames = _read(kind, params, {"curves": curves, "logs": logs, "genstats": genstats})
-    save_figure(kind.draw(FigureData(params, styles, **frames)), png, pdf)
+    save_figure(kind.draw(FigureData(params, styles, _read(kind, params, inputs))), png, pdf)
     log.info("%s (%s) -> %s, %s", figure, ", ".join(params["runs"]), png, pdf)

@@ -675,3 +675,38 @@ def run_agreement(spec: Mapping[str, Any], sample_paths: Sequence[str | Path], c
     write_text(md, agreement_markdown(table, examples, spec))
     log.info("%d model x benchmark cells, %d of %d samples disagree", len(table),
              int(table["n_disagree"].sum()), int(table["n_samples"].sum()))
+
+
+# ---------------------------------------------------------- Table 3 (cost)
+
+
+def table3_markdown(table: pd.DataFrame, preset: str) -> str:
+    """Table 3 as markdown: our measured cost per stage beside the paper's."""
+    lines = [f"## Table 3: training cost per run, measured (preset `{preset}`) vs the paper", "",
+             "Ours: job wall time (Snakemake `benchmark:` files; DPO with its share of the "
+             "reference log-prob job), devices from the run's manifest, tokens from `log.csv`; "
+             "means over the stage's runs. MFU = (6·N·tokens + attention FLOPs) / (time · "
+             "devices · bf16 peak), where the device's peak is known.", ""]
+    rows = []
+    for r in table.to_dict("records"):
+        mfu = "—" if r["mfu"] is None or pd.isna(r["mfu"]) else f"{100 * r['mfu']:.1f} %"
+        paper = "—" if r["paper_hours"] is None or pd.isna(r["paper_hours"]) else (
+            f"{r['paper_hours']:g} h ({r['paper_gpu_hours']:g} GPU-h, {r['paper_hardware']})")
+        rows.append([r["stage"], str(r["runs"]), _duration(r["wall_h"]),
+                     f"{r['devices']}× {r['device']}", f"{r['device_hours']:.3g}",
+                     f"{r['tokens']:,.0f}", f"{r['tokens_per_s_per_device']:,.0f}", mfu, paper])
+    lines += _md_table(["Stage", "Runs", "Wall", "Devices", "Device-h", "Tokens",
+                        "Tokens/s/device", "MFU", "Paper (one 8×A100-80GB node)"],
+                       [":--", "--:", "--:", ":--", "--:", "--:", "--:", "--:", ":--"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def run_table3(spec: Mapping[str, Any], training_times: str | Path, csv: str | Path,
+               md: str | Path) -> None:
+    """The Table 3 job: ``spec`` from ``redi.plan.table3_spec``."""
+    from redi.cost import cost_table
+
+    table = cost_table(spec, pd.read_csv(training_times))
+    write_csv(csv, table)
+    write_text(md, table3_markdown(table, spec["preset"]))
+    log.info("table 3: %d stages -> %s", len(table), csv)

@@ -10,7 +10,7 @@ three sample types:
   Figure 8's generations (``gen_stats``, the final protocol), a seeded sample per step.
 
 For Figure 10 the per-token log-probs of the chosen responses are kept at step 0
-and at the "after" checkpoint; ``token_deltas`` groups them by vocabulary token.
+and at the "after" checkpoint; ``redi.token_stats`` groups them by vocabulary token.
 Entropy and log-probs come from one chunked pass (no [tokens x vocab] logits).
 """
 
@@ -135,39 +135,6 @@ def entropy_row(step: int, checkpoint: str, kind: str, sums: list[float],
     mean = sum(sums) / n_tokens if n_tokens else math.nan
     return {"step": step, "checkpoint": checkpoint, "sample_type": kind,
             "n_sequences": len(counts), "n_tokens": n_tokens, "mean_entropy": mean}
-
-
-def token_deltas(frame: Any, before: int, after: int) -> Any:
-    """Per vocabulary token of the chosen responses: its frequency (occurrences in the
-    sample), mean log-prob before (step ``before``) and after, and the change.
-
-    ``frame``: TOKEN_COLUMNS rows; the same token positions are scored at both steps.
-    """
-    import pandas as pd
-
-    grouped = {}
-    for step, name in ((before, "logp_before"), (after, "logp_after")):
-        rows = frame[frame["step"] == step]
-        grouped[name] = rows.groupby("token_id")["logp"].mean()
-        if name == "logp_before":
-            grouped["frequency"] = rows.groupby("token_id")["logp"].size()
-    out = pd.DataFrame(grouped).dropna().reset_index()
-    out["delta_logp"] = out["logp_after"] - out["logp_before"]
-    return out[["token_id", "frequency", "logp_before", "logp_after", "delta_logp"]]
-
-
-def correlation(deltas: Any, min_frequency: int) -> dict[str, float | int]:
-    """Pearson's r of Δ LogP against LogP before and the least-squares line, over the
-    tokens seen at least ``min_frequency`` times."""
-    rows = deltas[deltas["frequency"] >= min_frequency]
-    x, y = rows["logp_before"].to_numpy(float), rows["delta_logp"].to_numpy(float)
-    if len(rows) < 2 or x.std() == 0 or y.std() == 0:
-        return {"min_frequency": min_frequency, "n_tokens": len(rows), "pearson_r": math.nan,
-                "slope": math.nan, "intercept": math.nan}
-    r = float(((x - x.mean()) * (y - y.mean())).mean() / (x.std() * y.std()))
-    slope = float(r * y.std() / x.std())
-    return {"min_frequency": min_frequency, "n_tokens": len(rows), "pearson_r": r,
-            "slope": slope, "intercept": float(y.mean() - slope * x.mean())}
 
 
 # ---------------------------------------------------------------- the job

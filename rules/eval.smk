@@ -121,7 +121,8 @@ rule gen_stats:
         init=get_init_manifest,
         bench=rc.benchmarks_dir(config),
     output:
-        "results/eval/genstats/{run}.csv",
+        stats="results/eval/genstats/{run}.csv",
+        responses="results/eval/genstats/{run}.responses.parquet",
     params:
         hp=lambda wc: hp(plan.genstats_params(config)),
     threads: EVAL_THREADS
@@ -136,5 +137,6 @@ rule gen_stats:
         EVAL_ENV
     shell:
         "python scripts/gen_stats.py --params {params.hp:q} --manifest {input.manifest:q}"
-        " --gpus {resources.gpu} --out {output:q} --threads {threads} --log {log:q}"
+        " --gpus {resources.gpu} --out {output.stats:q} --responses {output.responses:q}"
+        " --threads {threads} --log {log:q}"
 

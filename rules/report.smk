@@ -13,6 +13,8 @@ from redi.plotting import FIGURES
 
 localrules:
     table,
+    table3,
+    token_correlation,
     paper_comparison,
     grader_agreement,
     figure,
@@ -83,6 +85,51 @@ rule paper_comparison:
         " --csv {output.csv:q} --md {output.md:q} --log {log:q}"
 
 
+TABLE3_SPEC = plan.table3_spec(config)
+
+
+rule table3:
+    """Table 3: training cost per run (wall time, devices, device-hours, tokens/s, MFU)
+    from the jobs' benchmark files, logs and manifests, beside the paper's."""
+    input:
+        code=code("scripts/make_table3.py"),
+        records=plan.table3_inputs(TABLE3_SPEC),
+        training_times=plan.TRAINING_TIMES,
+    output:
+        csv=report(plan.TABLE3_OUTPUTS["csv"], caption="../report/table3.rst",
+                   category="Tables", subcategory="Table 3"),
+        md=report(plan.TABLE3_OUTPUTS["md"], caption="../report/table3.rst",
+                  category="Tables", subcategory="Table 3"),
+    params:
+        hp=lambda wc: hp(TABLE3_SPEC),
+    log:
+        f"{LOGS}/report/table3.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python scripts/make_table3.py --params {params.hp:q}"
+        " --training-times {input.training_times:q} --csv {output.csv:q} --md {output.md:q}"
+        " --log {log:q}"
+
+
+rule token_correlation:
+    """Figure 10's Pearson r and token counts (frequency >= 1 and >= 10) as a CSV."""
+    input:
+        code=code("scripts/token_correlation.py"),
+        tokens=plan.FIGURE_INPUTS["token_logps"].format(run=config["figures"]["fig10"]),
+    output:
+        report(plan.TOKEN_CORRELATION, caption="../report/fig10.rst", category="Figures"),
+    params:
+        hp=lambda wc: hp({"run": config["figures"]["fig10"]}),
+    log:
+        f"{LOGS}/report/token_correlation.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python scripts/token_correlation.py --params {params.hp:q} --tokens {input.tokens:q}"
+        " --out {output:q} --log {log:q}"
+
+
 rule grader_agreement:
     """The tables' grader vs Math-Verify's verdict on every final-evaluation sample."""
     input:
@@ -120,12 +167,12 @@ rule figure:
         figure=plan.one_of(FIGURES),
     params:
         hp=lambda wc: hp(plan.figure_params(config, wc.figure)),
+        inputs=lambda wc, input: plan.figure_args(input),
         caption=lambda wc, output: plan.Caption(workflow.basedir, wc.figure),
     log:
         f"{LOGS}/report/{{figure}}.log",
     conda:
         "../envs/report.yaml"
     shell:
-        "python scripts/make_figure.py --params {params.hp:q} --curves {input.curves:q}"
-        " --logs {input.logs:q} --genstats {input.genstats:q} --png {output.png:q}"
-        " --pdf {output.pdf:q} --log {log:q}"
+        "python scripts/make_figure.py --params {params.hp:q} {params.inputs}"
+        " --png {output.png:q} --pdf {output.pdf:q} --log {log:q}"

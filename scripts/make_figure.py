@@ -1,5 +1,5 @@
 """One figure of the registry (redi.plotting.FIGURES) as PNG and PDF; a figure gets
-the inputs its entry reads, the others arrive empty."""
+the inputs its entry reads (``--<kind> PATH...`` for each kind of plotting.READS)."""
 
 from redi import plotting
 from redi.cli import job_parser, run_job
@@ -8,15 +8,14 @@ from redi.io import setup_logging
 
 def main() -> None:
     parser = job_parser(__doc__)
-    parser.add_argument("--curves", nargs="*", default=[], help="results/eval/curves/<run>.csv")
-    parser.add_argument("--logs", nargs="*", default=[], help="results/train/<run>/log.csv")
-    parser.add_argument("--genstats", nargs="*", default=[],
-                        help="results/eval/genstats/<run>.csv")
+    for kind in plotting.READS:  # e.g. --curves results/eval/curves/<run>.csv ...
+        parser.add_argument(f"--{kind.replace('_', '-')}", dest=kind, nargs="*", default=[])
     parser.add_argument("--png", required=True)
     parser.add_argument("--pdf", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    plotting.make_figure(args.params, args.curves, args.logs, args.genstats, args.png, args.pdf)
+    inputs = {kind: getattr(args, kind) for kind in plotting.READS}
+    plotting.make_figure(args.params, inputs, args.png, args.pdf)
 
 
 if __name__ == "__main__":

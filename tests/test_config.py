@@ -223,7 +223,7 @@ INVALID = [
      lambda c, _: c["runs"]["dpo_b0.1_lr1e-6"].update(beta=0), "less than or equal to"),
     ("runs.redi_a0.8_lr1e-6.alpha",
      lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(alpha="0.8"), "is not of type 'number'"),
-    ("figures.fig9", lambda c, _: c["figures"].update(fig9=["dpo_b0.1_lr1e-6"]),
+    ("figures.fig11", lambda c, _: c["figures"].update(fig11=["dpo_b0.1_lr1e-6"]),
      "not a figure of configured runs"),
     ("figures.fig2", lambda c, _: c["figures"].update(fig2=["dpo_b0.1_lr1e-6"]),
      "not a figure of configured runs"),

@@ -34,12 +34,35 @@ def benchmarks(workdir: Path) -> list[str]:
 
 
 def test_every_table_and_figure_is_built(tiny_run):
-    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "paper_comparison"):
+    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "table3",
+                  "paper_comparison"):
         for ext in ("csv", "md"):
             assert (tiny_run / f"results/{table}.{ext}").stat().st_size > 0, table
-    for n in range(2, 9):
+    for n in range(2, 11):
         for ext in ("png", "pdf"):
             assert (tiny_run / f"results/figures/fig{n}.{ext}").stat().st_size > 1000, n
+
+
+def test_token_dynamics_and_cost(tiny_run):
+    """Figures 9/10's data and Table 3 from the run's own records."""
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    run = cfg["figures"]["fig9"]
+    manifest = json.loads((tiny_run / f"results/train/{run}/manifest.json").read_text())
+    entropy = pd.read_csv(tiny_run / f"results/analysis/{run}/entropy.csv")
+    steps = [0] + [c["step"] for c in manifest["checkpoints"]]
+    assert sorted(set(entropy["step"])) == steps
+    assert set(entropy["sample_type"]) == {"train_chosen", "train_rejected", "test_generated"}
+    assert (entropy["mean_entropy"] > 0).all() and (entropy["n_tokens"] > 0).all()
+    correlation = pd.read_csv(tiny_run / "results/figures/fig10_correlation.csv")
+    assert list(correlation["min_frequency"]) == [1, 10]
+    assert correlation["n_tokens"].iloc[0] >= correlation["n_tokens"].iloc[1] > 0
+    assert correlation["after_step"].iloc[0] == steps[-1]
+    table3 = pd.read_csv(tiny_run / "results/table3.csv").set_index("stage")
+    assert list(table3.index) == ["SFT 3 ep", "SFT 5 ep", "DPO", "SimPO", "REDI"]
+    assert table3.loc["DPO", "runs"] == 11 and table3.loc["REDI", "runs"] == 8
+    assert (table3["device"] == "CPU").all() and table3["mfu"].isna().all()
+    hours = table3["wall_h"] * table3["devices"]
+    assert list(table3["device_hours"]) == pytest.approx(list(hours))
 
 
 def test_table2_rows_and_averages(tiny_run):
@@ -96,8 +119,9 @@ def test_second_invocation_has_nothing_to_do(tiny_run):
 def test_html_report(tiny_run):
     snakemake(tiny_run, "--report", "results/report.html")
     html = (tiny_run / "results/report.html").read_text(errors="replace")
-    for name in ("fig2.png", "fig8.png", "table2.csv", "paper_comparison.md",
-                 "grader_agreement.csv", "grader_disagreements.csv"):
+    for name in ("fig2.png", "fig8.png", "fig9.png", "fig10.png", "fig10_correlation.csv",
+                 "table2.csv", "table3.csv", "paper_comparison.md", "grader_agreement.csv",
+                 "grader_disagreements.csv"):
         assert name in html, name
 
 
@@ -107,7 +131,7 @@ def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path
     jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(override)))
     jobs.pop("all", None)
     assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table": 1,
-                    "paper_comparison": 1, "grader_agreement": 1, "figure": 1}
+                    "paper_comparison": 1, "grader_agreement": 1, "figure": 1, "table3": 1}
 
 
 def test_editing_the_plotting_module_replans_only_figures(tiny_run):
@@ -120,4 +144,4 @@ def test_editing_the_plotting_module_replans_only_figures(tiny_run):
         plotting.write_text(text)
         os.utime(plotting, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     jobs.pop("all", None)
-    assert jobs == {"figure": 7}  # one wildcard rule: fig2 ... fig8
+    assert jobs == {"figure": 9}  # one wildcard rule: fig2 ... fig10

@@ -378,3 +378,21 @@ def test_a_registered_figure_is_planned_with_no_other_edit(monkeypatch):
     assert plan.figure_inputs(cfg, "fig9")["curves"] == ["results/eval/curves/redi_a0.2_lr1e-6.csv"]
     assert "results/figures/fig9.png" in plan.all_targets(cfg)
     assert json.loads(plan.hp(plan.figure_params(cfg, "fig9")))["runs"] == ["redi_a0.2_lr1e-6"]
+
+
+def test_analysis_and_table3_plans():
+    tiny_config, paper_config = shipped("tiny"), shipped("paper")
+    params = plan.analysis_params(paper_config)
+    assert (params["n_pairs"], params["fig10_after"], params["max_length"]) == (300, "last", 19800)
+    assert params["benchmark"]["name"] == "aime24" and params["think_prefix_newline"] is False
+    spec = plan.table3_spec(tiny_config)
+    labels = [s["label"] for s in spec["stages"]]
+    assert labels == ["SFT 3 ep", "SFT 5 ep", "DPO", "SimPO", "REDI"]
+    dpo = spec["stages"][2]
+    assert len(dpo["runs"]) == 11 and dpo["paper"] == "dpo_1ep"
+    assert dpo["shared"] == {"results/benchmarks/ref_logps/sft_3ep.tsv": 11}
+    assert all(r["ref"] == "results/benchmarks/ref_logps/sft_3ep.tsv" for r in dpo["runs"])
+    assert "shared" not in spec["stages"][0] and spec["stages"][4]["shared"] == {}
+    inputs = plan.table3_inputs(spec)
+    assert "results/benchmarks/sft/sft_5ep.tsv" in inputs
+    assert inputs.count("results/benchmarks/ref_logps/sft_3ep.tsv") == 1

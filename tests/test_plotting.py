@@ -168,6 +168,43 @@ def test_fig8(tmp_path, cfg):
     assert_images(tmp_path, make, "fig8")
 
 
+def test_fig9(tmp_path, cfg):
+    styles, _ = styles_for(cfg)
+    rows = [{"step": s, "checkpoint": f"c{s}", "sample_type": k, "n_sequences": 4,
+             "n_tokens": 40, "mean_entropy": e - 0.1 * s}
+            for s in (0, 7, 14) for k, e in (("train_chosen", 1.0), ("train_rejected", 1.2),
+                                              ("test_generated", 1.5))]
+
+    def make():
+        return plotting.plot_fig9(pd.DataFrame(rows), styles["redi_a0.8_lr1e-6"], "Fig. 8's")
+
+    fig = make()
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == ["train_chosen", "train_rejected",
+                                                       "test_generated"]
+    assert ax.lines[2].get_ydata().tolist() == pytest.approx([1.5, 0.8, 0.1])
+    assert_images(tmp_path, make, "fig9")
+
+
+def test_fig10(tmp_path, cfg):
+    """Token 1 rises from a high LogP before, tokens 2 and 3 fall from low ones."""
+    styles, _ = styles_for(cfg)
+    tokens = pd.DataFrame({"step": [0] * 12 + [21] * 12, "sequence": 0,
+                           "token_id": [1] * 10 + [2, 3] * 1 + [1] * 10 + [2, 3],
+                           "logp": [-0.5] * 10 + [-3.0, -2.0] + [-0.25] * 10 + [-4.0, -2.5]})
+
+    def make():
+        return plotting.plot_fig10(tokens, styles["redi_a0.8_lr1e-6"], 21)
+
+    fig = make()
+    left, right = fig.axes
+    # Δ = 0.5 * before + 0.5 for all three tokens (0.25, -1.0, -0.5): exactly on a line
+    assert left.get_title() == "tokens with frequency ≥ 1: n = 3, r = 1.000"
+    assert right.get_title().startswith("tokens with frequency ≥ 10: n = 1, r = nan")
+    assert left.get_ylabel() == "Δ LogP (step 21 − SFT)"
+    assert_images(tmp_path, make, "fig10")
+
+
 def test_styles_fixed_per_run_and_distinct_within_each_figure(cfg):
     styles, _ = styles_for(cfg)
     assert styles["sft_3ep"].color == "#000000"

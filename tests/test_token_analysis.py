@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from redi import token_analysis as ta
+from redi import token_stats
 from redi.models import load_tokenizer
 
 
@@ -25,7 +26,7 @@ def test_token_deltas_by_hand():
     frame = pd.DataFrame({"step": [0, 0, 0, 5, 5, 5], "sequence": [0, 0, 1, 0, 0, 1],
                           "token_id": [7, 9, 7, 7, 9, 7],
                           "logp": [-1.0, -2.0, -3.0, -0.5, -4.0, -1.5]})
-    out = ta.token_deltas(frame, 0, 5).set_index("token_id")
+    out = token_stats.token_deltas(frame, 0, 5).set_index("token_id")
     assert out.loc[7].tolist() == [2, -2.0, -1.0, 1.0]
     assert out.loc[9].tolist() == [1, -2.0, -4.0, -2.0]
 
@@ -35,12 +36,12 @@ def test_correlation_by_hand():
                            "logp_before": [-4.0, -3.0, -2.0, -1.0],
                            "logp_after": [-6.0, -4.0, -2.0, 0.0]})
     deltas["delta_logp"] = deltas["logp_after"] - deltas["logp_before"]  # -2, -1, 0, 1
-    all_tokens = ta.correlation(deltas, 1)
+    all_tokens = token_stats.correlation(deltas, 1)
     assert all_tokens["n_tokens"] == 4 and all_tokens["pearson_r"] == pytest.approx(1.0)
     assert (all_tokens["slope"], all_tokens["intercept"]) == pytest.approx((1.0, 2.0))
-    frequent = ta.correlation(deltas, 10)
+    frequent = token_stats.correlation(deltas, 10)
     assert frequent["n_tokens"] == 3 and frequent["pearson_r"] == pytest.approx(1.0)
-    assert math.isnan(ta.correlation(deltas, 11)["pearson_r"])  # one token: no line
+    assert math.isnan(token_stats.correlation(deltas, 11)["pearson_r"])  # one token: no line
 
 
 def test_entropy_row_is_a_token_mean():
@@ -88,6 +89,6 @@ def test_the_job_on_a_tiny_model(tiny, tmp_path):
                                 {f"q{i}": f"Compute {i}+1" for i in range(4)}, 3,
                                 {**params, "n_generated": 2})
     assert len(drawn.seqs) == 2 and all(s.n_completion > 0 for s in drawn.seqs)
-    deltas = ta.token_deltas(tokens, 0, 3)
+    deltas = token_stats.token_deltas(tokens, 0, 3)
     assert deltas["delta_logp"].abs().max() < 1e-6 and deltas["frequency"].sum() == len(
         tokens) // 2

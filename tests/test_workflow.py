@@ -18,9 +18,11 @@ from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, sn
 
 
 def test_real_scripts():
-    # figures style runs by their objective's registry entry (redi/losses.py)
+    # figures style runs by their objective's registry entry (redi/losses.py); Figure 10's
+    # statistics (redi/token_stats.py) need no torch, so no training code is an input
     assert module_inputs("scripts/make_figure.py", str(ROOT)) == (
-        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/losses.py", "redi/plotting.py")
+        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/losses.py", "redi/plotting.py",
+        "redi/token_stats.py")
     # the training entry point reaches the losses through redi.training
     train = module_inputs("scripts/train_stage2.py", str(ROOT))
     assert {"redi/training.py", "redi/losses.py", "redi/logprobs.py"} <= set(train)
@@ -45,7 +47,7 @@ def test_import_forms_and_transitivity(tmp_path):
 # ------------------------------------------------ paths from config (issue 14)
 
 # params built with shell_args() (rules/common.smk): already quoted, used as {params.x}
-PREQUOTED = {"corpus", "verify", "init", "args", "ref"}
+PREQUOTED = {"corpus", "verify", "init", "args", "ref", "inputs"}
 PLACEHOLDER = re.compile(r"\{(input|output|log|params|wildcards)(\.\w+)?(:\w+)?\}")
 
 
@@ -63,7 +65,8 @@ def test_every_path_reaches_the_shell_quoted():
                 continue
             name = (field or "")[1:]
             assert kind == "params" and name in PREQUOTED, f"{smk.name}: {match.group(0)}"
-            built = re.search(rf"\b{name}=(lambda[^\n]*shell_args\(|final_args\b)", text)
+            built = re.search(rf"\b{name}=(lambda[^\n]*(shell_args\(|figure_args\b)|final_args\b)",
+                              text)
             assert built, f"{smk.name}: params.{name} is not built by shell_args"
     assert seen > 80
 

@@ -1,0 +1,37 @@
+# Token-level analysis of a REDI run (paper appendix E): Figure 9's entropy of
+# every checkpoint and Figure 10's per-token log-probs, one job per run, whose two
+# outputs both figures reuse (redi/token_analysis.py). The generated sample type
+# reuses the run's gen_stats responses (Figure 8's generations): nothing is
+# generated again. A forward-only pass over each checkpoint: GPUs on the cluster,
+# sharded over the job's processes (scripts/launch.sh).
+
+
+rule token_analysis:
+    """Entropy per sample type of every checkpoint of {run}, and its chosen responses'
+    per-token log-probs before and after REDI."""
+    input:
+        code=code("scripts/token_analysis.py"),
+        manifest="results/train/{run}/manifest.json",
+        pairs=rules.length_filter.output.pairs,
+        responses="results/eval/genstats/{run}.responses.parquet",
+        bench=rc.benchmarks_dir(config),
+    output:
+        entropy="results/analysis/{run}/entropy.csv",
+        tokens="results/analysis/{run}/token_logps.parquet",
+    params:
+        hp=lambda wc: hp(plan.analysis_params(config)),
+    threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
+        **slurm_placement(gpu=True),
+    log:
+        f"{LOGS}/token_analysis/{{run}}.log",
+    benchmark:
+        f"results/benchmarks/token_analysis/{{run}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "scripts/launch.sh {resources.gpu} scripts/token_analysis.py --params {params.hp:q}"
+        " --manifest {input.manifest:q} --pairs {input.pairs:q}"
+        " --responses {input.responses:q} --entropy {output.entropy:q}"
+        " --tokens {output.tokens:q} --threads {threads} --log {log:q}"
