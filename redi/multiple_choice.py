@@ -143,6 +143,26 @@ def load_hub(config: str = HUB_CONFIG, token: str | None = None,
     return [dict(row) for row in ds]
 
 
+def download_hub(out: str | Path, record_out: str | Path, config: str | None = None,
+                 revision: str = "main", repo: str = HUB_REPO) -> dict[str, Any]:
+    """Fetch the gated Hub dataset at ``revision`` into ``out`` (JSONL, the Hub's columns:
+    what :func:`load_local` reads) and write what was fetched to ``record_out``."""
+    from redi import hub
+    from redi.io import write_json, write_text
+
+    if repo != HUB_REPO:
+        raise ValueError(f"no multiple-choice loader for {repo!r} (known: {HUB_REPO})")
+    config = config or HUB_CONFIG
+    commit = hub.resolve(repo, "dataset", revision)
+    rows = load_hub(config, revision=commit or revision)
+    build_items(rows, source=f"{repo}:{config}")  # the columns the evaluation needs
+    write_text(out, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    record = hub.record(repo, "dataset", revision, commit, config=config, split="train",
+                        n_questions=len(rows))
+    write_json(record_out, record)
+    return record
+
+
 def load_local(path: str | Path) -> list[dict[str, Any]]:
     """Rows from a .json (array of objects), .jsonl or .csv file with the Hub's columns."""
     path = Path(path)

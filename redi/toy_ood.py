@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +140,39 @@ def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows),
                        encoding="utf-8")
+
+
+# a toy question as redi.toy.make_problem writes it (corpus problems may wrap it)
+_QUESTION = re.compile(r"Evaluate from left to right: [0-9+\-*/]+")
+
+
+def known_questions(corpus: str | Path | None, benchmarks_dir: str | Path | None) -> set[str]:
+    """Every toy question of the toy corpus (parquet, ``problem``) and of the toy benchmark
+    files (``<dir>/*.json``), so that the multiple-choice set asks none of them."""
+    texts: list[str] = []
+    if corpus is not None:
+        import pandas as pd
+
+        texts += pd.read_parquet(corpus, columns=["problem"])["problem"].astype(str).tolist()
+    if benchmarks_dir is not None:
+        for path in sorted(Path(benchmarks_dir).glob("*.json")):
+            texts += [item["problem"] for item in json.loads(path.read_text(encoding="utf-8"))]
+    return {q for text in texts for q in _QUESTION.findall(text)}
+
+
+def run(params: dict[str, Any], out: str | Path, corpus: str | Path | None = None,
+        benchmarks_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The toy_ood job: one generated set (``kind``, ``n``, ``seed``) as JSONL."""
+    import logging
+
+    kind, n, seed = params["kind"], params["n"], params["seed"]
+    if kind == "code":
+        rows = generate_toy_code(seed, n)
+    elif kind == "multiple_choice":
+        rows = generate_toy_mc(seed, n, exclude=known_questions(corpus, benchmarks_dir))
+    else:
+        raise ValueError(f"unknown out-of-domain kind {kind!r}; expected code or multiple_choice")
+    write_jsonl(out, rows)
+    logging.getLogger(__name__).info("toy %s set: %d items (seed %d) -> %s", kind, len(rows),
+                                     seed, out)
+    return rows

@@ -81,6 +81,14 @@ def get_final_inputs(wildcards):
     return plan.final_inputs(config, wildcards.label)
 
 
+def get_toy_ood_inputs(wildcards):
+    return plan.toy_ood_inputs(config, wildcards.ood_toy)
+
+
+def get_ood_inputs(wildcards):
+    return plan.ood_inputs(config, wildcards.label)
+
+
 def get_table_inputs(wildcards):
     return plan.table_inputs(config, wildcards.table)
 

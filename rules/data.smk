@@ -7,6 +7,11 @@ localrules:
     tokenizer,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
     base_model,  # paper: a Hub download, tiny: minutes of CPU
     data_report,
+    toy_ood,
+
+
+# Table 5's generated out-of-domain sets (tiny preset)
+TOY_OOD = plan.ood_names(config, source="toy")
 
 
 rule toy_corpus:
@@ -28,6 +33,30 @@ rule toy_corpus:
     shell:
         "python scripts/toy_corpus.py --params {params.hp:q} --corpus {output.corpus:q}"
         " --benchmarks {output.benchmarks:q} --threads {threads} --log {log:q}"
+
+
+rule toy_ood:
+    """Tiny preset, Table 5: a generated out-of-domain set {ood_toy} (toy code problems in
+    HumanEval's schema, or multiple-choice questions in GPQA's that the toy corpus and
+    benchmarks never ask), deterministic in the preset's toy seed."""
+    input:
+        unpack(get_toy_ood_inputs),
+        code=code("scripts/toy_ood.py"),
+    output:
+        f"{plan.OOD_TOY_DIR}/{{ood_toy}}.jsonl",
+    wildcard_constraints:
+        ood_toy=plan.one_of(TOY_OOD),
+    params:
+        hp=lambda wc: hp(plan.toy_ood_params(config, wc.ood_toy)),
+        inputs=lambda wc, input: shell_args("--corpus", input.corpus) + " "
+        + shell_args("--benchmarks", input.benchmarks),
+    log:
+        f"{LOGS}/toy_ood/{{ood_toy}}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/toy_ood.py --params {params.hp:q} {params.inputs} --out {output:q}"
+        " --log {log:q}"
 
 
 rule download_raw:

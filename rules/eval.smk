@@ -1,7 +1,8 @@
 # Evaluation (paper section 3.3, appendix C.5): intermediate curves of every
 # checkpoint (best-checkpoint selection), final evaluations of the table models
-# (16 samples, forced <think>, the paper's rllm grader) and Figure 8's generation
-# statistics. Logic: redi/evaluation.py; formats: docs/ARCHITECTURE.md.
+# (16 samples, forced <think>, the paper's rllm grader), Figure 8's generation
+# statistics and Table 5's out-of-domain evaluations (appendix D.2). Logic:
+# redi/evaluation.py, redi/ood.py; formats: docs/ARCHITECTURE.md.
 #
 # The backend is the preset's (`eval.backend`): hf (tiny, CPU) or vllm (one
 # engine per GPU of the job); the conda env follows it.
@@ -9,12 +10,16 @@
 localrules:
     download_benchmarks,
     download_baseline,
+    download_ood,
 
 
 EVAL_ENV = plan.eval_env(config)
 BENCH_NAMES = plan.benchmark_names(config)
 # Hub baselines (validated names: one safe path component each) -> their downloads
 HUB_BASELINES = plan.hub_baselines(config)
+# Table 5's out-of-domain benchmarks, and those downloaded from the Hub (GPQA)
+OOD_NAMES = plan.ood_names(config)
+HUB_OOD = plan.ood_names(config, source="hub")
 
 
 rule download_benchmarks:
@@ -51,6 +56,28 @@ rule download_baseline:
         "../envs/train.yaml"
     shell:
         "python scripts/download_model.py --params {params.hp:q} --out {output:q} --log {log:q}"
+
+
+rule download_ood:
+    """A gated multiple-choice set (GPQA Diamond) from the Hub at its revision, as JSONL
+    in the Hub's columns, and the commit it resolved to (needs an accepted licence and
+    HF_TOKEN; a local `file` in the config needs no download)."""
+    input:
+        code=code("scripts/download_ood.py"),
+    output:
+        data=f"{plan.OOD_DOWNLOAD_DIR}/{{ood_hub}}.jsonl",
+        record=f"{plan.OOD_DOWNLOAD_DIR}/{{ood_hub}}.download.json",
+    wildcard_constraints:
+        ood_hub=plan.one_of(HUB_OOD),
+    params:
+        hp=lambda wc: hp(plan.ood_download_params(config, wc.ood_hub)),
+    log:
+        f"{LOGS}/download_ood/{{ood_hub}}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/download_ood.py --params {params.hp:q} --out {output.data:q}"
+        " --record {output.record:q} --log {log:q}"
 
 
 rule eval_curve:
@@ -140,3 +167,34 @@ rule gen_stats:
         " --gpus {resources.gpu} --out {output.stats:q} --responses {output.responses:q}"
         " --threads {threads} --log {log:q}"
 
+
+rule ood_eval:
+    """Table 5: the out-of-domain benchmarks of model {label} under the final protocol's
+    sampling (code: continuation prompt, graded in the sandbox; multiple choice: LightEval's
+    prompt in the chat template, letter extraction)."""
+    input:
+        unpack(get_ood_inputs),
+        code=code("scripts/ood_eval.py"),
+    output:
+        summary="results/eval/ood/{label}/summary.json",
+        samples=expand("results/eval/ood/{{label}}/{bench}.parquet", bench=OOD_NAMES),
+    wildcard_constraints:
+        label=plan.one_of(FINAL_MODELS),
+    params:
+        hp=lambda wc: hp(plan.ood_eval_params(config, wc.label)),
+        args=final_args,
+        out_dir=lambda wc: f"results/eval/ood/{wc.label}",
+    threads: EVAL_THREADS
+    resources:
+        gpu=EVAL_GPUS,
+        **slurm_placement(gpu=True),
+    log:
+        f"{LOGS}/ood_eval/{{label}}.log",
+    benchmark:
+        f"results/benchmarks/ood_eval/{{label}}.tsv"
+    conda:
+        EVAL_ENV
+    shell:
+        "python scripts/ood_eval.py --params {params.hp:q} --label {wildcards.label:q}"
+        " {params.args} --gpus {resources.gpu} --out-dir {params.out_dir:q}"
+        " --threads {threads} --log {log:q}"

@@ -1,5 +1,6 @@
-# Tables (pass@1 ± SEM, pass@16), the comparison with the paper's numbers, the
-# grader agreement table, the figures and the HTML report
+# Tables (pass@1 ± SEM, pass@16; Table 3's cost, Table 5's out-of-domain results), the
+# comparison with the paper's numbers, the grader agreement table, the figures and the
+# HTML report
 # (`snakemake --report results/report.html`). Tables and figures come from their
 # registries (redi.plan.TABLES, redi.plotting.FIGURES), one wildcard rule each; a
 # caption is report/<name>.rst, looked up by name (redi.plan.Caption).
@@ -14,6 +15,7 @@ from redi.plotting import FIGURES
 localrules:
     table,
     table3,
+    table5,
     token_correlation,
     paper_comparison,
     grader_agreement,
@@ -110,6 +112,28 @@ rule table3:
         "python scripts/make_table3.py --params {params.hp:q}"
         " --training-times {input.training_times:q} --csv {output.csv:q} --md {output.md:q}"
         " --log {log:q}"
+
+
+rule table5:
+    """Table 5 (appendix D.2): out-of-domain pass@1 ± SEM of tables.table5's models and the
+    relative improvement over its first, beside the paper's (+26.8 % GPQA, +181.2 % HumanEval)."""
+    input:
+        code=code("scripts/make_table5.py"),
+        summaries=plan.table5_inputs(config),
+    output:
+        csv=report(plan.TABLE5_OUTPUTS["csv"], caption="../report/table5.rst",
+                   category="Tables", subcategory="Table 5"),
+        md=report(plan.TABLE5_OUTPUTS["md"], caption="../report/table5.rst",
+                  category="Tables", subcategory="Table 5"),
+    params:
+        hp=lambda wc: hp(plan.table5_spec(config)),
+    log:
+        f"{LOGS}/report/table5.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python scripts/make_table5.py --params {params.hp:q} --summaries {input.summaries:q}"
+        " --csv {output.csv:q} --md {output.md:q} --log {log:q}"
 
 
 rule token_correlation:

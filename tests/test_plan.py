@@ -227,6 +227,87 @@ def test_job_inputs():
     assert quoted == "--bests 'a b'"
 
 
+# ------------------------------------------- out-of-domain evaluation (Table 5)
+
+
+def test_ood_benchmarks_and_data_jobs():
+    tiny, paper = shipped(), shipped("paper")
+    assert plan.ood_benchmarks(tiny) == [
+        {"name": "toy_code", "label": "Toy-Code", "kind": "code", "source": "toy",
+         "path": "results/data/toy_ood/toy_code.jsonl", "max_new_tokens": 48},
+        {"name": "toy_mc", "label": "Toy-MC", "kind": "multiple_choice", "source": "toy",
+         "path": "results/data/toy_ood/toy_mc.jsonl", "max_new_tokens": 96}]
+    assert plan.ood_benchmarks(paper) == [
+        {"name": "humaneval", "label": "HumanEval", "kind": "code", "source": "humaneval",
+         "path": None, "max_new_tokens": 1024},
+        {"name": "gpqa_diamond", "label": "GPQA Diamond", "kind": "multiple_choice",
+         "source": "hub", "path": "results/data/ood/gpqa_diamond.jsonl",
+         "max_new_tokens": 32768}]  # null: the preset's eval.max_new_tokens
+    assert plan.ood_names(tiny, source="toy") == ["toy_code", "toy_mc"]
+    assert plan.ood_names(paper, source="toy") == [] and plan.ood_names(paper, "hub") == [
+        "gpqa_diamond"]
+    assert plan.toy_ood_params(tiny, "toy_mc") == {"kind": "multiple_choice", "n": 32,
+                                                   "seed": 20250530}
+    assert plan.toy_ood_params(tiny, "toy_code") == {"kind": "code", "n": 16, "seed": 20250530}
+    assert plan.toy_ood_inputs(tiny, "toy_code") == {"corpus": [], "benchmarks": []}
+    assert plan.toy_ood_inputs(tiny, "toy_mc") == {
+        "corpus": ["results/data/raw_toy.parquet"], "benchmarks": ["results/data/toy_benchmarks"]}
+    assert plan.ood_download_params(paper, "gpqa_diamond") == {
+        "name": "gpqa_diamond", "hub": "Idavidrein/gpqa", "hub_config": "gpqa_diamond",
+        "revision": "633f5ee89ab8ad4522a9f850766b73f62147ffdd"}
+
+
+def test_ood_eval_params_and_inputs(cfg):
+    preset, ev = rc.preset(cfg), cfg["evaluation"]
+    params = plan.ood_eval_params(cfg, "table1-final")
+    assert (params["n_samples"], params["temperature"], params["top_p"], params["seed"]) == (
+        16, 0.6, 0.95, 1234)
+    assert params["force_think"] is True and params["think_prefix"] == "<think>\n"
+    assert params["backend"] == preset["eval"]["backend"] and "max_new_tokens" not in params
+    assert "grader" not in params  # nothing of the math grading
+    assert params["benchmarks"] == plan.ood_benchmarks(cfg)
+    assert params["sandbox"] == {"timeout_s": 3.0, "memory_mb": 1024}
+    assert params["model"] == {"kind": "run", "run": "redi_a0.8_lr1e-6_sft5ep",
+                               "checkpoint": "best",
+                               "run_labels": {"redi_a0.8_lr1e-6_sft5ep":
+                                              "REDI α=0.8 LR=1e-6 from sft_5ep"}}
+    assert params["think_prefix_newline"] is (cfg["preset"] == "tiny")
+    # a baseline's force_think: false is followed, as in its final evaluation
+    no_think = copy.deepcopy(cfg)
+    no_think["presets"][cfg["preset"]]["baselines"][0]["force_think"] = False
+    label = f"baseline-{preset['baselines'][0]['name']}"
+    assert plan.ood_eval_params(no_think, label)["force_think"] is False
+    inputs = plan.ood_inputs(cfg, "table1-final")
+    assert inputs["bests"] == ["results/eval/curves/redi_a0.8_lr1e-6_sft5ep.best.json"]
+    assert "bench" not in inputs and inputs["manifests"] == [] and inputs["model_dir"] == []
+    assert inputs["data"] == [b["path"] for b in plan.ood_benchmarks(cfg) if b["path"]]
+    assert plan.ood_inputs(cfg, "sft_3ep")["manifests"] == ["results/train/sft_3ep/manifest.json"]
+    assert ev["final"]["n_samples"] == params["n_samples"]
+
+
+def test_table5_spec_and_inputs(cfg):
+    spec = plan.table5_spec(cfg)
+    assert spec["reference"] == "sft_3ep" and spec["paper_row"] == "table1-final"
+    assert spec["title"] == (f"Table 5 (preset {cfg['preset']}): out-of-domain evaluation, "
+                             "relative to SFT-3ep.")
+    assert spec["rows"] == [
+        {"label": "sft_3ep", "model": "SFT-3ep", "kind": "sft", "runs": ["sft_3ep"]},
+        {"label": "table1-final", "model": "REDI (final)", "kind": "run",
+         "runs": ["redi_a0.8_lr1e-6_sft5ep"]}]
+    assert [b["kind"] for b in spec["benchmarks"]] == ["code", "multiple_choice"]
+    assert plan.table5_inputs(cfg) == ["results/eval/ood/sft_3ep/summary.json",
+                                       "results/eval/ood/table1-final/summary.json"]
+    more = copy.deepcopy(cfg)
+    more["tables"]["table5"]["models"] = ["sft_5ep", "table2-redi", "baseline-"
+                                          + rc.preset(cfg)["baselines"][0]["name"]]
+    rows = plan.table5_spec(more)["rows"]
+    assert [(r["model"], r["runs"]) for r in rows] == [
+        ("SFT-5ep", ["sft_5ep"]),
+        ("REDI", ["redi_a0.2_lr1e-6", "redi_a0.5_lr1e-6", "redi_a0.5_lr2e-6", "redi_a0.8_lr1e-6"]),
+        (rc.preset(cfg)["baselines"][0]["label"], [])]
+    assert plan.table5_spec(more)["title"].endswith("relative to SFT-5ep.")
+
+
 # ------------------------------------------------------------ tables
 
 
@@ -268,12 +349,15 @@ def test_figure_runs_inputs_and_params():
     assert plan.figure_runs(cfg)[:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
     assert plan.figure_inputs(cfg, "fig2") == {
         "curves": ["results/eval/curves/sft_3ep.csv", "results/eval/curves/sft_5ep.csv"],
-        "logs": [], "genstats": []}
+        "logs": [], "genstats": [], "entropy": [], "token_logps": []}
     fig5 = plan.figure_inputs(cfg, "fig5")
     assert fig5["logs"] == ["results/train/simpo_b2_g1_lr5e-7/log.csv",
                             "results/train/simpo_b10_g5_lr3e-7/log.csv"]
     assert plan.figure_inputs(cfg, "fig8") == {
-        "curves": [], "logs": [], "genstats": ["results/eval/genstats/redi_a0.8_lr1e-6.csv"]}
+        "curves": [], "logs": [], "genstats": ["results/eval/genstats/redi_a0.8_lr1e-6.csv"],
+        "entropy": [], "token_logps": []}
+    assert plan.figure_inputs(cfg, "fig10")["token_logps"] == [
+        "results/analysis/redi_a0.8_lr1e-6/token_logps.parquet"]
     fig5 = plan.figure_params(cfg, "fig5")
     # own runs in full, the others as far as their objective's style_keys go
     assert fig5["specs"]["simpo_b2_g1_lr5e-7"] == {"objective": "simpo", "init": "sft_3ep",
@@ -300,6 +384,8 @@ def test_all_targets(cfg):
     assert "results/table2_pass16.md" in targets and "results/figures/fig8.pdf" in targets
     assert sum(t.startswith("results/train/") for t in targets) == 23
     assert sum(t.startswith("results/eval/final/") for t in targets) == len(plan.final_models(cfg))
+    assert [t for t in targets if t.startswith("results/eval/ood/")] == plan.table5_inputs(cfg)
+    assert {"results/table5.csv", "results/table5.md"} <= set(targets)
 
 
 # ------------------------------------------- the registries: one place each
@@ -368,16 +454,17 @@ def test_a_registered_objective_dry_runs_in_the_workflow(weighted_sft, tmp_path,
 
 
 def test_a_registered_figure_is_planned_with_no_other_edit(monkeypatch):
-    monkeypatch.setitem(plotting.FIGURES, "fig9", plotting.FigureKind(
+    monkeypatch.setitem(plotting.FIGURES, "fig99", plotting.FigureKind(
         lambda d: plotting.plot_fig2(d.curves, d.styles, d.benchmark["label"])))
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    with pytest.raises(rc.ConfigError, match="'fig9' is a required property"):
+    with pytest.raises(rc.ConfigError, match="'fig99' is a required property"):
         rc.validate_config(copy.deepcopy(cfg))
-    cfg["figures"]["fig9"] = ["redi_a0.2_lr1e-6"]
+    cfg["figures"]["fig99"] = ["redi_a0.2_lr1e-6"]
     rc.validate_config(cfg)
-    assert plan.figure_inputs(cfg, "fig9")["curves"] == ["results/eval/curves/redi_a0.2_lr1e-6.csv"]
-    assert "results/figures/fig9.png" in plan.all_targets(cfg)
-    assert json.loads(plan.hp(plan.figure_params(cfg, "fig9")))["runs"] == ["redi_a0.2_lr1e-6"]
+    assert plan.figure_inputs(cfg, "fig99")["curves"] == [
+        "results/eval/curves/redi_a0.2_lr1e-6.csv"]
+    assert "results/figures/fig99.png" in plan.all_targets(cfg)
+    assert json.loads(plan.hp(plan.figure_params(cfg, "fig99")))["runs"] == ["redi_a0.2_lr1e-6"]
 
 
 def test_analysis_and_table3_plans():
