@@ -4,20 +4,27 @@ Tokenizer (``build_tokenizer``, a stage of its own: the data stages need only it
 
 * Paper preset: the tokenizer files of ``Qwen/Qwen2.5-Math-1.5B`` at the pinned
   revision (no weights), with ``download.json`` naming the commit.
-* Tiny preset: a small byte-level BPE tokenizer trained on the toy corpus (Qwen's
-  special tokens and a Qwen2.5-Math-style chat template with the same system
-  prompt).
+* Tiny preset: a small byte-level BPE tokenizer trained on the toy corpus with
+  the special tokens and chat template of its ``family`` (``FAMILIES``: ``qwen2``,
+  the default -- Qwen's tokens and a Qwen2.5-Math-style template -- or ``llama``,
+  Llama 3's tokens and template; both with the Qwen2.5-Math system prompt).
+* A Hub model or local folder (``source``): its own tokenizer files; with
+  ``chat_template`` (a ``redi.prompts.CHAT_TEMPLATES`` name) its template replaced,
+  and a pad token set where it has none.
 
 Base model (``build``), with the tokenizer stage's files copied in byte for byte:
 
 * Paper preset: ``Qwen/Qwen2.5-Math-1.5B`` with the authors' hand edits of
-  ``config.json`` (rope_theta 300000, max_position_embeddings 32768, no sliding
-  window).
-* Tiny preset: a randomly initialised small ``Qwen2ForCausalLM`` -- the paper
-  model's class -- briefly pretrained on generated arithmetic.
+  ``config.json`` (rope_theta 300000, max_position_embeddings 32768, each only
+  where ``params`` has it; no sliding window). Any Hub model or folder: the class
+  its config names (``family`` is not read).
+* Tiny preset: a randomly initialised small model of the family's class
+  (``Qwen2ForCausalLM`` -- the paper model's -- or ``LlamaForCausalLM``), briefly
+  pretrained on generated arithmetic.
 
 Both write a Hugging Face folder (safetensors, config, tokenizer, generation
-config that stops on ``<|im_end|>`` and ``<|endoftext|>``).
+config that stops on the chat template's end of turn and the EOS: ``<|im_end|>``
+and ``<|endoftext|>`` for Qwen, ``<|eot_id|>`` and ``<|end_of_text|>`` for Llama 3).
 """
 
 from __future__ import annotations
@@ -26,30 +33,84 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redi.prompts import ENDOFTEXT, IM_END, IM_START, QWEN_MATH_CHAT_TEMPLATE, SPECIAL_TOKENS
+from redi import prompts
+from redi.prompts import end_of_turn_token
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_RECORD = "download.json"  # paper preset: which Hub commit the base model is
 
 
+@dataclass(frozen=True)
+class Family:
+    """A model family of the tiny preset: its transformers classes (by name), special
+    tokens (in vocabulary order: ids 0, 1, ...), and chat template."""
+
+    config_class: str
+    model_class: str
+    special_tokens: tuple[str, ...]
+    eos_token: str
+    pad_token: str
+    bos_token: str | None
+    chat_template: str  # a redi.prompts.CHAT_TEMPLATES name
+    tie_word_embeddings: bool = True
+    config_extra: tuple[tuple[str, Any], ...] = ()  # further config keywords
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        named = {self.eos_token, self.pad_token, self.bos_token}
+        return [t for t in self.special_tokens if t not in named]
+
+
+FAMILIES: dict[str, Family] = {
+    # as Qwen2.5-Math-1.5B: tied embeddings, no bos, no sliding window
+    "qwen2": Family(
+        config_class="Qwen2Config", model_class="Qwen2ForCausalLM",
+        special_tokens=tuple(prompts.SPECIAL_TOKENS), eos_token=prompts.ENDOFTEXT,
+        pad_token=prompts.ENDOFTEXT, bos_token=None, chat_template="qwen_math",
+        config_extra=(("use_sliding_window", False),)),
+    # as Llama-3.2-3B: tied embeddings, bos, no attention bias (LlamaConfig's default)
+    "llama": Family(
+        config_class="LlamaConfig", model_class="LlamaForCausalLM",
+        special_tokens=(prompts.BEGIN_OF_TEXT, prompts.END_OF_TEXT, prompts.START_HEADER,
+                        prompts.END_HEADER, prompts.EOT, prompts.FINETUNE_PAD),
+        eos_token=prompts.END_OF_TEXT, pad_token=prompts.FINETUNE_PAD,
+        bos_token=prompts.BEGIN_OF_TEXT, chat_template="llama3"),
+}
+DEFAULT_FAMILY = "qwen2"
+
+
+def family_of(params: dict[str, Any]) -> Family:
+    """The tiny preset's family, ``params["family"]`` (default ``qwen2``)."""
+    name = params.get("family", DEFAULT_FAMILY)
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
 def set_stop_tokens(model: Any, tokenizer: Any) -> None:
-    """Generation stops on ``<|im_end|>`` and ``<|endoftext|>`` (base eos is only the latter)."""
+    """Generation stops on the chat template's end of an assistant turn and the EOS
+    (Qwen: ``<|im_end|>``, ``<|endoftext|>``; a base model's eos is only the latter);
+    it pads with the tokenizer's pad token, else the EOS."""
     from transformers import GenerationConfig
 
-    stop = [tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)]
+    eos = tokenizer.eos_token_id
+    stop = [tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))]
+    stop += [eos] if eos is not None and eos not in stop else []
     generation = model.generation_config or GenerationConfig()
     generation.eos_token_id = stop
-    generation.pad_token_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-    generation.bos_token_id = None
+    generation.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    generation.bos_token_id = tokenizer.bos_token_id
     model.generation_config = generation
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
-    """Byte-level BPE with single-digit pre-tokenisation (as Qwen2 splits digits)."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT_FAMILY) -> Any:
+    """Byte-level BPE with single-digit pre-tokenisation (as Qwen2 splits digits) and
+    the special tokens and chat template of ``family``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -61,22 +122,25 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
         ]
     )
     core.decoder = decoders.ByteLevel()
+    spec = family_of({"family": family})
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(spec.special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
+    named = {"bos_token": spec.bos_token} if spec.bos_token else {}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
-        eos_token=ENDOFTEXT,
-        pad_token=ENDOFTEXT,
-        additional_special_tokens=[IM_START, IM_END],
+        **named,
+        eos_token=spec.eos_token,
+        pad_token=spec.pad_token,
+        additional_special_tokens=spec.additional_special_tokens,
         clean_up_tokenization_spaces=False,
         model_max_length=1_000_000,
     )
-    tokenizer.chat_template = QWEN_MATH_CHAT_TEMPLATE
+    tokenizer.chat_template = prompts.chat_template(spec.chat_template)
     return tokenizer
 
 
@@ -87,40 +151,43 @@ def corpus_texts(rows: Iterable[dict[str, Any]], extra: Iterable[str] = ()) -> I
     yield from extra
 
 
-def tiny_tokenizer(corpus: str, vocab_size: int) -> Any:
-    """The tiny preset's tokenizer, trained on the toy corpus and the chat scaffolding."""
+def tiny_tokenizer(corpus: str, vocab_size: int, family: str = DEFAULT_FAMILY) -> Any:
+    """The tiny preset's tokenizer, trained on the toy corpus and the chat scaffolding
+    of ``family``."""
     import pandas as pd
 
     from redi.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT
 
     rows = pd.read_parquet(corpus).to_dict("records")
+    template = prompts.chat_template(family_of({"family": family}).chat_template)
     # the chat scaffolding and the eval instruction are tokenizer data too
-    scaffold = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, QWEN_MATH_CHAT_TEMPLATE,
-                "system\nuser\nassistant\n"]
-    return train_tokenizer(corpus_texts(rows, scaffold * 20), vocab_size)
+    scaffold = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, template, "system\nuser\nassistant\n"]
+    return train_tokenizer(corpus_texts(rows, scaffold * 20), vocab_size, family)
+
+
+SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "max_position_embeddings", "rope_theta")
 
 
 def tiny_model(tokenizer: Any, params: dict[str, Any]) -> Any:
+    """A random-init model of ``params["family"]`` (default qwen2) with the shape in
+    ``params`` (``SHAPE_KEYS``) and the tokenizer's eos, pad and bos."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
-    config = Qwen2Config(
+    spec = family_of(params)
+    ids = tokenizer.convert_tokens_to_ids
+    config = getattr(transformers, spec.config_class)(
         vocab_size=len(tokenizer),
-        hidden_size=params["hidden_size"],
-        intermediate_size=params["intermediate_size"],
-        num_hidden_layers=params["num_hidden_layers"],
-        num_attention_heads=params["num_attention_heads"],
-        num_key_value_heads=params["num_key_value_heads"],
-        max_position_embeddings=params["max_position_embeddings"],
-        rope_theta=params["rope_theta"],
-        tie_word_embeddings=True,  # as Qwen2.5-Math-1.5B
-        use_sliding_window=False,
-        eos_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
-        pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
-        bos_token_id=None,
+        **{key: params[key] for key in SHAPE_KEYS},
+        tie_word_embeddings=spec.tie_word_embeddings,
+        eos_token_id=ids(spec.eos_token),
+        pad_token_id=ids(spec.pad_token),
+        bos_token_id=ids(spec.bos_token) if spec.bos_token else None,
+        **dict(spec.config_extra),
     )
     torch.manual_seed(params["seed"])
-    model = Qwen2ForCausalLM(config)
+    model = getattr(transformers, spec.model_class)(config)
     set_stop_tokens(model, tokenizer)
     return model
 
@@ -140,7 +207,7 @@ def pretraining_documents(
     from redi.prompts import EVAL_USER_TEMPLATE
 
     ids: list[int] = []
-    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    eos = tokenizer.eos_token_id
     while len(ids) < n_tokens:
         problem, steps = toy.make_problem(rng, rng.choice([2, 3, 3, 4]), rng.random() < 0.3)
         value = steps[0].lhs
@@ -219,34 +286,56 @@ def _pinned(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
             hub.record(source, "model", params["revision"], commit))
 
 
+def adapt_tokenizer(tokenizer: Any, params: dict[str, Any]) -> Any:
+    """A source's tokenizer as training uses it: ``params["chat_template"]`` (a
+    ``CHAT_TEMPLATES`` name) replaces its template, and without a pad token it pads
+    with ``<|finetune_right_pad_id|>`` where the vocabulary has it, else the EOS."""
+    if params.get("chat_template"):
+        tokenizer.chat_template = prompts.chat_template(params["chat_template"])
+    if tokenizer.pad_token is None:
+        pad = prompts.FINETUNE_PAD
+        tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
 def source_tokenizer(params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The paper model's own tokenizer (its files only, no weights) and the record."""
+    """The source model's own tokenizer (its files only, no weights), adapted
+    (``adapt_tokenizer``), and the record."""
     from transformers import AutoTokenizer
 
     pin, fetched = _pinned(params)
-    return AutoTokenizer.from_pretrained(params["source"], **pin), fetched
+    return adapt_tokenizer(AutoTokenizer.from_pretrained(params["source"], **pin), params), fetched
+
+
+def edit_config(config: Any, params: dict[str, Any]) -> Any:
+    """The authors' hand edits of ``config.json``: ``rope_theta`` and
+    ``max_position_embeddings`` where ``params`` has them; no sliding window."""
+    if params.get("rope_theta") is not None:
+        rope = dict(getattr(config, "rope_parameters", None) or {})
+        rope["rope_theta"] = float(params["rope_theta"])
+        rope.setdefault("rope_type", "default")
+        config.rope_parameters = rope
+    if params.get("max_position_embeddings") is not None:
+        config.max_position_embeddings = int(params["max_position_embeddings"])
+    if hasattr(config, "use_sliding_window") or hasattr(config, "sliding_window"):
+        config.use_sliding_window = False
+        config.sliding_window = None
+    if getattr(config, "layer_types", None):
+        config.layer_types = ["full_attention"] * config.num_hidden_layers
+    return config
 
 
 def paper_model(params: dict[str, Any], tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """The Hub model (at ``params["revision"]``) or a local folder with the authors'
-    config edits, its tokenizer (``tokenizer``, else the source's own), and the record
-    of what was loaded."""
+    config edits (``edit_config``), its tokenizer (``tokenizer``, else the source's
+    own, adapted), and the record of what was loaded. The config names the class."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = params["source"]
     pin, fetched = _pinned(params)  # config, tokenizer and weights of one commit
-    config = AutoConfig.from_pretrained(source, **pin)
-    rope = dict(getattr(config, "rope_parameters", None) or {})
-    rope["rope_theta"] = float(params["rope_theta"])
-    rope.setdefault("rope_type", "default")
-    config.rope_parameters = rope
-    config.max_position_embeddings = int(params["max_position_embeddings"])
-    config.use_sliding_window = False
-    config.sliding_window = None
-    if getattr(config, "layer_types", None):
-        config.layer_types = ["full_attention"] * config.num_hidden_layers
+    config = edit_config(AutoConfig.from_pretrained(source, **pin), params)
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(source, **pin)
+        tokenizer = adapt_tokenizer(AutoTokenizer.from_pretrained(source, **pin), params)
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype="bfloat16", **pin)
     set_stop_tokens(model, tokenizer)
     return model, tokenizer, fetched
@@ -279,7 +368,8 @@ def build_tokenizer(params: dict[str, Any], corpus: str | None, out_dir: Path) -
     if params["source"] == "tiny":
         if corpus is None:
             raise ValueError("the tiny tokenizer needs --corpus (its training data)")
-        tiny_tokenizer(corpus, params["vocab_size"]).save_pretrained(out_dir)
+        family = params.get("family", DEFAULT_FAMILY)
+        tiny_tokenizer(corpus, params["vocab_size"], family).save_pretrained(out_dir)
         return
     tokenizer, fetched = source_tokenizer(params)
     tokenizer.save_pretrained(out_dir)

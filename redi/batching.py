@@ -2,12 +2,17 @@
 
 A training sequence is ``prompt + completion`` token ids; only completion
 tokens carry a loss. The prompt is the chat template's system + user turn +
-``<|im_start|>assistant\\n``; the completion is the trace plus its end tokens,
-which are counted in the loss and in the length ``|y|``:
+assistant header (Qwen: ``<|im_start|>assistant\\n``); the completion is the
+trace plus its end tokens, which are counted in the loss and in the length
+``|y|``. The end tokens come from the tokenizer's own chat template
+(``redi.prompts.turn_end``):
 
-* SFT: ``response + "<|im_end|>\\n"``;
-* stage 2: ``trace + "<|im_end|>\\n<|endoftext|>"``, as the authors' TRL
-  ``tokenize_row`` appends the EOS to every completion (authors-protocol 4.1).
+* SFT: ``response + sft_suffix(tokenizer)`` (Qwen ``"<|im_end|>\\n"``, Llama 3
+  ``"<|eot_id|>"``);
+* stage 2: ``trace + stage2_suffix(tokenizer)`` -- the SFT suffix and the EOS (Qwen
+  ``"<|im_end|>\\n<|endoftext|>"``, Llama 3 ``"<|eot_id|><|end_of_text|>"``), as
+  the authors' TRL ``tokenize_row`` appends the EOS to every completion
+  (authors-protocol 4.1).
 
 Two layouts of a micro-batch, both one forward pass with ``use_cache=False``:
 
@@ -37,10 +42,13 @@ from typing import Any
 
 import torch
 
-from redi.prompts import ENDOFTEXT, IM_END, render_generation_prompt
+from redi.prompts import render_generation_prompt, turn_end
+from redi.prompts import stage2_suffix as stage2_suffix  # re-exported beside sft_suffix
 
-SFT_SUFFIX = IM_END + "\n"
-STAGE2_SUFFIX = IM_END + "\n" + ENDOFTEXT
+
+def sft_suffix(tokenizer: Any) -> str:
+    """The end of an SFT completion: the chat template's end of an assistant turn."""
+    return turn_end(tokenizer)
 
 
 @dataclass(frozen=True)

@@ -527,7 +527,7 @@ def sft_sequence_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]],
         part = rows[start:start + chunk]
         prompts = batching.encode_prompts(tokenizer, [r["problem"] for r in part])
         completions = batching.encode_completions(
-            tokenizer, [r["response"] for r in part], batching.SFT_SUFFIX)
+            tokenizer, [r["response"] for r in part], batching.sft_suffix(tokenizer))
         out += [(len(p), len(c)) for p, c in zip(prompts, completions, strict=True)]
     return out
 

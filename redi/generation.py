@@ -114,12 +114,28 @@ def make_backend(name: str, sampling: Sampling, **options: Any) -> Backend:
     raise ValueError(f"unknown generation backend {name!r}; expected one of {BACKENDS}")
 
 
+def template_stop_tokens(tokenizer: Any) -> list[str]:
+    """The token that ends an assistant turn in the tokenizer's chat template
+    (``<|im_end|>``, Llama 3's ``<|eot_id|>``); none without a usable template."""
+    from redi.prompts import end_of_turn_token
+
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    try:
+        return [end_of_turn_token(tokenizer)]
+    except ValueError as err:
+        log.warning("no end-of-turn stop token from the chat template: %s", err)
+        return []
+
+
 def stop_token_ids(tokenizer: Any, model_config: Any, stop_tokens: Sequence[str]) -> list[int]:
-    """Ids of the configured stop tokens present in the vocabulary + the model's eos."""
+    """Ids of the configured stop tokens present in the vocabulary, the chat template's
+    end of turn (e.g. ``<|eot_id|>``, which the authors' Qwen list lacks) and the
+    model's eos, each once."""
     ids: list[int] = []
     vocab = tokenizer.get_vocab()
-    for token in stop_tokens:
-        if token in vocab:
+    for token in (*stop_tokens, *template_stop_tokens(tokenizer)):
+        if token in vocab and vocab[token] not in ids:
             ids.append(vocab[token])
     for eos in (getattr(model_config, "eos_token_id", None), tokenizer.eos_token_id):
         for i in eos if isinstance(eos, (list, tuple)) else [eos]:

@@ -9,7 +9,12 @@ SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\
 
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]  # Qwen2's (the tiny qwen2 family's)
+
+# Llama 3's special tokens (the tiny llama family's; Llama-3.2-3B has them all)
+BEGIN_OF_TEXT, END_OF_TEXT = "<|begin_of_text|>", "<|end_of_text|>"
+START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
+FINETUNE_PAD = "<|finetune_right_pad_id|>"
 
 # The Qwen2.5-Math chat template without the tool-calling branches: a default
 # system prompt unless the conversation brings its own. Used for the tiny
@@ -27,6 +32,83 @@ QWEN_MATH_CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+# A Llama-3-style chat template with the Qwen2.5-Math default system prompt (a
+# Llama base model has no math system prompt of its own): ``bos``, then a header
+# and ``<|eot_id|>`` around every turn. Used by the tiny llama family and, through
+# ``params["chat_template"]``, for Llama-3.2-3B.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + messages[0]['content']"
+    " + '<|eot_id|>' }}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n"
+    + SYSTEM_PROMPT.replace("\\", "\\\\") + "<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message['role'] == 'system' and loop.first) %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] + '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}"
+)
+
+# chat templates by name (``params["chat_template"]``, a family's template)
+CHAT_TEMPLATES: dict[str, str] = {
+    "qwen_math": QWEN_MATH_CHAT_TEMPLATE,
+    "llama3": LLAMA3_CHAT_TEMPLATE,
+}
+
+# an assistant content that no template or trace contains (turn_end)
+_SENTINEL = "@@redi-assistant-content-sentinel@@"
+
+
+def chat_template(name: str) -> str:
+    """The chat template called ``name`` in ``CHAT_TEMPLATES``."""
+    if name not in CHAT_TEMPLATES:
+        raise ValueError(f"unknown chat template {name!r}; expected one of {sorted(CHAT_TEMPLATES)}")
+    return CHAT_TEMPLATES[name]
+
+
+def turn_end(tokenizer: Any) -> str:
+    """What the tokenizer's own chat template writes after an assistant message's
+    content: ``"<|im_end|>\\n"`` (Qwen), ``"<|eot_id|>"`` (Llama 3). The SFT
+    completions end with it."""
+    from jinja2 import TemplateError
+
+    messages = [{"role": "user", "content": "u"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=False)
+    except TemplateError as err:
+        raise ValueError(f"the chat template cannot render a user/assistant turn: {err}") from err
+    if not isinstance(text, str) or _SENTINEL not in text:
+        raise ValueError("the chat template does not render the assistant message's content "
+                         "verbatim: cannot derive the text that ends an assistant turn")
+    return text[text.rindex(_SENTINEL) + len(_SENTINEL):]
+
+
+def end_of_turn_token(tokenizer: Any) -> str:
+    """The special token that ends an assistant turn: ``turn_end`` without whitespace
+    (``<|im_end|>``, ``<|eot_id|>``); a ValueError unless it is one vocabulary token."""
+    token = turn_end(tokenizer).strip()
+    if not token or token not in tokenizer.get_vocab():
+        raise ValueError(f"the chat template's end of an assistant turn {token!r} is not a "
+                         "token of the vocabulary")
+    return token
+
+
+def stage2_suffix(tokenizer: Any) -> str:
+    """The end of a stage-2 completion: ``turn_end`` + the EOS (Qwen:
+    ``"<|im_end|>\\n<|endoftext|>"``), as TRL's ``tokenize_row`` appends the EOS."""
+    if not tokenizer.eos_token:
+        raise ValueError("the tokenizer has no eos token (the stage-2 completions end with it)")
+    return turn_end(tokenizer) + tokenizer.eos_token
+
 
 # Open-R1's math prompt, verbatim (two spaces after "clearly.").
 EVAL_USER_TEMPLATE = (

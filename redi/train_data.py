@@ -34,7 +34,8 @@ def read_parquet_columns(path: str | os.PathLike, columns: list[str]) -> dict[st
 def sft_items(tokenizer: Any, path: str | os.PathLike, max_length: int) -> list[Item]:
     rows = read_parquet_columns(path, ["problem", "response"])
     prompts = batching.encode_prompts(tokenizer, rows["problem"])
-    completions = batching.encode_completions(tokenizer, rows["response"], batching.SFT_SUFFIX)
+    suffix = batching.sft_suffix(tokenizer)
+    completions = batching.encode_completions(tokenizer, rows["response"], suffix)
     return [
         Item((batching.sft_sequence(p, c, max_length),))
         for p, c in zip(prompts, completions, strict=True)
@@ -62,8 +63,9 @@ def pair_items(
 ) -> list[Item]:
     rows = read_parquet_columns(path, ["problem", "chosen", "rejected"])
     prompts = batching.encode_prompts(tokenizer, rows["problem"])
-    chosen = batching.encode_completions(tokenizer, rows["chosen"], batching.STAGE2_SUFFIX)
-    rejected = batching.encode_completions(tokenizer, rows["rejected"], batching.STAGE2_SUFFIX)
+    suffix = batching.stage2_suffix(tokenizer)
+    chosen = batching.encode_completions(tokenizer, rows["chosen"], suffix)
+    rejected = batching.encode_completions(tokenizer, rows["rejected"], suffix)
     refs: list[tuple[float, float] | None] = (
         list(read_ref_logps(ref_path, len(prompts))) if ref_path is not None
         else [None] * len(prompts))

@@ -1,5 +1,6 @@
-"""Write the tokenizer folder: trained on the toy corpus (tiny preset) or the base
-model's own tokenizer files from the Hub at the pinned revision (download.json)."""
+"""Write the tokenizer folder: trained on the toy corpus (tiny preset, the family's
+special tokens and chat template) or the base model's own tokenizer files from the Hub
+at the pinned revision (download.json), with the params' chat template and a pad token."""
 
 from pathlib import Path
 

@@ -69,7 +69,28 @@ def test_stop_tokens_and_fast_path(loaded) -> None:
     stops = stop_token_ids(tok, lm.generation_config, STOP_TOKENS)
     vocab = tok.get_vocab()
     assert set(stops) == {vocab["<|im_end|>"], vocab["<|endoftext|>"]}
+    assert stops == [vocab["<|im_end|>"], vocab["<|endoftext|>"]]  # the authors' order
     assert fast_path_supported(lm)
+
+
+def test_a_llama_tokenizer_stops_on_eot() -> None:
+    """Neither authors' stop token is in a Llama-3 vocabulary: the chat template's end
+    of turn (<|eot_id|>) is, also where the model config's eos is only <|end_of_text|>
+    (a Llama base model's config.json, which the vLLM backend reads)."""
+    from types import SimpleNamespace
+
+    from redi.base_model import train_tokenizer
+    from redi.generation import template_stop_tokens
+
+    tok = train_tokenizer(PROBLEMS * 5, vocab_size=300, family="llama")
+    eot, end = tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")
+    assert template_stop_tokens(tok) == ["<|eot_id|>"]
+    assert stop_token_ids(tok, SimpleNamespace(eos_token_id=end), STOP_TOKENS) == [eot, end]
+    assert stop_token_ids(tok, SimpleNamespace(eos_token_id=[eot, end]), STOP_TOKENS) == [
+        eot, end]
+    tok.chat_template = None  # no template: the eos alone
+    assert template_stop_tokens(tok) == []
+    assert stop_token_ids(tok, SimpleNamespace(eos_token_id=end), STOP_TOKENS) == [end]
 
 
 def test_incremental_decoder_equals_generate(loaded) -> None:
