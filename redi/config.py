@@ -34,7 +34,8 @@ OOD_HUB_DATASETS = ("Idavidrein/gpqa",)
 OOD_SUFFIXES = {"code": (".jsonl", ".jsonl.gz"), "multiple_choice": (".json", ".jsonl", ".csv")}
 # Folders of results/train/ that are not runs: a run may not be named like them.
 RESERVED_RUN_NAMES = ("ref_logps",)
-SFT_RUN = re.compile(r"sft_\d+ep")
+# sft_<N>ep (the primary base model) or <base>_sft_<N>ep (a Table 4 base model)
+SFT_RUN = re.compile(r"(?:(?P<base>[a-z0-9][a-z0-9.+-]*)_)?sft_(?P<epochs>\d+)ep")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Workflow outputs that a config may name as inputs before they exist.
 PRODUCED_PATHS = frozenset({
@@ -83,7 +84,9 @@ def validate_config(config: dict[str, Any], root: str | os.PathLike = ".") -> No
     _check_names(config)
     _check_table5(config)
     preset, key = config["presets"][config["preset"]], f"presets.{config['preset']}"
-    _check_batches(preset, key)
+    _check_base_models(config, preset, key)
+    for base in (None, *config["base_models"]):
+        _check_batches(preset, key, base)
     _check_scaled_lrs(config, preset, key)
     _check_sources(config, preset, key, Path(root))
     _check_ood(preset, key, Path(root))
@@ -239,7 +242,7 @@ def _hint(error) -> str:
 
 def _check_references(config: dict[str, Any]) -> None:
     runs = config["runs"]
-    sft_runs = {sft_name(e) for e in config["sft_epochs"]}
+    sft_runs = set(all_sft_runs(config))
 
     def need_run(key: str, name: str) -> None:
         if name not in runs:
@@ -249,7 +252,8 @@ def _check_references(config: dict[str, Any]) -> None:
         if name not in sft_runs:
             raise ConfigError(
                 f"invalid config key '{key}': '{name}' is not trained "
-                f"(sft_epochs: {config['sft_epochs']})"
+                f"(sft_epochs: {config['sft_epochs']}; base_models: "
+                f"{ {b: m['sft_epochs'] for b, m in config['base_models'].items()} })"
             )
 
     for name, run in runs.items():
@@ -268,6 +272,9 @@ def _check_references(config: dict[str, Any]) -> None:
     t1 = config["tables"]["table1"]
     need_sft("tables.table1.sft", t1["sft"])
     need_run("tables.table1.final", t1["final"])
+    for i, row in enumerate(config["tables"]["table4"]["models"]):
+        need_sft(f"tables.table4.models.{i}.sft", row["sft"])
+        need_run(f"tables.table4.models.{i}.final", row["final"])
     for fig, names in config["figures"].items():
         for j, name in enumerate([names] if isinstance(names, str) else names):
             need_run(f"figures.{fig}" + ("" if isinstance(names, str) else f".{j}"), name)
@@ -326,21 +333,63 @@ def _check_names(config: dict[str, Any]) -> None:
     _unique(key + ".baselines.{}.name", [b["name"] for b in preset["baselines"]], "the name")
 
 
-def _check_batches(preset: dict[str, Any], key: str) -> None:
-    """Batch geometry the training engine needs (training runs train_gpus processes)."""
+def _check_base_models(config: dict[str, Any], preset: dict[str, Any], key: str) -> None:
+    """Each of Table 4's base models is defined by the active preset; a tiny one with a
+    tokenizer of its own sets its vocabulary size; its runs' rows pair an SFT run with a
+    stage-2 run from the same base model."""
+    for name in config["base_models"]:
+        if name not in preset["base_models"]:
+            raise ConfigError(f"invalid config key 'base_models.{name}': not defined by the "
+                              f"preset ({key}.base_models has {sorted(preset['base_models'])})")
+        spec = preset["base_models"][name]
+        if (spec["model"]["source"] == "tiny" and spec["tokenizer"] == "own"
+                and "vocab_size" not in spec["model"]):
+            raise ConfigError(f"invalid config key '{key}.base_models.{name}.model': a tiny "
+                              f"model with its own tokenizer needs vocab_size")
+    for i, row in enumerate(config["tables"]["table4"]["models"]):
+        sft_base = run_base(config, row["sft"])
+        if sft_base is None:
+            raise ConfigError(f"invalid config key 'tables.table4.models.{i}.sft' = "
+                              f"{row['sft']!r}: a run of the primary base model (Table 4 "
+                              f"shows the other base models: <base>_sft_<N>ep)")
+        if run_base(config, row["final"]) != sft_base:
+            raise ConfigError(f"invalid config key 'tables.table4.models.{i}.final' = "
+                              f"{row['final']!r}: does not start from base model "
+                              f"{sft_base!r} (its init is "
+                              f"{config['runs'][row['final']]['init']!r})")
+
+
+def base_preset(preset: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """The preset's sft/stage2 sections for runs from ``base`` (its overrides applied)."""
+    if base is None:
+        return preset
+    overrides = preset["base_models"][base]
+    return {**preset, **{stage: {**preset[stage], **overrides.get(stage, {})}
+                         for stage in ("sft", "stage2")}}
+
+
+def _check_batches(preset: dict[str, Any], key: str, base: str | None = None) -> None:
+    """Batch geometry the training engine needs (training runs train_gpus processes), for
+    the primary base model's runs or (``base``) with that base model's overrides; the
+    message names the key where the offending micro-batch is set."""
     gpus = preset["resources"]["train_gpus"]
     processes = max(1, gpus)
+    overrides = preset["base_models"][base] if base else {}
     for stage in ("sft", "stage2"):
-        p, k = preset[stage], f"{key}.{stage}"
+        p = {**preset[stage], **overrides.get(stage, {})}
+        k = f"{key}.{stage}"
+        k_micro = (f"{key}.base_models.{base}.{stage}" if "micro_batch" in overrides.get(stage, {})
+                   else k)
         micro, total = p["micro_batch"], p["global_batch"]
         if micro > total:
-            raise ConfigError(f"invalid config key '{k}.micro_batch' = {micro}: larger than "
-                              f"global_batch {total}")
+            raise ConfigError(f"invalid config key '{k_micro}.micro_batch' = {micro}: larger "
+                              f"than global_batch {total}")
         if total % (micro * processes):
             raise ConfigError(
-                f"invalid config key '{k}.global_batch' = {total}: not a multiple of "
-                f"micro_batch {micro} x {processes} training process(es) "
-                f"({key}.resources.train_gpus = {gpus})")
+                f"invalid config key '{k_micro if k_micro != k else k + '.global_batch'}"
+                f"{'.micro_batch' if k_micro != k else ''}' = {micro if k_micro != k else total}"
+                f": global_batch {total} is not a multiple of micro_batch {micro} x "
+                f"{processes} training process(es) ({key}.resources.train_gpus = {gpus})")
     s2 = preset["stage2"]
     if s2["max_length"] <= s2["max_prompt_length"]:
         raise ConfigError(
@@ -392,12 +441,16 @@ def _check_sources(config: dict[str, Any], preset: dict[str, Any], key: str, roo
             raise ConfigError(f"invalid config key '{raw_key}' = {raw!r}: expected 'hub', 'toy' "
                               f"or a path to a .jsonl/.parquet file")
         _need_path(raw_key, raw, root)
-    base = preset["base_model"]
-    if base["source"] != "tiny":
+    bases = {f"{key}.base_model": preset["base_model"]} | {
+        f"{key}.base_models.{name}.model": preset["base_models"][name]["model"]
+        for name in config["base_models"]}
+    for base_key, base in bases.items():
+        if base["source"] == "tiny":
+            continue
         if hub_id(base["source"], root):
-            _need_revision(f"{key}.base_model.revision", base.get("revision"), base["source"])
+            _need_revision(f"{base_key}.revision", base.get("revision"), base["source"])
         else:
-            _need_path(f"{key}.base_model.source", base["source"], root)
+            _need_path(f"{base_key}.source", base["source"], root)
     _check_benchmark_sources(preset, key, root)
     for i, baseline in enumerate(preset["baselines"]):
         if hub_id(baseline["model"], root):
@@ -486,8 +539,27 @@ def _check_ood_source(bench: dict[str, Any], key: str, has_toy: bool, root: Path
 # --------------------------------------------------------------------------- names
 
 
-def sft_name(epochs: int) -> str:
-    return f"sft_{int(epochs)}ep"
+def sft_name(epochs: int, base: str | None = None) -> str:
+    """sft_<N>ep for the primary base model, <base>_sft_<N>ep for another."""
+    return f"{base}_sft_{int(epochs)}ep" if base else f"sft_{int(epochs)}ep"
+
+
+def all_sft_runs(config: dict[str, Any]) -> list[str]:
+    """Every SFT run: the primary base model's, then each other base model's."""
+    return [sft_name(e) for e in config["sft_epochs"]] + [
+        sft_name(e, base) for base, spec in config.get("base_models", {}).items()
+        for e in spec["sft_epochs"]]
+
+
+def run_base(config: dict[str, Any], run: str) -> str | None:
+    """The base model a run starts from: None for the primary one, else its name
+    (an SFT run's own; a stage-2 run's init's)."""
+    if run in config["runs"]:
+        run = config["runs"][run]["init"]
+    match = SFT_RUN.fullmatch(run)
+    if match is None:
+        raise ValueError(f"{run!r} is not an SFT run")
+    return match["base"]
 
 
 def preset(config: dict[str, Any]) -> dict[str, Any]:

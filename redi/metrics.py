@@ -59,6 +59,13 @@ def average_sem(sems: Sequence[float]) -> float:
     return math.sqrt(sum(float(x) ** 2 for x in sems)) / len(sems)
 
 
+def relative_improvement(value: float, reference: float) -> float:
+    """``(value - reference) / reference`` in percent; NaN where the reference is 0."""
+    if reference == 0:
+        return math.nan
+    return 100.0 * (value - reference) / reference
+
+
 def wait_count(text: str) -> int:
     """Occurrences of the word "Wait" (case-sensitive, as the paper quotes it)."""
     return len(WAIT_PATTERN.findall(text))

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from redi.io import write_csv, write_text
+from redi.metrics import relative_improvement
 from redi.reporting import DECIMALS, _fmt, _md_table, load_summaries, percent
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,6 @@ log = logging.getLogger(__name__)
 PAPER_RELATIVE: dict[str, tuple[str, float]] = {"code": ("HumanEval", 181.2),
                                                 "multiple_choice": ("GPQA", 26.8)}
 TRACE_COLUMNS = ["kind", "run", "step", "checkpoint", "label"]
-
-
-def relative_improvement(value: float, reference: float) -> float:
-    """``(value - reference) / reference`` in percent; NaN where the reference is 0."""
-    if reference == 0:
-        return math.nan
-    return 100.0 * (value - reference) / reference
 
 
 def _pass1(summary: Mapping[str, Any], label: str, name: str) -> Mapping[str, Any]:

@@ -39,6 +39,13 @@ LOGS = "results/logs"
 RAW_PATHS = {"toy": "results/data/raw_toy.parquet", "hub": "results/data/raw_hub.parquet"}
 TOKENIZER_DIR = "results/models/tokenizer"
 BASE_MODEL_DIR = "results/models/base"
+SFT_DATA = "results/data/sft.parquet"
+PAIRS = "results/data/pairs.parquet"
+# Table 4's other base models: results/models/base_<base>, and where a base model has
+# a tokenizer of its own, results/models/tokenizer_<base> and results/data/tokenizer_<base>/
+BASE_MODEL_DIRS = "results/models/base_{base}"
+TOKENIZER_DIRS = "results/models/tokenizer_{base}"
+TOKENIZER_DATA = "results/data/tokenizer_{base}"
 # the paper's numbers (v1 PDF) and training times (v2 Table 3), read by paper_comparison
 REPORTED_RESULTS = "redi/data/reported_results.csv"
 TRAINING_TIMES = "redi/data/training_times.csv"
@@ -137,11 +144,56 @@ class Caption:
 
 
 def sft_runs(config: Config) -> list[str]:
+    """The primary base model's SFT runs (sft_<N>ep)."""
     return [rc.sft_name(e) for e in config["sft_epochs"]]
 
 
-def stage2_runs(config: Config) -> list[str]:
-    return list(config["runs"])
+def base_sft_runs(config: Config) -> list[str]:
+    """The SFT runs of Table 4's other base models (<base>_sft_<N>ep)."""
+    return rc.all_sft_runs(config)[len(config["sft_epochs"]):]
+
+
+def stage2_runs(config: Config, primary_only: bool = False) -> list[str]:
+    """Every stage-2 run, or (``primary_only``) those from the primary base model."""
+    return [r for r in config["runs"] if not primary_only or rc.run_base(config, r) is None]
+
+
+def base_models(config: Config) -> list[str]:
+    """Table 4's base models (besides the primary one)."""
+    return list(config["base_models"])
+
+
+def tokenizer_owner(config: Config, base: str | None) -> str | None:
+    """Whose tokenizer (and token-length data) a base model uses: None for the primary
+    one's, else the base model's own name."""
+    if base is None or rc.preset(config)["base_models"][base]["tokenizer"] == "primary":
+        return None
+    return base
+
+
+def own_tokenizers(config: Config) -> list[str]:
+    """The base models with a tokenizer (and data stages) of their own."""
+    return [b for b in base_models(config) if tokenizer_owner(config, b)]
+
+
+def tokenizer_dir(config: Config, base: str | None) -> str:
+    owner = tokenizer_owner(config, base)
+    return TOKENIZER_DIR if owner is None else TOKENIZER_DIRS.format(base=owner)
+
+
+def base_model_dir(base: str | None) -> str:
+    return BASE_MODEL_DIR if base is None else BASE_MODEL_DIRS.format(base=base)
+
+
+def data_path(config: Config, base: str | None, path: str) -> str:
+    """``path`` (SFT_DATA or PAIRS) of the tokenizer ``base`` uses."""
+    owner = tokenizer_owner(config, base)
+    return path if owner is None else f"{TOKENIZER_DATA.format(base=owner)}/{Path(path).name}"
+
+
+def pairs_path(config: Config, run: str) -> str:
+    """The preference pairs of a run's base model's tokenizer (stage 2, reference log-probs)."""
+    return data_path(config, rc.run_base(config, run), PAIRS)
 
 
 def init_run(config: Config, run: str) -> str:
@@ -154,8 +206,10 @@ def manifest(run: str) -> str:
 
 
 def sft_model_name(run: str) -> str:
-    """sft_3ep -> SFT-3ep."""
-    return f"SFT-{run.split('_', 1)[1]}"
+    """sft_3ep -> SFT-3ep; llama3b_sft_3ep -> llama3b SFT-3ep."""
+    match = rc.SFT_RUN.fullmatch(run)
+    name = f"SFT-{match['epochs']}ep"
+    return f"{match['base']} {name}" if match["base"] else name
 
 
 def _value_text(value: Any) -> str:
@@ -167,8 +221,10 @@ def run_label(config: Config, run: str) -> str:
     """Human-readable hyper-parameters of a run, e.g. 'DPO β=0.001 LR=2e-7': the
     objective's label and symbols (``redi.losses``), the paper's LR, the init run when
     it is not Table 2's start."""
-    if run.startswith("sft_"):
-        return f"{OBJECTIVES['sft'].label} {run[4:-2]} epochs"
+    if (match := rc.SFT_RUN.fullmatch(run)) and run not in config["runs"]:
+        text = f"{OBJECTIVES['sft'].label} {match['epochs']} epochs"
+        base = match["base"]
+        return f"{text} from {config['base_models'][base]['label']}" if base else text
     spec = config["runs"][run]
     objective = OBJECTIVES[spec["objective"]]
     parts = [objective.label]
@@ -192,20 +248,24 @@ def toy_params(config: Config) -> dict[str, Any]:
     return rc.preset(config)["toy"]
 
 
-def tokenizer_params(config: Config) -> dict[str, Any]:
-    """What makes the tokenizer: tiny, its vocabulary size (trained on the toy corpus, an
-    input); otherwise the base model's Hub id or folder and its revision."""
-    base = rc.preset(config)["base_model"]
-    return {key: base[key] for key in ("source", "revision", "vocab_size") if key in base}
+def base_model_params(config: Config, base: str | None = None) -> dict[str, Any]:
+    """The primary base model's spec (``base`` None) or a Table 4 base model's."""
+    preset = rc.preset(config)
+    return preset["base_model"] if base is None else preset["base_models"][base]["model"]
 
 
-def tokenizer_corpus(config: Config) -> list[str]:
-    """The tokenizer stage's input: the toy corpus for the tiny tokenizer, else nothing."""
-    return [RAW_PATHS["toy"]] if rc.preset(config)["base_model"]["source"] == "tiny" else []
+def tokenizer_params(config: Config, base: str | None = None) -> dict[str, Any]:
+    """What makes a tokenizer: tiny, its vocabulary size (trained on the toy corpus, an
+    input) and family; otherwise the base model's Hub id or folder and its revision;
+    a chat-template override."""
+    spec = base_model_params(config, base)
+    keys = ("source", "revision", "vocab_size", "family", "chat_template")
+    return {key: spec[key] for key in keys if key in spec}
 
 
-def base_model_params(config: Config) -> dict[str, Any]:
-    return rc.preset(config)["base_model"]
+def tokenizer_corpus(config: Config, base: str | None = None) -> list[str]:
+    """The tokenizer stage's input: the toy corpus for a tiny tokenizer, else nothing."""
+    return [RAW_PATHS["toy"]] if base_model_params(config, base)["source"] == "tiny" else []
 
 
 def filter_params(config: Config) -> dict[str, Any]:
@@ -230,15 +290,15 @@ def verify_params(config: Config) -> dict[str, Any]:
     return {"timeout_s": config["evaluation"]["grading_timeout_s"]}
 
 
-def sft_params(config: Config, epochs: int) -> dict[str, Any]:
-    sft = rc.preset(config)["sft"]
-    return {"stage": "sft", "run": rc.sft_name(epochs), "epochs": int(epochs), **sft,
+def sft_params(config: Config, epochs: int, base: str | None = None) -> dict[str, Any]:
+    sft = rc.base_preset(rc.preset(config), base)["sft"]
+    return {"stage": "sft", "run": rc.sft_name(epochs, base), "epochs": int(epochs), **sft,
             **rc.OPTIMIZER}
 
 
 def stage2_params(config: Config, run: str) -> dict[str, Any]:
     spec = dict(config["runs"][run])
-    stage2 = rc.preset(config)["stage2"]
+    stage2 = dict(rc.base_preset(rc.preset(config), rc.run_base(config, run))["stage2"])
     scale = stage2.pop("lr_scale")
     lr = spec["lr"] * scale
     if not math.isfinite(lr) or lr <= 0:
@@ -256,7 +316,7 @@ def stage2_params(config: Config, run: str) -> dict[str, Any]:
 
 
 def ref_logps_params(config: Config, init: str) -> dict[str, Any]:
-    stage2 = rc.preset(config)["stage2"]
+    stage2 = rc.base_preset(rc.preset(config), rc.run_base(config, init))["stage2"]
     return {
         "init": init,
         "micro_batch": stage2["micro_batch"],
@@ -385,7 +445,20 @@ def final_models(config: Config) -> dict[str, dict[str, Any]]:
         "table1-final": {"kind": "run", "run": t1["final"], "checkpoint": t1["final_checkpoint"]},
         **{f"baseline-{b['name']}": {"kind": "baseline", **b}
            for b in rc.preset(config)["baselines"]},
+        **table4_models(config),
     }
+
+
+def table4_models(config: Config) -> dict[str, dict[str, Any]]:
+    """Table 4's final-evaluation models: each row's SFT run (its final checkpoint) and
+    ``table4-<base>``, its stage-2 run (``tables.table4.final_checkpoint``)."""
+    t4 = config["tables"]["table4"]
+    models: dict[str, dict[str, Any]] = {}
+    for row in t4["models"]:
+        models[row["sft"]] = {"kind": "sft", "run": row["sft"]}
+        models[f"table4-{rc.run_base(config, row['sft'])}"] = {
+            "kind": "run", "run": row["final"], "checkpoint": t4["final_checkpoint"]}
+    return models
 
 
 def hub_baselines(config: Config) -> dict[str, str]:
@@ -401,10 +474,11 @@ def baseline_dir(config: Config, spec: Mapping[str, Any]) -> str:
 
 
 def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
-    """The init SFT run's manifest, and its reference log-probs if the objective needs them."""
+    """The init SFT run's manifest, its pairs (of its base model's tokenizer), and its
+    reference log-probs if the objective needs them."""
     init = init_run(config, run)
     needs_ref = OBJECTIVES[config["runs"][run]["objective"]].needs_ref
-    return {"init": manifest(init),
+    return {"init": manifest(init), "pairs": pairs_path(config, run),
             "ref": f"results/train/ref_logps/{init}.parquet" if needs_ref else []}
 
 
@@ -610,6 +684,36 @@ def _table1_rows(config: Config) -> Rows:
     return title, selection, rows
 
 
+# The paper's relative improvement of REDI over SFT on the benchmark average (v2,
+# appendix D.2: "17.7 %" for Llama-3.2-3B, "4.2 %" for Qwen2.5-Math-7B; Table 4's cells
+# did not survive the text extraction), by the base model's name in `base_models`.
+PAPER_TABLE4_RELATIVE = {"llama3b": 17.7, "qwen7b": 4.2}
+
+
+def _table4_rows(config: Config) -> Rows:
+    """Per base model its SFT row and its REDI row (Avg relative to the SFT row)."""
+    t4 = config["tables"]["table4"]
+    rows = []
+    for row in t4["models"]:
+        base = rc.run_base(config, row["sft"])
+        name = config["base_models"][base]["label"]
+        method = OBJECTIVES[config["runs"][row["final"]]["objective"]].label
+        epochs = rc.SFT_RUN.fullmatch(row["sft"])["epochs"]
+        rows.append({"label": row["sft"], "model": f"{name} SFT-{epochs}ep", "role": "sft",
+                     "runs": [row["sft"]], "selection": "final checkpoint"})
+        rows.append({"label": f"table4-{base}", "model": f"{name} {method}", "role": "final",
+                     "runs": [row["final"]], "selection": f"{t4['final_checkpoint']} checkpoint",
+                     "relative_to": row["sft"],
+                     "paper_relative": PAPER_TABLE4_RELATIVE.get(base)})
+    which = t4["final_checkpoint"]
+    checkpoint = f"checkpoint with the {_peak(config)})" if which == "best" else "last checkpoint"
+    title = f"Table 4 (preset {config['preset']}): other base models."
+    selection = (f"Per base model: its SFT run (final checkpoint) and the stage-2 run from it "
+                 f"({checkpoint}). \"vs SFT\": the relative improvement of Avg over the SFT "
+                 f"row; \"paper\": the paper's (appendix D.2).")
+    return title, selection, rows
+
+
 @dataclass(frozen=True)
 class TableKind:
     """A registry entry: one table of final-evaluation summaries (pass@1 ± SEM and
@@ -625,7 +729,13 @@ class TableKind:
 TABLES: dict[str, TableKind] = {
     "table1": TableKind(_table1_rows, "Table 1"),
     "table2": TableKind(_table2_rows, "Table 2"),
+    "table4": TableKind(_table4_rows, "Table 4"),
 }
+
+
+def tables(config: Config) -> list[str]:
+    """The tables of ``TABLES`` with rows in this config (Table 4 needs other base models)."""
+    return [t for t in TABLES if TABLES[t].rows(config)[2]]
 
 
 def table_spec(config: Config, table: str) -> dict[str, Any]:
@@ -700,7 +810,8 @@ def table3_spec(config: Config) -> dict[str, Any]:
                "runs": [{"manifest": manifest(run), "benchmark": _benchmark_file("sft", run)}]}
               for run in sft_runs(config)]
     for objective in _objective_order(config):
-        runs = [r for r in stage2_runs(config) if config["runs"][r]["objective"] == objective]
+        runs = [r for r in stage2_runs(config, primary_only=True)
+                if config["runs"][r]["objective"] == objective]
         needs_ref = OBJECTIVES[objective].needs_ref
         entries = [{"manifest": manifest(r), "benchmark": _benchmark_file("stage2", r),
                     **({"ref": _benchmark_file("ref_logps", init_run(config, r))}
@@ -727,8 +838,8 @@ def comparison_params(config: Config) -> dict[str, Any]:
     """Benchmarks and grader, and which of our runs time each paper training stage."""
     preset = rc.preset(config)
     stages: dict[str, list[str]] = {r: [r] for r in sft_runs(config)}
-    for run, spec in config["runs"].items():
-        stages.setdefault(f"{spec['objective']}_1ep", []).append(run)
+    for run in stage2_runs(config, primary_only=True):
+        stages.setdefault(f"{config['runs'][run]['objective']}_1ep", []).append(run)
     return {"preset": config["preset"], "benchmarks": _preset_benchmarks(preset),
             "grader": config["evaluation"]["final"]["grader"], "training_stages": stages,
             "train_gpus": preset["resources"]["train_gpus"]}
@@ -813,7 +924,7 @@ def all_targets(config: Config) -> list[str]:
     """What `snakemake` without a target builds: the data report, every trained run, its
     curve, every final evaluation, the out-of-domain evaluations of Table 5, Figure 8's
     statistics, every table and figure."""
-    trained = sft_runs(config) + stage2_runs(config)
+    trained = rc.all_sft_runs(config) + stage2_runs(config)
     genstats = [FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
                 if "genstats" in kind.reads for r in figure_runs(config, f)]
     return [
@@ -823,7 +934,7 @@ def all_targets(config: Config) -> list[str]:
         *(f"results/eval/final/{label}/summary.json" for label in final_models(config)),
         *table5_inputs(config),
         *genstats,
-        *(path for t in TABLES for path in table_outputs(t).values()),
+        *(path for t in tables(config) for path in table_outputs(t).values()),
         "results/paper_comparison.csv", "results/paper_comparison.md",
         *AGREEMENT_OUTPUTS.values(),
         *TABLE3_OUTPUTS.values(),

@@ -31,7 +31,10 @@ import pandas as pd
 
 from redi.io import read_json, write_csv, write_text
 from redi.losses import OBJECTIVES
-from redi.metrics import average_sem  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
+from redi.metrics import (
+    average_sem,  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
+    relative_improvement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,21 @@ def pass1_table(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> pd
         rec["avg"] = average([rec[n] for n in names])
         rec["avg_sem"] = average_sem([rec[f"{n}_sem"] for n in names])
         records.append({**rec, **_trace(row, summary, spec.get("run_labels", {}))})
+    if any("relative_to" in row for row in spec["rows"]):
+        _add_relative(records, spec["rows"])
+        numbers += ["avg_rel", "avg_rel_paper"]
     return _frame(records, numbers)
+
+
+def _add_relative(records: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Table 4's columns: the relative improvement (%) of a row's Avg over the Avg of its
+    ``relative_to`` row (from the unrounded values), and the paper's (``paper_relative``)."""
+    avg = {rec["label"]: rec["avg"] for rec in records}
+    for rec, row in zip(records, rows, strict=True):
+        reference = row.get("relative_to")
+        rec["avg_rel"] = relative_improvement(rec["avg"], avg[reference]) if reference else math.nan
+        paper = row.get("paper_relative")
+        rec["avg_rel_paper"] = math.nan if paper is None else float(paper)
 
 
 def pass16_table(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> pd.DataFrame:
@@ -187,6 +204,13 @@ def protocol(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> dict[
 def _fmt(value: float, decimals: int = 1) -> str:
     text = f"{value:.{decimals}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def _relative_cells(rec: pd.Series) -> list[str]:
+    """Table 4's "vs SFT" and "paper" cells of one row ("—" where there is none)."""
+    def signed(value: float) -> str:
+        return "—" if pd.isna(value) else f"{'+' if value >= 0 else ''}{_fmt(value)} %"
+    return [signed(rec["avg_rel"]), signed(rec["avg_rel_paper"])]
 
 
 def _best(values: pd.Series) -> set[int]:
@@ -224,6 +248,7 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
     caption = (f"**{spec['title']}** {what} {spec['selection']} "
                f"Grader: {proto['grader']}. Best value per column in bold.")
     columns = [b["name"] for b in benches] + ["avg"]
+    relative = metric == "pass@1" and "avg_rel" in frame.columns
     best = {c: _best(frame[c]) for c in columns}
     rows = []
     for i, rec in frame.iterrows():
@@ -233,9 +258,11 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
             if metric == "pass@1":
                 cell += f" ± {_fmt(rec[c + '_sem'])}"
             cells.append(f"**{cell}**" if i in best[c] else cell)
-        rows.append(cells)
+        rows.append(cells + (_relative_cells(rec) if relative else []))
     header = ["Model", "Config", *[b["label"] for b in benches], "Avg"]
-    lines = [caption, "", *_md_table(header, [":--", ":--", *["--:"] * len(columns)], rows),
+    header += ["vs SFT", "paper"] if relative else []
+    align = [":--", ":--", *["--:"] * (len(header) - 2)]
+    lines = [caption, "", *_md_table(header, align, rows),
              "", "Rows (run, checkpoint step, checkpoint; summary label):", ""]
     for _, rec in frame.iterrows():
         if rec["role"] == "baseline":

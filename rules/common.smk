@@ -40,6 +40,7 @@ PRESET = rc.preset(config)
 # which preset this is, so a cluster run of the tiny preset does not go unnoticed
 logger.info(f"preset: {config['preset']}")
 SFT_RUNS = plan.sft_runs(config)
+BASE_SFT_RUNS = plan.base_sft_runs(config)  # Table 4's other base models
 STAGE2_RUNS = plan.stage2_runs(config)
 FINAL_MODELS = plan.final_models(config)
 TRAIN_GPUS = PRESET["resources"]["train_gpus"]
@@ -54,7 +55,8 @@ ALL_TARGETS = plan.all_targets(config)
 
 wildcard_constraints:
     run=plan.one_of(STAGE2_RUNS),
-    sft=r"sft_\d+ep",
+    sft=plan.one_of(SFT_RUNS + BASE_SFT_RUNS),
+    base=plan.one_of(plan.base_models(config)),
     epochs=r"\d+",
 
 
@@ -63,6 +65,26 @@ wildcard_constraints:
 
 def get_tokenizer_corpus(wildcards):
     return plan.tokenizer_corpus(config)
+
+
+def get_base_tokenizer_corpus(wildcards):
+    return plan.tokenizer_corpus(config, wildcards.base)
+
+
+def get_base_tokenizer(wildcards):
+    return plan.tokenizer_dir(config, wildcards.base)
+
+
+def get_base_model(wildcards):
+    return plan.base_model_dir(wildcards.base)
+
+
+def get_base_sft_data(wildcards):
+    return plan.data_path(config, wildcards.base, plan.SFT_DATA)
+
+
+def get_ref_pairs(wildcards):
+    return plan.pairs_path(config, wildcards.sft)
 
 
 def get_stage2_inputs(wildcards):

@@ -6,6 +6,8 @@ localrules:
     download_raw,
     tokenizer,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
     base_model,  # paper: a Hub download, tiny: minutes of CPU
+    base_tokenizer,  # as tokenizer and base_model, for Table 4's other base models
+    other_base_model,
     data_report,
     toy_ood,
 
@@ -121,6 +123,33 @@ rule base_model:
         " --out {output:q} --threads {threads} --log {log:q}"
 
 
+use rule tokenizer as base_tokenizer with:
+    input:
+        code=code("scripts/tokenizer.py"),
+        corpus=get_base_tokenizer_corpus,
+    output:
+        directory(plan.TOKENIZER_DIRS),
+    params:
+        hp=lambda wc: hp(plan.tokenizer_params(config, wc.base)),
+        corpus=lambda wc, input: shell_args("--corpus", input.corpus),
+    log:
+        f"{LOGS}/tokenizer_{{base}}.log",
+
+
+use rule base_model as other_base_model with:
+    input:
+        code=code("scripts/base_model.py"),
+        tokenizer=get_base_tokenizer,
+    output:
+        directory(plan.BASE_MODEL_DIRS),
+    params:
+        hp=lambda wc: hp(plan.base_model_params(config, wc.base)),
+    log:
+        f"{LOGS}/base_model_{{base}}.log",
+    benchmark:
+        "results/benchmarks/base_model_{base}.tsv"
+
+
 rule filter_data:
     """The authors' filters, the dual-verifier rule, D_SFT and D_Pref (before the length filter)."""
     priority: 50  # cheap, and on the critical path to every stage-2 run
@@ -155,7 +184,7 @@ rule sft_length:
         sft=rules.filter_data.output.sft,
         filter_report=rules.filter_data.output.report,
     output:
-        sft="results/data/sft.parquet",
+        sft=plan.SFT_DATA,
         report="results/data/sft_length_report.json",
     params:
         hp=lambda wc: hp(plan.sft_length_params(config)),
@@ -180,7 +209,7 @@ rule length_filter:
         pairs=rules.filter_data.output.pairs,
         filter_report=rules.filter_data.output.report,
     output:
-        pairs="results/data/pairs.parquet",
+        pairs=plan.PAIRS,
         report="results/data/length_report.json",
     params:
         hp=lambda wc: hp(plan.length_filter_params(config)),
@@ -194,6 +223,33 @@ rule length_filter:
         "python scripts/length_filter.py --params {params.hp:q} --tokenizer {input.tokenizer:q}"
         " --pairs-in {input.pairs:q} --pairs-out {output.pairs:q}"
         " --filter-report {input.filter_report:q} --report {output.report:q} --log {log:q}"
+
+
+# Table 4: the token-length stages once per tokenizer (a base model with its own)
+use rule sft_length as base_sft_length with:
+    input:
+        code=code("scripts/sft_length.py"),
+        tokenizer=plan.TOKENIZER_DIRS,
+        sft=rules.filter_data.output.sft,
+        filter_report=rules.filter_data.output.report,
+    output:
+        sft="results/data/tokenizer_{base}/sft.parquet",
+        report="results/data/tokenizer_{base}/sft_length_report.json",
+    log:
+        f"{LOGS}/sft_length_{{base}}.log",
+
+
+use rule length_filter as base_length_filter with:
+    input:
+        code=code("scripts/length_filter.py"),
+        tokenizer=plan.TOKENIZER_DIRS,
+        pairs=rules.filter_data.output.pairs,
+        filter_report=rules.filter_data.output.report,
+    output:
+        pairs="results/data/tokenizer_{base}/pairs.parquet",
+        report="results/data/tokenizer_{base}/length_report.json",
+    log:
+        f"{LOGS}/length_filter_{{base}}.log",
 
 
 rule verify_labels:

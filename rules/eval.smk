@@ -89,7 +89,7 @@ rule eval_curve:
         curve="results/eval/curves/{curve_run}.csv",
         best="results/eval/curves/{curve_run}.best.json",
     wildcard_constraints:
-        curve_run=plan.one_of(SFT_RUNS + STAGE2_RUNS),
+        curve_run=plan.one_of(SFT_RUNS + BASE_SFT_RUNS + STAGE2_RUNS),
     params:
         hp=lambda wc: hp(plan.intermediate_eval_params(config)),
         init=lambda wc, input: shell_args(

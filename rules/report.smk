@@ -22,7 +22,7 @@ localrules:
     figure,
 
 
-TABLE_SPECS = {t: plan.table_spec(config, t) for t in plan.TABLES}
+TABLE_SPECS = {t: plan.table_spec(config, t) for t in plan.tables(config)}
 
 
 rule table:
@@ -42,7 +42,7 @@ rule table:
                          caption="../report/lookup/caption_pass16.rst", category="Tables",
                          subcategory=lambda wc: plan.TABLES[wc.table].title),
     wildcard_constraints:
-        table=plan.one_of(plan.TABLES),
+        table=plan.one_of(plan.tables(config)),
     params:
         hp=lambda wc: hp(TABLE_SPECS[wc.table]),
         caption=lambda wc, output: plan.Caption(workflow.basedir, wc.table),
@@ -63,7 +63,7 @@ rule paper_comparison:
         code=code("scripts/paper_comparison.py"),
         reported=plan.REPORTED_RESULTS,
         training_times=plan.TRAINING_TIMES,
-        manifests=[plan.manifest(r) for r in SFT_RUNS + STAGE2_RUNS],
+        manifests=[plan.manifest(r) for r in SFT_RUNS + plan.stage2_runs(config, primary_only=True)],
         table1=plan.table_outputs("table1")["csv"],
         table2=plan.table_outputs("table2")["csv"],
         table1_pass16=plan.table_outputs("table1")["pass16_csv"],

@@ -32,11 +32,27 @@ rule sft:
         " --log-csv {output.log_csv:q} --threads {threads} --log {log:q}"
 
 
+use rule sft as base_sft with:
+    input:
+        code=code("scripts/train_sft.py"),
+        data=get_base_sft_data,
+        base=get_base_model,
+    output:
+        manifest="results/train/{base}_sft_{epochs}ep/manifest.json",
+        log_csv="results/train/{base}_sft_{epochs}ep/log.csv",
+    params:
+        hp=lambda wc: hp(plan.sft_params(config, int(wc.epochs), wc.base)),
+    log:
+        f"{LOGS}/sft/{{base}}_sft_{{epochs}}ep.log",
+    benchmark:
+        "results/benchmarks/sft/{base}_sft_{epochs}ep.tsv"
+
+
 rule ref_logps:
     """DPO reference log-probs of every pair under the SFT run {sft}: once, shared by all DPO runs."""
     input:
         code=code("scripts/ref_logps.py"),
-        pairs=rules.length_filter.output.pairs,
+        pairs=get_ref_pairs,
         init="results/train/{sft}/manifest.json",
     output:
         "results/train/ref_logps/{sft}.parquet",
@@ -61,10 +77,9 @@ rule ref_logps:
 rule stage2:
     """Stage 2: one run of config `runs` (objective, init SFT run, LR, alpha/beta/gamma)."""
     input:
-        # the init SFT run's manifest; its reference log-probs if the objective needs them
+        # the init SFT run's manifest, its pairs; reference log-probs if the objective needs them
         unpack(get_stage2_inputs),
         code=code("scripts/train_stage2.py"),
-        pairs=rules.length_filter.output.pairs,
     output:
         manifest="results/train/{run}/manifest.json",
         log_csv="results/train/{run}/log.csv",

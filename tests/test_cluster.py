@@ -9,8 +9,8 @@ import yaml
 
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 
-GPU_RULES = {"sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats", "ood_eval",
-             "token_analysis"}
+GPU_RULES = {"sft", "base_sft", "ref_logps", "stage2", "eval_curve", "final_eval", "gen_stats",
+             "ood_eval", "token_analysis"}
 PLACEMENT = {"REDI_SLURM_ACCOUNT": "proj42", "REDI_SLURM_PARTITION": "cpu",
              "REDI_SLURM_GPU_PARTITION": "a100"}
 
@@ -63,7 +63,8 @@ def test_table2_dry_run_plans_the_paper_dag(tmp_path):
 
 def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_run):
     paper = yaml.safe_load((ROOT / "config.yaml").read_text())["presets"]["paper"]["resources"]
-    expected = {"sft": paper["train_gpus"], "ref_logps": paper["train_gpus"],
+    expected = {"sft": paper["train_gpus"], "base_sft": paper["train_gpus"],
+                "ref_logps": paper["train_gpus"],
                 "stage2": paper["train_gpus"], "eval_curve": paper["eval_gpus"],
                 "final_eval": paper["eval_gpus"], "gen_stats": paper["eval_gpus"],
                 "ood_eval": paper["eval_gpus"], "token_analysis": paper["train_gpus"]}
@@ -159,3 +160,56 @@ def test_without_gpus_the_same_rules_run_on_cpu(tmp_path):
     assert "scripts/launch.sh 0 scripts/train_sft.py" in text
     assert "scripts/launch.sh 0 scripts/train_stage2.py" in text
     assert "--gpus 8" not in text and "--gpus 0" in text
+
+
+def job_commands(text: str) -> dict[str, str]:
+    """Outputs -> shell command (empty for run: jobs) of every job of a dry run with -p."""
+    jobs = {}
+    for block in text.split("\n\n"):
+        if (re.search(r"^(?:local)?rule \w+:$", block, re.M)
+                and (outputs := re.search(r"^\s+output: (.*)$", block, re.M))):
+            shell = re.search(r"^Shell command: (.*)$", block, re.M)
+            jobs[outputs.group(1)] = shell.group(1) if shell else ""
+    return jobs
+
+
+def _without_table4(config: dict) -> dict:
+    """The config as it was before Table 4: no other base models, runs or rows."""
+    config = {**config, "base_models": {}}
+    config["runs"] = {r: s for r, s in config["runs"].items() if s["init"].startswith("sft_")}
+    config["tables"] = {k: v for k, v in config["tables"].items() if k != "table4"}
+    return config
+
+
+def test_table4_dry_run_plans_its_jobs_on_gpus_and_changes_no_existing_job(tmp_path):
+    """`snakemake -n results/table4.csv results/table5.csv --config preset=paper` plans
+    the other base models' data, SFT, REDI and evaluation jobs with the training and
+    evaluation GPUs; and every job of the workflow without Table 4 keeps its command
+    (params, inputs, outputs) byte for byte, so nothing that exists is rerun (but the
+    grader agreement, which covers every table's models)."""
+    workdir = copy_workflow(tmp_path / "wf")
+    override = tmp_path / "offline.yaml"
+    override.write_text(f"presets:\n  paper:\n    benchmarks_dir: {BENCHMARKS_DIR}\n")
+    paper = ("--config", "preset=paper", "--configfile", str(override))
+    proc = snakemake(workdir, "-n", "results/table4.csv", "results/table5.csv", *paper)
+    jobs = planned_jobs(proc)
+    assert {k: jobs.get(k) for k in ("base_tokenizer", "other_base_model", "base_sft_length",
+                                      "base_length_filter", "base_sft", "table")} == {
+        "base_tokenizer": 1, "other_base_model": 2, "base_sft_length": 1,
+        "base_length_filter": 1, "base_sft": 2, "table": 1}
+    assert jobs["stage2"] == 3  # Table 4's two REDI runs + Table 5's final model
+    assert jobs["final_eval"] == 4 and jobs["ood_eval"] == 2
+    resources = job_resources(proc.stdout + proc.stderr)
+    assert [int(r["gpu"]) for rule, r in resources if rule == "base_sft"] == [8, 8]
+    assert {int(r["gpu"]) for rule, r in resources if rule in ("stage2", "final_eval")} == {8}
+
+    after = job_commands(snakemake(workdir, "-n", "-p", "-F", "all", *paper).stdout)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump(_without_table4(config), sort_keys=False))
+    before = job_commands(snakemake(workdir, "-n", "-p", "-F", "all", *paper).stdout)
+    changed = [out for out, shell in before.items() if after.get(out) != shell]
+    assert changed == ["results/grader_agreement.csv, results/grader_disagreements.csv, "
+                       "results/grader_agreement.md"]
+    new = set(after) - set(before)
+    assert "results/train/qwen7b_sft_3ep/manifest.json, results/train/qwen7b_sft_3ep/log.csv" in new
+    assert len(new) == 18

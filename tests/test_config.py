@@ -43,7 +43,13 @@ def test_paper_grid_has_the_papers_21_runs(cfg):
         (1.0, 1e-6)]
     final = [r for r in runs.values() if r["init"] == "sft_5ep"]
     assert final == [{"objective": "redi", "init": "sft_5ep", "lr": 1e-6, "alpha": 0.8}]
-    assert len(runs) == 21
+    primary = [r for r in runs if rc.run_base(cfg, r) is None]
+    assert len(primary) == 21
+    # Table 4: REDI alpha=0.8, LR=1e-6 (the final recipe) from each other base model's SFT-3ep
+    others = {r: s for r, s in runs.items() if r not in primary}
+    assert others == {f"{b}_redi_a0.8_lr1e-6": {"objective": "redi", "init": f"{b}_sft_3ep",
+                                                 "lr": 1e-6, "alpha": 0.8}
+                      for b in ("llama3b", "qwen7b")}
 
 
 Y = yaml.safe_load  # values as a YAML config file delivers them
@@ -274,6 +280,42 @@ INVALID = [
      lambda c, _: paper(c)["ood"]["benchmarks"][1].pop("hub"), "no Hub loader"),
     ("presets.paper.ood.benchmarks.1.revision",
      lambda c, _: paper(c)["ood"]["benchmarks"][1].pop("revision"), "pin its revision"),
+    # Table 4's base models
+    ("base_models.mistral7b",
+     lambda c, _: c["base_models"].update(mistral7b={"label": "M", "sft_epochs": [3]}),
+     "not defined by the preset"),
+    ("base_models", lambda c, _: c["base_models"].update(llama_3b={"label": "L",
+                                                                    "sft_epochs": [3]}),
+     "does not match"),
+    ("runs.llama3b_redi_a0.8_lr1e-6.init",
+     lambda c, _: c["runs"]["llama3b_redi_a0.8_lr1e-6"].update(init="llama3b_sft_5ep"),
+     "not trained"),
+    ("runs.llama3b_sft_3ep",
+     lambda c, _: c["runs"].update(llama3b_sft_3ep=dict(c["runs"]["redi_a0.8_lr1e-6"])),
+     "reserved"),
+    ("tables.table4.models.0.sft",
+     lambda c, _: c["tables"]["table4"]["models"][0].update(sft="sft_3ep"),
+     "a run of the primary base model"),
+    ("tables.table4.models.1.final",
+     lambda c, _: c["tables"]["table4"]["models"][1].update(final="llama3b_redi_a0.8_lr1e-6"),
+     "does not start from base model 'qwen7b'"),
+    ("tables.table4.models.0.final",
+     lambda c, _: c["tables"]["table4"]["models"][0].update(final="nope"), "unknown run"),
+    ("presets.tiny.base_models.llama3b.model",
+     lambda c, _: tiny(c)["base_models"]["llama3b"]["model"].pop("vocab_size"),
+     "needs vocab_size"),
+    ("presets.tiny.base_models.llama3b.model.family",
+     lambda c, _: tiny(c)["base_models"]["llama3b"]["model"].update(family="gpt2"),
+     "is not one of"),
+    ("presets.paper.base_models.qwen7b.sft.micro_batch",
+     lambda c, _: paper(c)["base_models"]["qwen7b"]["sft"].update(micro_batch=3),
+     "not a multiple"),
+    ("presets.paper.base_models.llama3b.model.revision",
+     lambda c, _: paper(c)["base_models"]["llama3b"]["model"].pop("revision"),
+     "pin its revision"),
+    ("presets.paper.base_models.qwen7b.tokenizer",
+     lambda c, _: paper(c)["base_models"]["qwen7b"].update(tokenizer="llama3b"),
+     "is not one of"),
 ]
 
 

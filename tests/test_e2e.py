@@ -34,8 +34,8 @@ def benchmarks(workdir: Path) -> list[str]:
 
 
 def test_every_table_and_figure_is_built(tiny_run):
-    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "table3", "table5",
-                  "paper_comparison"):
+    for table in ("table1", "table2", "table1_pass16", "table2_pass16", "table3", "table4",
+                  "table4_pass16", "table5", "paper_comparison"):
         for ext in ("csv", "md"):
             assert (tiny_run / f"results/{table}.{ext}").stat().st_size > 0, table
     for n in range(2, 11):
@@ -111,6 +111,36 @@ def test_table5_out_of_domain(tiny_run):
         assert summary["benchmarks"]["toy_code"]["sandbox"]["limits"]["timeout_s"] == 3.0
 
 
+def test_table4_other_base_models(tiny_run):
+    """Table 4 from the tiny stand-ins: a Llama-architecture model on its own tokenizer
+    (its own data stages) and a wider Qwen2 on the primary's (shared data)."""
+    table = pd.read_csv(tiny_run / "results/table4.csv")
+    assert list(table["model"]) == ["Llama-3.2-3B SFT-3ep", "Llama-3.2-3B REDI",
+                                    "Qwen2.5-Math-7B SFT-3ep", "Qwen2.5-Math-7B REDI"]
+    assert list(table["run"]) == ["llama3b_sft_3ep", "llama3b_redi_a0.8_lr1e-6",
+                                  "qwen7b_sft_3ep", "qwen7b_redi_a0.8_lr1e-6"]
+    for sft, redi in ((0, 1), (2, 3)):
+        assert math.isnan(table["avg_rel"][sft])
+        if table["avg"][sft] > 0:  # the CSV's Avg is rounded to 4 decimals
+            expected = 100 * (table["avg"][redi] - table["avg"][sft]) / table["avg"][sft]
+            assert table["avg_rel"][redi] == pytest.approx(expected, abs=0.01)
+    assert list(table["avg_rel_paper"].fillna(-1)) == [-1, 17.7, -1, 4.2]
+    models = tiny_run / "results/models"
+    llama = json.loads((models / "base_llama3b/config.json").read_text())
+    qwen = json.loads((models / "base_qwen7b/config.json").read_text())
+    assert (llama["architectures"], qwen["architectures"]) == (["LlamaForCausalLM"],
+                                                              ["Qwen2ForCausalLM"])
+    assert qwen["hidden_size"] == 96 and not (models / "tokenizer_qwen7b").exists()
+    template = (models / "base_llama3b/chat_template.jinja").read_text()
+    assert "<|start_header_id|>" in template
+    # the Llama tokenizer's own length stages, on the same problems as the primary's
+    own = pd.read_parquet(tiny_run / "results/data/tokenizer_llama3b/pairs.parquet")
+    primary = pd.read_parquet(tiny_run / "results/data/pairs.parquet")
+    assert len(own) > 0 and set(own["original_index"]) <= set(
+        pd.read_parquet(tiny_run / "results/data/pairs_unfiltered.parquet")["original_index"])
+    assert not own["chosen_len"].equals(primary["chosen_len"])
+
+
 def test_training_taught_the_tiny_model(tiny_run):
     table1 = pd.read_csv(tiny_run / "results/table1.csv").set_index("role")
     base, sft = table1.loc["baseline", "avg"], table1.loc["sft", "avg"]
@@ -146,7 +176,8 @@ def test_html_report(tiny_run):
     snakemake(tiny_run, "--report", "results/report.html")
     html = (tiny_run / "results/report.html").read_text(errors="replace")
     for name in ("fig2.png", "fig8.png", "fig9.png", "fig10.png", "fig10_correlation.csv",
-                 "table2.csv", "table3.csv", "table5.csv", "paper_comparison.md",
+                 "table2.csv", "table3.csv", "table4.csv", "table4.md", "table5.csv",
+                 "paper_comparison.md",
                  "grader_agreement.csv",
                  "grader_disagreements.csv"):
         assert name in html, name

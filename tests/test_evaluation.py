@@ -322,17 +322,18 @@ def workflow(tmp_path_factory) -> Path:
 
 def test_tiny_dag(workflow) -> None:
     jobs = planned_jobs(snakemake(workflow, "-n", "--cores", "2"))
-    assert jobs["eval_curve"] == 23 and jobs["final_eval"] == 8 and jobs["gen_stats"] == 1
+    # 2 + 21 runs of the primary base model, 4 of Table 4's; 8 + 4 final-eval models
+    assert jobs["eval_curve"] == 27 and jobs["final_eval"] == 12 and jobs["gen_stats"] == 1
     assert "download_benchmarks" not in jobs and "download_baseline" not in jobs
 
 
 def test_agreement_rule_reads_every_final_sample_file(workflow) -> None:
     proc = snakemake(workflow, "-n", "-p", "--cores", "2", "results/grader_agreement.md")
     jobs = planned_jobs(proc)
-    assert jobs["grader_agreement"] == 1 and jobs["final_eval"] == 8
+    assert jobs["grader_agreement"] == 1 and jobs["final_eval"] == 12
     command = next(line for line in proc.stdout.splitlines()
                    if line.startswith("Shell command: python scripts/grader_agreement.py"))
-    assert command.count(".parquet") == 8 * 3  # every table model x every toy benchmark
+    assert command.count(".parquet") == 12 * 3  # every table model x every toy benchmark
     assert '"graders":["rllm","strict"]' in command
 
 

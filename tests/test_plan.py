@@ -89,7 +89,7 @@ def test_the_plan_imports_no_heavy_package():
 
 def test_runs_labels_and_inits(cfg):
     assert plan.sft_runs(cfg) == ["sft_3ep", "sft_5ep"]
-    assert len(plan.stage2_runs(cfg)) == 21
+    assert len(plan.stage2_runs(cfg)) == 23 and len(plan.stage2_runs(cfg, primary_only=True)) == 21
     assert plan.init_run(cfg, "redi_a0.8_lr1e-6_sft5ep") == "sft_5ep"
     assert plan.run_label(cfg, "simpo_b10_g5_lr3e-7") == "SimPO β=10 γ=5 LR=3e-7"
     assert plan.run_label(cfg, "redi_a1.0_lr2e-7") == "REDI α=1 LR=2e-7"
@@ -185,12 +185,15 @@ def test_final_models_and_table2_groups(cfg):
         ("Symmetric REDI", "symmetric_redi", 3, False), ("REDI", "redi", 4, False)]
     models = plan.final_models(cfg)
     baselines = [f"baseline-{b['name']}" for b in rc.preset(cfg)["baselines"]]
+    table4 = ["llama3b_sft_3ep", "table4-llama3b", "qwen7b_sft_3ep", "table4-qwen7b"]
     assert list(models) == ["sft_3ep", "sft_5ep", "table2-dpo", "table2-simpo",
-                            "table2-symmetric_redi", "table2-redi", "table1-final", *baselines]
+                            "table2-symmetric_redi", "table2-redi", "table1-final", *baselines,
+                            *table4]
     assert {label: m["kind"] for label, m in models.items()} == {
         "sft_3ep": "sft", "sft_5ep": "sft", "table2-dpo": "group", "table2-simpo": "group",
         "table2-symmetric_redi": "group", "table2-redi": "group", "table1-final": "run",
-        **{b: "baseline" for b in baselines}}
+        **{b: "baseline" for b in baselines},
+        **{m: "sft" if m.endswith("_sft_3ep") else "run" for m in table4}}
     assert models["table1-final"] == {"kind": "run", "run": "redi_a0.8_lr1e-6_sft5ep",
                                       "checkpoint": "best"}
     assert models["table2-redi"]["label"] == "REDI"
@@ -203,10 +206,11 @@ def test_final_models_and_table2_groups(cfg):
 def test_job_inputs():
     tiny, paper = shipped(), shipped("paper")
     assert plan.stage2_inputs(tiny, "dpo_b0.1_lr1e-6") == {
-        "init": "results/train/sft_3ep/manifest.json",
+        "init": "results/train/sft_3ep/manifest.json", "pairs": "results/data/pairs.parquet",
         "ref": "results/train/ref_logps/sft_3ep.parquet"}
     assert plan.stage2_inputs(tiny, "redi_a0.8_lr1e-6_sft5ep") == {
-        "init": "results/train/sft_5ep/manifest.json", "ref": []}
+        "init": "results/train/sft_5ep/manifest.json", "pairs": "results/data/pairs.parquet",
+        "ref": []}
     assert plan.curve_inputs(tiny, "sft_3ep") == {
         "manifest": "results/train/sft_3ep/manifest.json",
         "log_csv": "results/train/sft_3ep/log.csv", "bench": "results/data/toy_benchmarks"}
@@ -312,7 +316,8 @@ def test_table5_spec_and_inputs(cfg):
 
 
 def test_table_registry(cfg):
-    assert list(plan.TABLES) == ["table1", "table2"]
+    assert list(plan.TABLES) == ["table1", "table2", "table4"]
+    assert plan.tables(cfg) == ["table1", "table2", "table4"]
     for name, kind in plan.TABLES.items():
         spec = plan.table_spec(cfg, name)
         assert spec["table"] == name and kind.title == f"Table {name[-1]}"
@@ -382,10 +387,90 @@ def test_all_targets(cfg):
     assert targets[0] == "results/data/report.json"
     assert "results/eval/genstats/redi_a0.8_lr1e-6.csv" in targets
     assert "results/table2_pass16.md" in targets and "results/figures/fig8.pdf" in targets
-    assert sum(t.startswith("results/train/") for t in targets) == 23
+    # 2 + 21 runs of the primary base model, 2 SFT + 2 REDI runs of Table 4's
+    assert sum(t.startswith("results/train/") for t in targets) == 27
+    assert {"results/table4.csv", "results/table4_pass16.md"} <= set(targets)
     assert sum(t.startswith("results/eval/final/") for t in targets) == len(plan.final_models(cfg))
     assert [t for t in targets if t.startswith("results/eval/ood/")] == plan.table5_inputs(cfg)
     assert {"results/table5.csv", "results/table5.md"} <= set(targets)
+
+
+# ------------------------------------------------------------ Table 4
+
+
+def test_table4_runs_data_and_params():
+    cfg = shipped()
+    assert plan.base_sft_runs(cfg) == ["llama3b_sft_3ep", "qwen7b_sft_3ep"]
+    assert plan.stage2_runs(cfg, primary_only=True) == plan.stage2_runs(cfg)[:21]
+    assert rc.run_base(cfg, "qwen7b_redi_a0.8_lr1e-6") == "qwen7b"
+    assert plan.sft_model_name("llama3b_sft_3ep") == "llama3b SFT-3ep"
+    assert plan.run_label(cfg, "llama3b_sft_3ep") == "SFT 3 epochs from Llama-3.2-3B"
+    assert plan.run_label(cfg, "llama3b_redi_a0.8_lr1e-6") == (
+        "REDI α=0.8 LR=1e-6 from llama3b_sft_3ep")
+    # llama3b has a tokenizer of its own (own data stages), qwen7b the primary's
+    assert plan.own_tokenizers(cfg) == ["llama3b"]
+    assert plan.tokenizer_dir(cfg, "llama3b") == "results/models/tokenizer_llama3b"
+    assert plan.tokenizer_dir(cfg, "qwen7b") == plan.TOKENIZER_DIR
+    assert plan.data_path(cfg, "llama3b", plan.SFT_DATA) == (
+        "results/data/tokenizer_llama3b/sft.parquet")
+    assert plan.data_path(cfg, "qwen7b", plan.SFT_DATA) == plan.SFT_DATA
+    assert plan.pairs_path(cfg, "llama3b_redi_a0.8_lr1e-6") == (
+        "results/data/tokenizer_llama3b/pairs.parquet")
+    assert plan.pairs_path(cfg, "redi_a0.8_lr1e-6") == plan.PAIRS
+    assert plan.base_model_dir("qwen7b") == "results/models/base_qwen7b"
+    tiny_llama = rc.preset(cfg)["base_models"]["llama3b"]["model"]
+    assert plan.tokenizer_params(cfg, "llama3b") == {"source": "tiny", "vocab_size": 512,
+                                                     "family": "llama"}
+    assert plan.tokenizer_corpus(cfg, "llama3b") == [plan.RAW_PATHS["toy"]]
+    assert plan.base_model_params(cfg, "llama3b") == tiny_llama
+    # the primary base model's jobs do not change
+    assert plan.tokenizer_params(cfg) == {"source": "tiny", "vocab_size": 512}
+    assert plan.sft_params(cfg, 3, "llama3b") == {**plan.sft_params(cfg, 3),
+                                                  "run": "llama3b_sft_3ep"}
+    primary, other = (plan.stage2_params(cfg, r) for r in ("redi_a0.8_lr1e-6",
+                                                           "llama3b_redi_a0.8_lr1e-6"))
+    assert other == {**primary, "run": "llama3b_redi_a0.8_lr1e-6", "init": "llama3b_sft_3ep"}
+
+
+def test_table4_paper_overrides_and_inputs():
+    cfg = shipped("paper")
+    # Qwen2.5-Math-7B: the SFT micro-batch of its base model's overrides
+    assert plan.sft_params(cfg, 3, "qwen7b")["micro_batch"] == 4
+    assert plan.sft_params(cfg, 3)["micro_batch"] == 8
+    assert plan.tokenizer_params(cfg, "llama3b") == {
+        "source": "meta-llama/Llama-3.2-3B", "revision": "main", "chat_template": "llama3"}
+    assert plan.stage2_inputs(cfg, "qwen7b_redi_a0.8_lr1e-6") == {
+        "init": "results/train/qwen7b_sft_3ep/manifest.json", "pairs": plan.PAIRS, "ref": []}
+
+
+def test_table4_models_and_spec(cfg):
+    models = plan.final_models(cfg)
+    assert models["llama3b_sft_3ep"] == {"kind": "sft", "run": "llama3b_sft_3ep"}
+    assert models["table4-qwen7b"] == {"kind": "run", "run": "qwen7b_redi_a0.8_lr1e-6",
+                                       "checkpoint": "best"}
+    spec = plan.table_spec(cfg, "table4")
+    assert [(r["label"], r["model"], r.get("relative_to"), r.get("paper_relative"))
+            for r in spec["rows"]] == [
+        ("llama3b_sft_3ep", "Llama-3.2-3B SFT-3ep", None, None),
+        ("table4-llama3b", "Llama-3.2-3B REDI", "llama3b_sft_3ep", 17.7),
+        ("qwen7b_sft_3ep", "Qwen2.5-Math-7B SFT-3ep", None, None),
+        ("table4-qwen7b", "Qwen2.5-Math-7B REDI", "qwen7b_sft_3ep", 4.2)]
+    assert plan.table_inputs(cfg, "table4")[1] == "results/eval/final/table4-llama3b/summary.json"
+    # Table 3 and the paper comparison time the primary base model's runs only
+    timed = [r["manifest"] for stage in plan.table3_spec(cfg)["stages"] for r in stage["runs"]]
+    assert not any("llama3b" in m or "qwen7b" in m for m in timed) and len(timed) == 23
+    assert "llama3b_redi_a0.8_lr1e-6" not in plan.comparison_params(cfg)["training_stages"][
+        "redi_1ep"]
+
+
+def test_without_other_base_models_there_is_no_table4():
+    cfg = shipped()
+    cfg["base_models"], cfg["tables"]["table4"] = {}, {"models": []}
+    cfg["runs"] = {r: s for r, s in cfg["runs"].items() if s["init"].startswith("sft_")}
+    rc.validate_config(cfg)
+    assert plan.tables(cfg) == ["table1", "table2"]
+    assert not any("table4" in t for t in plan.all_targets(cfg))
+    assert plan.base_sft_runs(cfg) == [] and plan.own_tokenizers(cfg) == []
 
 
 # ------------------------------------------- the registries: one place each

@@ -118,6 +118,31 @@ def test_pass1_table_exact_csv(tmp_path):
     assert "| DPO | β=0.001 LR=2e-7 | **92.5** | **55.0** | **73.8** |" in md16
 
 
+def test_table4_relative_improvement_of_avg_over_the_sft_row(tmp_path):
+    """Table 4's extra columns: (Avg - Avg_SFT) / Avg_SFT in % from unrounded values, and
+    the paper's number on the REDI row; pass@16 has neither."""
+    spec = {**TABLE2_SPEC, "title": "Table 4 (preset tiny): other base models.",
+            "title_pass16": "Table 4 (preset tiny), pass@16: other base models.",
+            "rows": [
+                {**TABLE2_SPEC["rows"][0], "role": "sft"},
+                {**TABLE2_SPEC["rows"][1], "role": "final", "relative_to": "sft_3ep",
+                 "paper_relative": 17.7}]}
+    paths = write_summaries(tmp_path / "final", TABLE2_SUMMARIES)
+    out = tmp_path / "out"
+    reporting.run_tables(spec, paths, out / "t.csv", out / "t.md", out / "t16.csv",
+                         out / "t16.md")
+    frame = pd.read_csv(out / "t.csv")
+    # Avg 26.75 -> 28.125: +1.375 / 26.75 = +5.1402 %
+    assert frame["avg_rel"].tolist()[1] == pytest.approx(5.1402, abs=1e-4)
+    assert math.isnan(frame["avg_rel"][0]) and math.isnan(frame["avg_rel_paper"][0])
+    assert frame["avg_rel_paper"][1] == 17.7
+    md = (out / "t.md").read_text()
+    assert "| Model | Config | Bench-1 | Bench-2 | Avg | vs SFT | paper |" in md
+    assert "| **28.1 ± 0.4** | +5.1 % | +17.7 % |" in md and "| 26.8 ± 0.2 | — | — |" in md
+    assert "avg_rel" not in (out / "t16.csv").read_text()
+    assert "vs SFT" not in (out / "t16.md").read_text()
+
+
 def test_avg_is_mean_of_unrounded_values_and_avg_sem_the_paper_formula():
     # R1-Distill, paper Table 1: rounded cells give 48.54, the paper prints 48.6
     assert reporting.average([83.2, 28.3, 62.1, 26.0, 43.1]) == pytest.approx(48.54)
@@ -517,6 +542,7 @@ def test_agreement_spec_covers_every_table_model(cfg):
     assert spec["graders"] == ["rllm", "strict"]
     assert [r["label"] for r in spec["rows"]] == [
         "baseline-tiny-base", "sft_5ep", "table1-final", "sft_3ep", "table2-dpo",
-        "table2-simpo", "table2-symmetric_redi", "table2-redi"]
+        "table2-simpo", "table2-symmetric_redi", "table2-redi",
+        "llama3b_sft_3ep", "table4-llama3b", "qwen7b_sft_3ep", "table4-qwen7b"]
     cfg["evaluation"]["final"]["grader"] = "strict"
     assert plan.agreement_spec(cfg)["graders"] == ["strict", "rllm"]

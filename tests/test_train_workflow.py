@@ -31,7 +31,9 @@ def config(workdir: Path) -> dict:
 
 def training_targets(workdir: Path, extra_runs: tuple[str, ...] = ()) -> list[str]:
     cfg = config(workdir)
-    runs = [f"sft_{e}ep" for e in cfg["sft_epochs"]] + list(cfg["runs"]) + list(extra_runs)
+    # the primary base model's runs (Table 4's other base models have data stages of their own)
+    primary = [r for r, spec in cfg["runs"].items() if spec["init"].startswith("sft_")]
+    runs = [f"sft_{e}ep" for e in cfg["sft_epochs"]] + primary + list(extra_runs)
     return [f"results/train/{r}/manifest.json" for r in runs]
 
 
@@ -189,10 +191,14 @@ def test_paper_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path / "paper")
     proc = snakemake(workdir, "-n", "-p", "--config", "preset=paper")
     jobs = planned_jobs(proc)
-    assert jobs["sft"] == 2 and jobs["ref_logps"] == 1 and jobs["stage2"] == 21
+    # the 21 runs of the primary base model + Table 4's REDI runs (their SFT runs: base_sft)
+    assert jobs["sft"] == 2 and jobs["ref_logps"] == 1 and jobs["stage2"] == 23
+    assert jobs["base_sft"] == 2
     text = reasons(proc)
     sft = {p["run"]: p for p in shell_params(text, "scripts/train_sft.py")}
-    assert set(sft) == {"sft_3ep", "sft_5ep"}
+    assert set(sft) == {"sft_3ep", "sft_5ep", "llama3b_sft_3ep", "qwen7b_sft_3ep"}
+    # Table 4's Qwen2.5-Math-7B: the preset's SFT section with its smaller micro-batch
+    assert sft["qwen7b_sft_3ep"] == {**sft["sft_3ep"], "run": "qwen7b_sft_3ep", "micro_batch": 4}
     for epochs, p in ((3, sft["sft_3ep"]), (5, sft["sft_5ep"])):
         assert p["epochs"] == epochs and p["lr"] == 5e-5 and p["global_batch"] == 128
         assert p["max_length"] == 32768 and p["gradient_checkpointing"] is True
@@ -206,7 +212,7 @@ def test_paper_dry_run(tmp_path):
             p["seed"],
         ) == (0.9, 0.999, 1e-8, 1e-4, 0.1, 1.0, 42)
     stage2 = {p["run"]: p for p in shell_params(text, "scripts/train_stage2.py")}
-    assert len(stage2) == 21
+    assert len(stage2) == 23
     assert all(
         p["global_batch"] == 32
         and p["epochs"] == 1
