@@ -376,20 +376,21 @@ def _check_batches(preset: dict[str, Any], key: str, base: str | None = None) ->
     processes = max(1, gpus)
     overrides = preset["base_models"][base] if base else {}
     for stage in ("sft", "stage2"):
-        p = {**preset[stage], **overrides.get(stage, {})}
-        k = f"{key}.{stage}"
-        k_micro = (f"{key}.base_models.{base}.{stage}" if "micro_batch" in overrides.get(stage, {})
-                   else k)
+        own = overrides.get(stage, {})
+        p, k = base_preset(preset, base)[stage], f"{key}.{stage}"
         micro, total = p["micro_batch"], p["global_batch"]
+        micro_key = f"{key}.base_models.{base}.{stage}.micro_batch" if "micro_batch" in own else (
+            f"{k}.micro_batch")
         if micro > total:
-            raise ConfigError(f"invalid config key '{k_micro}.micro_batch' = {micro}: larger "
+            raise ConfigError(f"invalid config key '{micro_key}' = {micro}: larger "
                               f"than global_batch {total}")
         if total % (micro * processes):
+            # blame the override where there is one, else the preset's global batch
+            bad = (micro_key, micro) if "micro_batch" in own else (f"{k}.global_batch", total)
             raise ConfigError(
-                f"invalid config key '{k_micro if k_micro != k else k + '.global_batch'}"
-                f"{'.micro_batch' if k_micro != k else ''}' = {micro if k_micro != k else total}"
-                f": global_batch {total} is not a multiple of micro_batch {micro} x "
-                f"{processes} training process(es) ({key}.resources.train_gpus = {gpus})")
+                f"invalid config key '{bad[0]}' = {bad[1]}: global_batch {total} is not a "
+                f"multiple of micro_batch {micro} x {processes} training process(es) "
+                f"({key}.resources.train_gpus = {gpus})")
     s2 = preset["stage2"]
     if s2["max_length"] <= s2["max_prompt_length"]:
         raise ConfigError(

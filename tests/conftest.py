@@ -125,3 +125,32 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
         "sft": root / "sft.parquet",
         "pairs": root / "pairs.parquet",
     }
+
+
+def write_raw_corpus(folder: Path, n: int, seed: int) -> str:
+    """``n`` toy problems as a raw corpus (``problem``, ``generations``) in ``folder``:
+    what the tiny tokenizer trains on."""
+    rows = [{"problem": r["problem"], "generations": [r["chosen"], r["rejected"]]}
+            for r in toy_rows(n, seed=seed)]
+    path = folder / "raw_toy.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+class FakeQwenTokenizer:
+    """What the tokenizer and base-model stages use of a Qwen tokenizer: its chat
+    template's turn end (``<|im_end|>``), eos and pad (tests add ``save_pretrained``)."""
+
+    eos_token = pad_token = "<|endoftext|>"
+    eos_token_id = pad_token_id = 2
+    bos_token_id = None
+    chat_template = "a Qwen template"
+
+    def get_vocab(self):
+        return {"<|im_end|>": 1, "<|endoftext|>": 2}
+
+    def convert_tokens_to_ids(self, token):
+        return self.get_vocab()[token]
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)

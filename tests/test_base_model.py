@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 
 from redi import base_model
 from redi.prompts import CHAT_TEMPLATES
 
-from .conftest import toy_rows
+from .conftest import write_raw_corpus
 
 SMALL = {"source": "tiny", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -28,11 +27,7 @@ LLAMA_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    rows = [{"problem": r["problem"], "generations": [r["chosen"], r["rejected"]]}
-            for r in toy_rows(20, seed=7)]
-    path = tmp_path_factory.mktemp("corpus") / "raw_toy.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return str(path)
+    return write_raw_corpus(tmp_path_factory.mktemp("corpus"), 20, seed=7)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from huggingface_hub.errors import RevisionNotFoundError
 from redi import base_model, benchmarks, hub, plan
 from redi import config as rc
 
-from .conftest import ROOT
+from .conftest import ROOT, FakeQwenTokenizer
 from .test_workflow import openr1_row
 
 
@@ -201,23 +201,8 @@ class FakeModel:
         (out / "model.safetensors").write_text("")
 
 
-class FakeTokenizer:
-    """What the base-model stage uses of a Qwen tokenizer: its chat template's turn end
-    (``<|im_end|>``), eos and pad."""
-
-    eos_token = pad_token = "<|endoftext|>"
-    eos_token_id = pad_token_id = 2
-    bos_token_id = None
-    chat_template = "a Qwen template"
-
-    def get_vocab(self):
-        return {"<|im_end|>": 1, "<|endoftext|>": 2}
-
-    def convert_tokens_to_ids(self, token):
-        return self.get_vocab()[token]
-
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+class FakeTokenizer(FakeQwenTokenizer):
+    """Saves a stand-in tokenizer.json."""
 
     def save_pretrained(self, out):
         (out / "tokenizer.json").write_text("{}")

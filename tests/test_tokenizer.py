@@ -10,12 +10,11 @@ import json
 import types
 
 import huggingface_hub
-import pandas as pd
 import pytest
 
 from redi import base_model
 
-from .conftest import toy_rows
+from .conftest import FakeQwenTokenizer, write_raw_corpus
 
 SMALL = {"source": "tiny", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -27,11 +26,7 @@ SMALL = {"source": "tiny", "vocab_size": 300, "hidden_size": 32, "intermediate_s
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    rows = [{"problem": r["problem"], "generations": [r["chosen"], r["rejected"]]}
-            for r in toy_rows(30, seed=3)]
-    path = tmp_path_factory.mktemp("corpus") / "raw_toy.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return str(path)
+    return write_raw_corpus(tmp_path_factory.mktemp("corpus"), 30, seed=3)
 
 
 def test_tiny_tokenizer_folder_and_the_base_model_built_from_it(corpus, tmp_path):
@@ -74,23 +69,8 @@ def commit_of(repo: str) -> str:
     return hashlib.sha1(repo.encode()).hexdigest()
 
 
-class FakeTokenizer:
-    """What the base-model stage uses of a Qwen tokenizer: its chat template's turn end
-    (``<|im_end|>``), eos and pad."""
-
-    eos_token = pad_token = "<|endoftext|>"
-    eos_token_id = pad_token_id = 2
-    bos_token_id = None
-    chat_template = "a Qwen template"
-
-    def get_vocab(self):
-        return {"<|im_end|>": 1, "<|endoftext|>": 2}
-
-    def convert_tokens_to_ids(self, token):
-        return self.get_vocab()[token]
-
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+class FakeTokenizer(FakeQwenTokenizer):
+    """Saves a stand-in tokenizer.json."""
 
     def save_pretrained(self, out):
         (out / "tokenizer.json").write_text('{"fake": true}')
