@@ -103,6 +103,20 @@ class PairLogps:
         return cls(sums, None, lengths, None)
 
 
+def sft_sequence_weights(lengths: torch.Tensor) -> torch.Tensor:
+    """SFT's loss ``-sum_s S_s``: weight -1 on every sequence."""
+    return -lengths.new_ones(lengths.shape).float()
+
+
+def redi_sequence_weights(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """REDI's loss as ``sum_s w_s S_s`` over [chosen_0, rejected_0, ...]:
+    ``w = -1/|y_w|`` on chosen, ``alpha/|y_l|`` on rejected sequences."""
+    weights = 1.0 / lengths.clamp(min=1).float()
+    weights[0::2] *= -1.0
+    weights[1::2] *= alpha
+    return weights
+
+
 @dataclass(frozen=True)
 class HyperParam:
     """One hyper-parameter of an objective: its config key (``runs.<name>.<key>``), the
@@ -129,6 +143,11 @@ class Objective:
     order per epoch (SFT) instead of the file order (stage 2, as the authors);
     ``epoch_checkpoints`` saves at every epoch end. ``rewards`` gives the implicit
     rewards (chosen, rejected) of the margin/accuracy log columns, if any.
+    ``sequence_weights(lengths, params)``, for a loss LINEAR in the sums, gives the
+    per-sequence weights ``w`` (the forward's layout) with ``loss(...).sum() == sum_s
+    w_s S_s``: the trainer then computes the LM head's gradient in the forward pass
+    (``redi.logprobs.chunked_weighted_logp_sum``, one LM-head matmul fewer); None for
+    a non-linear loss (DPO, SimPO: the backward recomputes the head).
     ``linestyle(spec, peers)`` styles the run's curves in figures; ``style_keys`` are the
     spec keys it reads from the peers (the other runs of the figure).
     """
@@ -142,6 +161,7 @@ class Objective:
     token_mean: bool = False
     shuffle: bool = False
     epoch_checkpoints: bool = False
+    sequence_weights: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] | None = None
     linestyle: LineStyle = lambda spec, peers: "-"  # noqa: E731
     style_keys: tuple[str, ...] = ()
 
@@ -180,7 +200,7 @@ OBJECTIVES: dict[str, Objective] = {
     # stage 1: completion-only NLL, a token mean over the step's completion tokens
     "sft": Objective(
         label="SFT", loss=lambda b, p: -b.chosen, arity=1, token_mean=True, shuffle=True,
-        epoch_checkpoints=True,
+        epoch_checkpoints=True, sequence_weights=lambda lengths, p: sft_sequence_weights(lengths),
     ),
     "redi": Objective(
         label="REDI",
@@ -188,6 +208,7 @@ OBJECTIVES: dict[str, Objective] = {
             b.chosen, b.rejected, b.chosen_lengths, b.rejected_lengths, p["alpha"]
         ),
         hyper=(ALPHA,),
+        sequence_weights=lambda lengths, p: redi_sequence_weights(lengths, p["alpha"]),
         # symmetric REDI (α = 1) dashed, as in the paper's Fig. 6
         linestyle=lambda spec, peers: "--" if spec.get("alpha", 0.0) >= 1.0 else "-",
     ),
@@ -225,6 +246,25 @@ def register(name: str, entry: Objective) -> None:
     if name in OBJECTIVES:
         raise ValueError(f"objective {name!r} is already registered")
     OBJECTIVES[name] = entry
+
+
+def check_sequence_weights(name: str, entry: Objective, params: dict[str, Any]) -> None:
+    """An objective's declared ``sequence_weights`` must reproduce its ``loss``: checked on
+    random sums before a run trains with them (a replaced loss with stale weights would
+    otherwise train the old objective)."""
+    if entry.sequence_weights is None:
+        return
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    n = 4 * entry.arity
+    sums = -torch.rand(n, generator=gen, dtype=torch.float64) * 50
+    lengths = torch.randint(1, 40, (n,), generator=gen)
+    expected = float(entry.loss(PairLogps.from_sums(sums, lengths, entry.arity), params).sum())
+    got = float((entry.sequence_weights(lengths, params).double() * sums).sum())
+    if not abs(got - expected) <= 1e-4 * max(1.0, abs(expected)):
+        raise ValueError(f"objective {name!r}: its sequence_weights give {got!r}, its loss "
+                         f"{expected!r} on the same sums; fix one, or set sequence_weights=None")
 
 
 def stage2_objectives() -> list[str]:

@@ -99,6 +99,7 @@ class Trainer:
 
         self.spec, p = spec, spec.params
         self.objective = losses.objective(spec.objective)
+        losses.check_sequence_weights(spec.objective, self.objective, p)
         state = distributed_state()
         self.world, self.rank = state.num_processes, state.process_index
         self.accum = accumulation_steps(p, self.world)

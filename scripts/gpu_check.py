@@ -40,7 +40,8 @@ and the attention term is ``6 (fwd+bwd) * 2 (QK^T and AV) * n_layers * seq_len^2
 really runs: padded rows at their padded width, the gradient-checkpointing
 re-forward (2N per token + the forward attention) and the LM head over the
 completion tokens only (6 V H per target, + 2 V H for the chunked log-prob
-recompute when it is checkpointed).
+recompute of a non-linear objective; SFT and REDI compute the head's gradient in
+the forward).
 """
 
 from __future__ import annotations
@@ -495,12 +496,15 @@ class Phase:
         return self.hardware_flops / self.elapsed_s / peak
 
 
-def step_flops(seqs: list[TokenSeq], packed: bool, setup: Setup, n_params: int) -> tuple[float, float]:
-    """(model, hardware) FLOPs of one step. Padded rows run at their padded width."""
+def step_flops(seqs: list[TokenSeq], packed: bool, setup: Setup, n_params: int,
+               fused_head: bool) -> tuple[float, float]:
+    """(model, hardware) FLOPs of one step. Padded rows run at their padded width; the LM
+    head runs again in backward unless the objective is linear (``fused_head``) or its
+    targets fit one chunk."""
     lens = [len(s.ids) for s in seqs]
     rows = lens if packed else [max(lens)] * len(lens)
     n_targets = sum(s.n_completion for s in seqs)
-    recompute = n_targets > logprobs.chunk_tokens_for(setup.shape.vocab)
+    recompute = not fused_head and n_targets > logprobs.chunk_tokens_for(setup.shape.vocab)
     return (
         model_flops(n_params, lens, setup.shape.layers, setup.shape.hidden),
         hardware_flops(n_params, rows, setup.shape, n_targets,
@@ -534,7 +538,9 @@ def summarise_phase(name: str, trainer: CheckTrainer, manifest: dict[str, Any],
                                "not its pack's: the Trainer's step order changed")
     lm = trainer.accelerator.unwrap_model(trainer.module).lm
     params = count_params(lm)
-    flops = [step_flops(pack_seqs(p), trainer.packed, setup, params[1]) for p in packs[warmup:]]
+    fused = trainer.objective.sequence_weights is not None
+    flops = [step_flops(pack_seqs(p), trainer.packed, setup, params[1], fused)
+             for p in packs[warmup:]]
     inputs = [sum(len(s.ids) for s in pack_seqs(p)) if trainer.packed
               else len(pack_seqs(p)) * max(len(s.ids) for s in pack_seqs(p))
               for p in packs[warmup:]]

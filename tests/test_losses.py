@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from types import SimpleNamespace
@@ -97,6 +98,29 @@ def test_registry_entries():
     assert redi.linestyle({"objective": "redi", "alpha": 0.8}, []) == "-"
     with pytest.raises(ValueError, match="already registered"):
         losses.register("redi", redi)
+
+
+@pytest.mark.parametrize(("name", "params"), [("sft", {}), ("redi", {"alpha": 0.8}),
+                                              ("redi", {"alpha": 1.0}), ("redi", {"alpha": 0.0})])
+def test_declared_sequence_weights_reproduce_the_loss(name, params):
+    """A linear objective's ``sequence_weights`` give its summed loss as sum_s w_s S_s;
+    REDI by hand: pair 1 -(-4)/2 + 0.8 * (-6)/3 = 0.4, pair 2 -(-10)/5 + 0.8 * (-3)/1 = -0.4."""
+    entry = losses.objective(name)
+    sums, lengths = t(-4.0, -6.0, -10.0, -3.0), torch.tensor([2, 3, 5, 1])
+    weights = entry.sequence_weights(lengths, params)
+    loss = entry.loss(PairLogps.from_sums(sums, lengths, entry.arity), params).sum()
+    assert weights.dtype == torch.float32  # the per-token weights of the fused pass
+    assert float((weights.double() * sums).sum()) == pytest.approx(float(loss), abs=1e-6)
+    if name == "redi" and params["alpha"] == 0.8:
+        assert float(loss) == pytest.approx(0.0, abs=1e-12)
+        assert weights.tolist() == pytest.approx([-0.5, 0.8 / 3, -0.2, 0.8])
+    losses.check_sequence_weights(name, entry, params)  # what the Trainer checks first
+    stale = dataclasses.replace(entry, loss=lambda b, p: 2.0 * entry.loss(b, p))
+    with pytest.raises(ValueError, match=f"objective {name!r}: its sequence_weights give"):
+        losses.check_sequence_weights(name, stale, params)
+    # the non-linear objectives declare none: their backward recomputes the head
+    assert losses.objective("dpo").sequence_weights is None
+    assert losses.objective("simpo").sequence_weights is None
 
 
 # -------------------------------------------------------------- gradients

@@ -374,21 +374,30 @@ def test_changed_params_start_afresh(tiny, sft_run):
     assert manifest["params"]["lr"] == 5e-4
 
 
-def test_nan_loss_stops_with_last_good_checkpoint(tiny, sft_run, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_nan_loss_stops_with_last_good_checkpoint(tiny, sft_run, monkeypatch, fused):
+    """NaN from step 4 on, through the plain loss or the fused path's weights."""
     calls = {"n": 0}
     real = losses.OBJECTIVES["redi"]
+    start = 7 if fused else 6  # the fused path's weights are checked once before step 1
 
-    def poisoned(batch, params):
-        calls["n"] += 1
-        out = real.loss(batch, params)
-        return out * float("nan") if calls["n"] > 6 else out  # micro-batch 7 = step 4
+    def poison(fn):
+        def wrapped(*args):
+            calls["n"] += 1
+            out = fn(*args)
+            return out * float("nan") if calls["n"] > start else out  # micro-batch 7 = step 4
 
-    monkeypatch.setitem(losses.OBJECTIVES, "redi", dataclasses.replace(real, loss=poisoned))
+        return wrapped
+
+    entry = (dataclasses.replace(real, sequence_weights=poison(real.sequence_weights)) if fused
+             else dataclasses.replace(real, loss=poison(real.loss), sequence_weights=None))
+    monkeypatch.setitem(losses.OBJECTIVES, "redi", entry)
+    run = f"redi_nan_{int(fused)}"
     with pytest.raises(
         training.NonFiniteLossError, match=r"non-finite loss at step 4.*step-000002"
     ):
-        run_stage2(tiny, sft_run, stage2_params("redi", run="redi_nan"), "redi_nan")
-    run_dir = tiny["root"] / "redi_nan"
+        run_stage2(tiny, sft_run, stage2_params("redi", run=run), run)
+    run_dir = tiny["root"] / run
     assert not (run_dir / "manifest.json").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-000002"]
     w = weights(run_dir / "checkpoints" / "step-000002")
