@@ -51,9 +51,10 @@ class _Head:
         self.bias = None if bias is None else bias.detach().to(dtype)
 
     def log_softmax(self, hidden: torch.Tensor) -> torch.Tensor:
-        """fp32 ``log_softmax(hidden @ W.T + b)``: one [n, vocab] block, normalised in place."""
-        logits = F.linear(hidden.detach().to(self.weight.dtype), self.weight, self.bias).float()
-        return logits.sub_(torch.logsumexp(logits, -1, keepdim=True))
+        """fp32 ``log_softmax(hidden @ W.T + b)``, [n, vocab] (one fused kernel; half-type
+        logits are upcast inside it)."""
+        logits = F.linear(hidden.detach().to(self.weight.dtype), self.weight, self.bias)
+        return torch.log_softmax(logits, -1, dtype=torch.float32)
 
 
 def _entropy(logp: torch.Tensor) -> torch.Tensor:

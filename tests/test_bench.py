@@ -59,10 +59,12 @@ def test_train_vs_trl_quick():
     assert "reference log-prob sums, ours vs TRL precompute" in out
 
 
-def test_logprob_memory_quick():
-    out = run_bench("logprob_memory.py", "--what", "logps", "--tokens", "1024")
+@pytest.mark.parametrize("what", ["logps", "weighted"])
+def test_logprob_memory_quick(what):
+    out = run_bench("logprob_memory.py", "--what", what, "--tokens", "1024")
     (row,) = find_table(out, "chunked peak MiB")
-    assert row["quantity"] == "logps" and row["T"] == "1024"
+    assert row["quantity"] == what and row["T"] == "1024"
     assert 0 < float(row["chunked peak MiB"]) < float(row["naive peak MiB"])
+    assert float(row["ratio beyond the weight gradient"]) < float(row["ratio peak"])
     for key in ("max abs diff values", "max abs diff grad hidden", "max abs diff grad weight"):
         assert float(row[key]) <= 1e-4
