@@ -195,7 +195,7 @@ def fmt(value: Any, digits: int = 1) -> str:
             return "-"
         if abs(value) >= 1e4:
             return f"{value:.0f}"
-        if value != 0 and abs(value) < 10 ** -digits:
+        if value != 0 and abs(value) < 1:  # ratios and small differences: 3 digits
             return f"{value:.3g}"
         return f"{value:.{digits}f}"
     return str(value)

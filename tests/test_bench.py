@@ -68,3 +68,16 @@ def test_logprob_memory_quick(what):
     assert float(row["ratio beyond the weight gradient"]) < float(row["ratio peak"])
     for key in ("max abs diff values", "max abs diff grad hidden", "max abs diff grad weight"):
         assert float(row[key]) <= 1e-4
+
+
+def test_profile_step_quick():
+    """The profile of step 2 of each objective: the LM head's matrix multiplies are found
+    (the vocabulary as a dimension) and are a share of all matrix multiplies."""
+    out = run_bench("profile_step.py", "--pairs", "8")
+    shares = find_table(out, "share of self CPU time")
+    assert len(shares) == 3  # sft, dpo, redi
+    for table in shares:
+        cells = {row["share of self CPU time"]: row for row in table}
+        head = float(cells["LM-head matrix multiplies (vocabulary as a dimension)"]["%"])
+        assert 0 < head <= float(cells["all matrix multiplies"]["%"]) < 100
+    assert "== redi: step 2" in out and "== dpo: step 2" in out
