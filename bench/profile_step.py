@@ -3,12 +3,13 @@
 The model and data are benchmark 1's (``train_vs_trl.prepare``: random Qwen2 with the real
 151,936-token vocabulary, hidden 256, 2 layers; synthetic pairs), one process, fixed
 threads. Each objective runs ``run_sft`` / ``run_stage2`` as the workflow does; the
-profiler records the SECOND optimizer step only (the first is warm-up; model load and
-tokenisation are outside). Printed per objective: the step's wall time, its real tokens,
-the share of the step in matrix multiplies (all of them, and those with the vocabulary as
-one dimension: the LM head), and the top operators by self CPU time.
+profiler records the SECOND of three optimizer steps only (the first is warm-up; model
+load, tokenisation and the final checkpoint save are outside). Printed per objective: the
+step's wall time and real tokens, the share of its self CPU time in matrix multiplies
+(all of them, and those with the vocabulary as a dimension: the LM head) and outside any
+operator (``ProfilerStep*``'s own time: Python, the data path), and the top operators.
 
-    python bench/profile_step.py                 # 16 pairs, responses 100-1,500 tokens
+    python bench/profile_step.py                 # 24 pairs, responses 100-600 tokens
     python bench/profile_step.py --quick         # tiny sizes (smoke test)
 """
 
@@ -63,8 +64,8 @@ def profiled_run(objective: str, spec: dict[str, Any], workdir: Path) -> dict[st
             training.run_stage2(params, workdir / "pairs.parquet", init, manifest, log_csv,
                                 ref, hooks)
     rows = train_vs_trl.read_log(log_csv)
-    if len(rows) < 2:
-        raise SystemExit(f"{objective}: needs >= 2 optimizer steps (more --pairs)")
+    if len(rows) < 3:  # step 2 must not be the last: the last one saves the model
+        raise SystemExit(f"{objective}: needs >= 3 optimizer steps (more --pairs)")
     events = prof.key_averages(group_by_input_shape=True)
     return {"objective": objective, "events": events, "vocab": spec["sizes"]["vocab_size"],
             "step_s": marks[1] - marks[0], "tokens": int(rows[1]["tokens"]),
@@ -81,6 +82,7 @@ def summarise(res: dict[str, Any]) -> None:
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
     head = sum(e.self_cpu_time_total for e in events if is_vocab_matmul(e, vocab))
     head_calls = sum(e.count for e in events if is_vocab_matmul(e, vocab))
+    outside = sum(e.self_cpu_time_total for e in events if e.key.startswith("ProfilerStep"))
     print(f"\n== {res['objective']}: step 2, {res['step_s']:.2f} s wall, {res['tokens']} tokens "
           f"({res['tokens'] / res['step_s']:.1f} tokens/s), {res['threads']} threads; "
           f"self CPU {total / 1e6:.2f} s")
@@ -89,7 +91,8 @@ def summarise(res: dict[str, Any]) -> None:
         [["all matrix multiplies", 100 * matmul / total, ""],
          ["LM-head matrix multiplies (vocabulary as a dimension)", 100 * head / total,
           head_calls],
-         ["everything else", 100 * (total - matmul) / total, ""]])
+         ["outside any operator (Python, data path)", 100 * outside / total, ""],
+         ["other operators", 100 * (total - matmul - outside) / total, ""]])
     by_op: dict[str, list[float]] = {}
     for e in events:
         acc = by_op.setdefault(e.key, [0.0, 0])
@@ -103,7 +106,10 @@ def summarise(res: dict[str, Any]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
-    parser.add_argument("--pairs", type=int, default=16, help="pairs (16 = 2 steps)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="pairs (default 24 = 3 steps of 8; quick: 12 = 3 steps of 4)")
+    parser.add_argument("--response-tokens", type=int, nargs=2, default=None,
+                        help="response lengths, min max (default 100 600)")
     parser.add_argument("--objectives", default="sft,dpo,redi")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--workdir", default=None, help="keep model and data here")
@@ -115,7 +121,9 @@ def main() -> None:
     benchlib.set_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
     sizes = dict(train_vs_trl.QUICK if args.quick else train_vs_trl.FULL)
-    sizes["pairs"] = args.pairs
+    sizes["pairs"] = args.pairs or (12 if args.quick else 24)
+    if not args.quick:
+        sizes["response_tokens"] = args.response_tokens or [100, 600]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="redi-prof-"))
     import json
 

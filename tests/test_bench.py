@@ -73,7 +73,7 @@ def test_logprob_memory_quick(what):
 def test_profile_step_quick():
     """The profile of step 2 of each objective: the LM head's matrix multiplies are found
     (the vocabulary as a dimension) and are a share of all matrix multiplies."""
-    out = run_bench("profile_step.py", "--pairs", "8")
+    out = run_bench("profile_step.py")
     shares = find_table(out, "share of self CPU time")
     assert len(shares) == 3  # sft, dpo, redi
     for table in shares:
