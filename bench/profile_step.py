@@ -99,6 +99,7 @@ def summarise(res: dict[str, Any]) -> None:
         acc[0] += e.self_cpu_time_total
         acc[1] += e.count
     top = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:TOP]
+    print()  # a blank line: two tables, not one
     benchlib.print_table(["operator", "self CPU s", "%", "calls"],
                          [[k, v[0] / 1e6, 100 * v[0] / total, int(v[1])] for k, v in top])
 

@@ -74,7 +74,7 @@ def test_profile_step_quick():
     """The profile of step 2 of each objective: the LM head's matrix multiplies are found
     (the vocabulary as a dimension) and are a share of all matrix multiplies."""
     out = run_bench("profile_step.py")
-    shares = find_table(out, "share of self CPU time")
+    shares = [t for t in tables(out) if t and "share of self CPU time" in t[0]]
     assert len(shares) == 3  # sft, dpo, redi
     for table in shares:
         cells = {row["share of self CPU time"]: row for row in table}

@@ -4,6 +4,7 @@ through the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -51,11 +52,15 @@ def wsft_params(weight: float, run: str) -> dict:
     return params
 
 
-def test_a_registered_objective_trains(registered, tiny, init_manifest, tmp_path):
+def test_a_registered_objective_trains(registered, tiny, init_manifest, tmp_path, monkeypatch):
     manifest, rows = train(tiny, init_manifest, tmp_path, "wsft1", **wsft_params(1.0, "wsft1"))
     assert manifest["objective"] == "wsft" and len(rows) == 5
     assert rows[0]["reward_margin"] == "" and float(rows[0]["chosen_logps"]) < 0
-    # weight 1 is REDI with alpha = 0 (SFT on the chosen trace, token mean per pair)
+    # weight 1 is REDI with alpha = 0 (SFT on the chosen trace, token mean per pair),
+    # bit for bit on the same (plain, non-fused) LM-head path; the fused path's equality
+    # to the plain one, up to fp32 rounding, is tests/test_step.py's
+    plain = dataclasses.replace(losses.OBJECTIVES["redi"], sequence_weights=None)
+    monkeypatch.setitem(losses.OBJECTIVES, "redi", plain)
     _, redi_rows = train(tiny, init_manifest, tmp_path, "redi0",
                          **stage2_params("redi", run="redi0", alpha=0.0))
     assert [r["loss"] for r in rows] == [r["loss"] for r in redi_rows]
