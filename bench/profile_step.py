@@ -16,6 +16,7 @@ operator (``ProfilerStep*``'s own time: Python, the data path), and the top oper
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -126,8 +127,6 @@ def main() -> None:
     if not args.quick:
         sizes["response_tokens"] = args.response_tokens or [100, 600]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="redi-prof-"))
-    import json
-
     try:
         benchlib.print_machine(benchlib.machine(args.threads), "machine (load average at the start)")
         spec = json.loads(train_vs_trl.prepare(sizes, workdir).read_text())

@@ -35,6 +35,15 @@ def chunk_tokens_for(vocab_size: int) -> int:
     return max(16, CHUNK_ELEMENTS // vocab_size)
 
 
+def _chunk(weight: torch.Tensor, chunk_tokens: int | None) -> int:
+    return chunk_tokens or chunk_tokens_for(weight.shape[0])
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Gradients of half-type parameters are summed over chunks in fp32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     """The LM head's matmul dtype: autocast's where it is on (as ``F.linear`` would run)."""
     device = hidden.device.type
@@ -85,16 +94,13 @@ class _HeadGrads:
 
     def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  needs: tuple[bool, ...]) -> None:
-        def acc(t: torch.Tensor) -> torch.Tensor:
-            half = t.dtype in (torch.float16, torch.bfloat16)
-            return torch.zeros(t.shape, dtype=torch.float32 if half else t.dtype, device=t.device)
-
         # every row is written once: no zero fill; the weight's buffer is the first
         # chunk's product (a [vocab, hidden] fill per micro-batch was 4 % of an SFT step)
         self.hidden = torch.empty_like(hidden) if needs[0] else None
         self.needs_weight = needs[1]
         self.weight: torch.Tensor | None = None
-        self.bias = acc(bias) if bias is not None and needs[2] else None
+        self.bias = None if bias is None or not needs[2] else torch.zeros(
+            bias.shape, dtype=_accumulation_dtype(bias.dtype), device=bias.device)
         self.shape, self.device = weight.shape, weight.device
         self.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
 
@@ -106,8 +112,7 @@ class _HeadGrads:
         if self.needs_weight:
             h = hidden.detach().to(grad.dtype)
             if self.weight is None:
-                half = grad.dtype in (torch.float16, torch.bfloat16)
-                self.weight = (grad.T @ h).float() if half else grad.T @ h
+                self.weight = (grad.T @ h).to(_accumulation_dtype(grad.dtype))
             elif self.weight.dtype == grad.dtype:
                 self.weight.addmm_(grad.T, h)
             else:
@@ -207,8 +212,10 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 
 def _apply(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
            bias: torch.Tensor | None, chunk_tokens: int | None, with_entropy: bool) -> Any:
-    chunk = chunk_tokens or chunk_tokens_for(weight.shape[0])
-    return _ChunkedLogps.apply(hidden, weight, bias, targets, chunk,
+    if hidden.shape[0] == 0:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return (empty, empty) if with_entropy else empty
+    return _ChunkedLogps.apply(hidden, weight, bias, targets, _chunk(weight, chunk_tokens),
                                _compute_dtype(hidden, weight), with_entropy)
 
 
@@ -220,8 +227,6 @@ def chunked_token_logps(
     chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """``log_softmax(hidden @ weight.T + bias)[i, targets[i]]``: [N, H] -> [N] fp32."""
-    if hidden.shape[0] == 0:
-        return hidden.new_zeros(0, dtype=torch.float32)
     return _apply(hidden, weight, targets, bias, chunk_tokens, with_entropy=False)
 
 
@@ -234,9 +239,6 @@ def chunked_token_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position: the target's log-prob and the entropy of the next-token
     distribution, [N] fp32 each, without [N x vocab] logits (one chunk at a time)."""
-    if hidden.shape[0] == 0:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty
     return _apply(hidden, weight, targets, bias, chunk_tokens, with_entropy=True)
 
 
@@ -254,9 +256,8 @@ def chunked_weighted_logp_sum(
     if not _needs_grad(hidden, weight, bias):
         values = chunked_token_logps(hidden, weight, targets, bias, chunk_tokens)
         return (values * token_weights.float()).sum(), values
-    chunk = chunk_tokens or chunk_tokens_for(weight.shape[0])
-    return _WeightedLogpSum.apply(hidden, weight, bias, targets, token_weights, chunk,
-                                  _compute_dtype(hidden, weight))
+    return _WeightedLogpSum.apply(hidden, weight, bias, targets, token_weights,
+                                  _chunk(weight, chunk_tokens), _compute_dtype(hidden, weight))
 
 
 def sequence_sums(token_logps: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -103,7 +103,7 @@ class PairLogps:
         return cls(sums, None, lengths, None)
 
 
-def sft_sequence_weights(lengths: torch.Tensor) -> torch.Tensor:
+def sft_sequence_weights(lengths: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     """SFT's loss ``-sum_s S_s``: weight -1 on every sequence."""
     return -lengths.new_ones(lengths.shape).float()
 
@@ -200,7 +200,7 @@ OBJECTIVES: dict[str, Objective] = {
     # stage 1: completion-only NLL, a token mean over the step's completion tokens
     "sft": Objective(
         label="SFT", loss=lambda b, p: -b.chosen, arity=1, token_mean=True, shuffle=True,
-        epoch_checkpoints=True, sequence_weights=lambda lengths, p: sft_sequence_weights(lengths),
+        epoch_checkpoints=True, sequence_weights=sft_sequence_weights,
     ),
     "redi": Objective(
         label="REDI",

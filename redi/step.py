@@ -71,20 +71,20 @@ def micro_loss(
     """Sum of the micro-batch's per-example losses, and its statistics (loss excluded:
     the caller normalises it). ``batch`` holds ``objective.arity`` sequences per
     example; ``refs`` [B, 2]: reference log-prob sums when the objective needs them."""
-    if objective.sequence_weights is not None:  # a linear loss: one fused LM-head pass
-        weights = objective.sequence_weights(batch.lengths, params)
-        loss_sum, token_logps = logprobs.batch_weighted_logp_sum(
-            module, batch, weights.index_select(0, batch.seq_index))
-        sums = logprobs.sequence_sums(token_logps, batch)
-        logps = PairLogps.from_sums(sums, batch.lengths, objective.arity)
-        return loss_sum, _stats(logps, sums, batch, objective, params)
-    sums = logprobs.sequence_sums(logprobs.batch_token_logps(module, batch), batch)
+    weights = objective.sequence_weights
+    if weights is not None:  # a linear loss: the LM head's gradient in the forward
+        token_weights = weights(batch.lengths, params).index_select(0, batch.seq_index)
+        loss_sum, token_logps = logprobs.batch_weighted_logp_sum(module, batch, token_weights)
+    else:
+        token_logps = logprobs.batch_token_logps(module, batch)
+    sums = logprobs.sequence_sums(token_logps, batch)
     logps = PairLogps.from_sums(sums, batch.lengths, objective.arity)
     if objective.needs_ref:
         if refs is None:
             raise ValueError("this objective needs reference log-probs")
         logps.ref_chosen, logps.ref_rejected = refs[:, 0], refs[:, 1]
-    loss_sum = objective.loss(logps, params).sum()
+    if weights is None:
+        loss_sum = objective.loss(logps, params).sum()
     return loss_sum, _stats(logps, sums, batch, objective, params)
 
 
