@@ -1,13 +1,17 @@
-"""Snapshot-download a baseline model from the Hub at its pinned revision (compute
-nodes are offline); ``<out>/download.json`` records what was fetched."""
+"""Copy a baseline model at its pinned revision out of the Hugging Face cache (downloading
+it there first when online; compute nodes may be offline) into ``--out``;
+``<out>/download.json`` records what was fetched."""
 
 import json
+import shutil
+from pathlib import Path
 
 from redi import hub
 from redi.cli import job_parser, run_job
 from redi.io import atomic_path, setup_logging
 
 RECORD = "download.json"
+INSTEAD = "or set the baseline's `model` to a local model folder (no download)"
 
 
 def main() -> None:
@@ -16,17 +20,16 @@ def main() -> None:
     args = parser.parse_args()
     log = setup_logging(args.log)
 
-    from huggingface_hub import snapshot_download
-
     repo, revision = args.params["model"], args.params["revision"]
-    commit = hub.resolve(repo, "model", revision)
+    folder, commit = hub.model_snapshot(repo, revision, INSTEAD)
     with atomic_path(args.out) as tmp:
-        snapshot_download(repo, revision=commit or revision, local_dir=tmp,
-                          allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja",
-                                          "*.tiktoken", "*.py"])
-        (tmp / RECORD).write_text(json.dumps(hub.record(repo, "model", revision, commit),
-                                             indent=2) + "\n")
-    log.info("downloaded %s@%s to %s", repo, commit or revision, args.out)
+        # files, not links into the cache: the output must outlive a cache cleanup
+        shutil.copytree(folder, tmp, symlinks=False)
+        record = hub.record(repo, "model", revision, commit,
+                            files=sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*")
+                                         if p.is_file()))
+        (Path(tmp) / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    log.info("%s@%s (commit %s) copied to %s", repo, revision, commit, args.out)
 
 
 if __name__ == "__main__":

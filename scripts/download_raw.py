@@ -1,9 +1,13 @@
-"""Download open-r1/OpenR1-Math-Raw at its pinned revision as one parquet file,
-and record what was fetched (``--record``: repository, revision, resolved commit)."""
+"""Download open-r1/OpenR1-Math-Raw at its pinned revision as one parquet file, from
+the Hub or (offline) the Hugging Face cache, and record what was fetched (``--record``:
+repository, revision, resolved commit)."""
 
 from redi import data, hub
 from redi.cli import job_parser, run_job
 from redi.io import atomic_path, setup_logging, write_json
+
+INSTEAD = ("or set `raw_data` to a local .jsonl/.parquet file in the OpenR1-Math-Raw schema "
+           "(no download)")
 
 
 def main() -> None:
@@ -12,13 +16,11 @@ def main() -> None:
     parser.add_argument("--record", required=True, help="download.json: what was fetched")
     args = parser.parse_args()
     log = setup_logging(args.log)
-    import datasets
 
     repo, revision = args.params["repo_id"], args.params["revision"]
-    commit = hub.resolve(repo, "dataset", revision)
-    ds = datasets.load_dataset(repo, split="train", revision=commit or revision)
+    ds, commit = hub.load_dataset(repo, None, "train", revision, INSTEAD)
     data.check_columns(ds.column_names, repo)
-    log.info("downloaded %s@%s: %d rows; columns %s", repo, commit or revision, len(ds),
+    log.info("loaded %s@%s (commit %s): %d rows; columns %s", repo, revision, commit, len(ds),
              ds.column_names)
     with atomic_path(args.out) as tmp:
         ds.to_parquet(str(tmp))

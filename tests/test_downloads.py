@@ -1,233 +1,207 @@
-"""Hub downloads at a pinned revision, each recording what it fetched (issue 14, item 6).
-
-No network here: the Hub API, `datasets.load_dataset`, `snapshot_download` and the
-transformers loaders are replaced by fakes that record how they were called.
+"""The paper preset's Hub downloads, executed: a cache filled by ``scripts/fill_hf_cache.py``
+(huggingface_hub's own download into its own layout) from a stand-in Hub on 127.0.0.1
+holding tiny files of the real schemas at the pinned revisions; then every download job,
+with the command line its rule runs (from ``snakemake -n -p``), with HF_HUB_OFFLINE=1
+and the stand-in stopped. Nothing of datasets, huggingface_hub or transformers is faked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import runpy
+import os
+import re
+import subprocess
 import sys
-import types
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import datasets
-import huggingface_hub
 import pandas as pd
 import pytest
-import yaml
-from huggingface_hub.errors import RevisionNotFoundError
 
-from redi import base_model, benchmarks, hub, plan
-from redi import config as rc
+from .conftest import ROOT, copy_workflow, snakemake
+from .test_hub_standin import (
+    ACCEPTED_TOKEN,
+    BENCH_EXPECTED,
+    GPQA_DIAMOND,
+    StandInHub,
+    commit,
+    paper_preset,
+    paper_repos,
+    pinned,
+    raw_rows,
+)
 
-from .conftest import ROOT, FakeQwenTokenizer
-from .test_workflow import openr1_row
-
-
-def commit_of(repo: str) -> str:
-    """A distinct fake 40-hex commit per repository."""
-    return hashlib.sha1(repo.encode()).hexdigest()
-
-
-class FakeApi:
-    """HfApi stand-in: resolves every revision to commit_of(repo); logs the calls."""
-
-    calls: list[tuple] = []
-    error: Exception | None = None
-
-    def repo_info(self, repo_id, *, repo_type=None, revision=None, **_):
-        FakeApi.calls.append((repo_id, repo_type, revision))
-        if FakeApi.error is not None:
-            raise FakeApi.error
-        return types.SimpleNamespace(sha=commit_of(repo_id))
+PRESET = paper_preset()
+RAW_COMMIT = pinned(PRESET["raw_data_revision"], "raw")
+BASE = PRESET["base_model"]
+TARGETS = ("results/data/raw_hub.parquet", "results/data/benchmarks",
+           "results/data/ood/gpqa_diamond.jsonl",
+           *(f"results/models/hub/{b['name']}" for b in PRESET["baselines"]),
+           "results/models/base", *(f"results/models/base_{b}" for b in PRESET["base_models"]))
+MODEL_RULES = ("base_model", "other_base_model")  # they read a tokenizer job's output
 
 
-@pytest.fixture()
-def fake_hub(monkeypatch):
-    FakeApi.calls, FakeApi.error = [], None
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    return FakeApi
+def hub_env(hf_home: Path, endpoint: str = "http://127.0.0.1:9", offline: bool = True,
+            token: str | None = None, work: Path = ROOT) -> dict[str, str]:
+    """The environment of a job: our cache, our endpoint, no inherited Hub settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))}
+    env.update(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, PYTHONPATH=str(work),
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5")
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    if token:
+        env["HF_TOKEN"] = token
+    return env
 
 
-@pytest.fixture()
-def paper_cfg() -> dict:
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["preset"] = "paper"
-    rc.validate_config(cfg)
-    return cfg
+def run(cmd: list[str] | str, env: dict[str, str], cwd: Path = ROOT,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, shell=isinstance(cmd, str))
 
 
-BENCH_ROWS = {
-    "HuggingFaceH4/MATH-500": [{"unique_id": "m/1", "problem": "1+1?", "answer": "2"}],
-    "HuggingFaceH4/aime_2024": [{"id": 60, "problem": "AIME?", "answer": "025"}],
-    "AI-MO/aimo-validation-amc": [{"id": 0, "problem": "AMC?", "answer": 142.0}],
-    "knoveleng/Minerva-Math": [{"idx": 3, "problem": "Minerva?", "solution": "\\boxed{7}"}],
-    "Hothan/OlympiadBench": [{"id": 9, "question": "Oly?", "final_answer": ["$x$"]}],
-}
+def fill(hf_home: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "scripts/fill_hf_cache.py", "--config", "preset=paper", *args],
+               hub_env(hf_home, url, offline=False, token=ACCEPTED_TOKEN))
 
 
-def test_benchmarks_are_fetched_at_the_resolved_commit_and_recorded(
-        fake_hub, paper_cfg, monkeypatch, tmp_path):
-    loads = []
-
-    def load_dataset(repo, config, split, revision):
-        loads.append((repo, config, split, revision))
-        return BENCH_ROWS[repo]
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    specs = plan.benchmark_download_params(paper_cfg)["benchmarks"]
-    benchmarks.download_benchmarks(specs, tmp_path / "bench")
-    assert [c[2] for c in fake_hub.calls] == [s["revision"] for s in specs]
-    assert loads == [(s["hub"], benchmarks.HUB_SOURCES[s["hub"]][0],
-                      benchmarks.HUB_SOURCES[s["hub"]][1], commit_of(s["hub"])) for s in specs]
-    record = json.loads((tmp_path / "bench" / "download.json").read_text())["benchmarks"]
-    assert [(r["benchmark"], r["repo_id"], r["repo_type"], r["revision_requested"],
-             r["resolved_commit"], r["n_problems"]) for r in record] == [
-        (s["name"], s["hub"], "dataset", s["revision"], commit_of(s["hub"]), 1) for s in specs]
-    assert record[3]["revision_requested"] == "main"  # Minerva: unpinned, but recorded
-    amc = json.loads((tmp_path / "bench" / "amc.json").read_text())
-    assert amc == [{"id": "0", "problem": "AMC?", "answer": 142.0}]
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory) -> tuple[Path, str]:
+    """A cache filled from the stand-in Hub; then the stand-in is gone."""
+    hf_home = tmp_path_factory.mktemp("hf")
+    with StandInHub(paper_repos()) as hub:
+        proc = fill(hf_home, hub.url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return hf_home, proc.stdout
 
 
-def test_offline_hub_api_falls_back_to_the_named_revision(fake_hub, monkeypatch, tmp_path):
-    fake_hub.error = ConnectionError("Name or service not known")
-    loads = []
-    monkeypatch.setattr(datasets, "load_dataset",
-                        lambda repo, config, split, revision: loads.append(revision)
-                        or BENCH_ROWS[repo])
-    spec = {"name": "math500", "file": "math.json", "hub": "HuggingFaceH4/MATH-500",
-            "revision": "6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be"}
-    (record,) = benchmarks.download_benchmarks([spec], tmp_path / "b")
-    assert loads == [spec["revision"]]
-    assert (record["revision_requested"], record["resolved_commit"]) == (spec["revision"], None)
+def rule_commands(work: Path) -> list[tuple[str, str]]:
+    """(rule, shell command) of every job the targets need, as Snakemake would run them."""
+    out = snakemake(work, "-n", "-p", "--config", "preset=paper", "--", *TARGETS).stdout
+    rules = re.findall(r"^rule (\w+):", out, re.M)
+    commands = re.findall(r"^Shell command: (.+)$", out, re.M)
+    assert len(rules) == len(commands) > 0, out[-3000:]
+    return list(zip(rules, commands, strict=True))
 
 
-def test_a_wrong_revision_stops_the_download(fake_hub):
-    error = RevisionNotFoundError.__new__(RevisionNotFoundError)
-    Exception.__init__(error, "404: revision nope not found")
-    fake_hub.error = error
-    with pytest.raises(RevisionNotFoundError):
-        hub.resolve("Qwen/Qwen2.5-Math-1.5B", "model", "nope")
+@pytest.fixture(scope="module")
+def offline_jobs(filled, tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
+    """Every download job of the paper preset, run offline from the filled cache."""
+    hf_home, _ = filled
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    env = hub_env(hf_home, work=work)
+    jobs = rule_commands(work)
+    first = [j for j in jobs if j[0] not in MODEL_RULES]
+    runs: dict[str, subprocess.CompletedProcess] = {}
+    with ThreadPoolExecutor(2) as pool:  # the download rules are local: side by side
+        for batch in (first, [j for j in jobs if j[0] in MODEL_RULES]):
+            results = pool.map(lambda job: run(job[1], env, cwd=work), batch)
+            runs.update({f"{rule}: {cmd}": proc for (rule, cmd), proc in zip(batch, results, strict=True)})
+    return work, runs
 
 
-def run_script(monkeypatch, script: str, *args: str) -> None:
-    monkeypatch.setattr(sys, "argv", [script, *args])
-    runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
+def test_fill_lists_what_it_downloads_and_fills_the_cache(filled) -> None:
+    hf_home, out = filled
+    names = ["raw", "base_model", *(f"base_model:{b}" for b in PRESET["base_models"]),
+             *(f"benchmark:{b['name']}" for b in PRESET["benchmarks"]), "ood:gpqa_diamond",
+             *(f"baseline:{b['name']}" for b in PRESET["baselines"])]
+    listed = [line.split()[0] for line in out.splitlines() if re.search(r"\d+ files, ", line)]
+    assert listed == names
+    assert "Idavidrein/gpqa (gpqa_diamond) @ 633f5ee89ab8ad4522a9f850766b73f62147ffdd: " \
+           "2 files" in out  # the card and the diamond config's file: not gpqa_main
+    assert re.search(r"^total: [\d.]+ (KB|MB) into .*hub$", out, re.M)
+    hub_dir = hf_home / "hub"
+    raw = hub_dir / "datasets--open-r1--OpenR1-Math-Raw"
+    assert (raw / "refs" / "main").read_text() == RAW_COMMIT  # the branch pin's ref
+    assert [p.name for p in (raw / "snapshots").iterdir()] == [RAW_COMMIT]  # not raw-old
+    olympiad = next((hub_dir / "datasets--Hothan--OlympiadBench" / "snapshots").iterdir())
+    assert sorted(str(p.relative_to(olympiad)) for p in olympiad.rglob("*.parquet")) == [
+        "OlympiadBench/OE_TO_maths_en_COMP/OE_TO_maths_en_COMP.parquet"]
 
 
-def test_download_raw_pins_and_records_the_corpus(fake_hub, paper_cfg, monkeypatch, tmp_path):
-    rows = [openr1_row(f"p{i}", "\\boxed{3}", "\\boxed{4}") for i in range(2)]
-    loads = []
-
-    def load_dataset(repo, split, revision):
-        loads.append((repo, split, revision))
-        return datasets.Dataset.from_list(rows)
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    params = plan.raw_download_params(paper_cfg)
-    run_script(monkeypatch, "download_raw.py", "--params", json.dumps(params),
-               "--out", str(tmp_path / "raw.parquet"), "--record", str(tmp_path / "raw.json"))
-    commit = commit_of("open-r1/OpenR1-Math-Raw")
-    assert loads == [("open-r1/OpenR1-Math-Raw", "train", commit)]
-    assert len(pd.read_parquet(tmp_path / "raw.parquet")) == 2
-    record = json.loads((tmp_path / "raw.json").read_text())
-    assert {k: record[k] for k in ("repo_id", "repo_type", "revision_requested",
-                                   "resolved_commit", "split", "rows")} == {
-        "repo_id": "open-r1/OpenR1-Math-Raw", "repo_type": "dataset",
-        "revision_requested": "main", "resolved_commit": commit, "split": "train", "rows": 2}
-
-
-def test_download_ood_pins_and_records_gpqa(fake_hub, paper_cfg, monkeypatch, tmp_path):
-    """Table 5's GPQA Diamond: fetched at the resolved commit, written in the Hub's columns
-    (what the evaluation's local loader reads), recorded."""
-    from redi import multiple_choice
-
-    row = {"Record ID": "recA", "Question": "Which?", "Correct Answer": "right",
-           "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3",
-           "Subdomain": "Physics", "Writer's Difficulty Estimate": None}
-    loads = []
-
-    def load_dataset(repo, config, split, token, revision):
-        loads.append((repo, config, split, revision))
-        return datasets.Dataset.from_list([row])
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    params = plan.ood_download_params(paper_cfg, "gpqa_diamond")
-    run_script(monkeypatch, "download_ood.py", "--params", json.dumps(params),
-               "--out", str(tmp_path / "gpqa.jsonl"), "--record", str(tmp_path / "gpqa.json"))
-    commit = commit_of("Idavidrein/gpqa")
-    assert fake_hub.calls == [("Idavidrein/gpqa", "dataset",
-                               "633f5ee89ab8ad4522a9f850766b73f62147ffdd")]
-    assert loads == [("Idavidrein/gpqa", "gpqa_diamond", "train", commit)]
-    assert multiple_choice.load_local(tmp_path / "gpqa.jsonl") == [row]
-    record = json.loads((tmp_path / "gpqa.json").read_text())
+def test_every_download_job_runs_offline_from_the_cache(offline_jobs) -> None:
+    work, runs = offline_jobs
+    failed = {cmd[:80]: proc.stderr[-1500:] for cmd, proc in runs.items() if proc.returncode}
+    assert not failed
+    assert sorted(job.split(":")[0] for job in runs) == sorted([
+        "download_raw", "download_benchmarks", "download_ood", "tokenizer", "base_model",
+        "base_tokenizer", *["download_baseline"] * len(PRESET["baselines"]),
+        *["other_base_model"] * len(PRESET["base_models"])])  # llama3b: its own tokenizer
+    # the raw corpus: main's rows (not the other cached commit's), main's commit recorded
+    raw = pd.read_parquet(work / "results/data/raw_hub.parquet")
+    assert list(raw["problem"]) == [r["problem"] for r in raw_rows("main")]
+    record = json.loads((work / "results/data/raw_hub.download.json").read_text())
     assert {k: record[k] for k in ("repo_id", "revision_requested", "resolved_commit",
-                                   "config", "n_questions")} == {
-        "repo_id": "Idavidrein/gpqa", "revision_requested": params["revision"],
-        "resolved_commit": commit, "config": "gpqa_diamond", "n_questions": 1}
+                                   "offline", "rows")} == {
+        "repo_id": "open-r1/OpenR1-Math-Raw", "revision_requested": "main",
+        "resolved_commit": RAW_COMMIT, "offline": True, "rows": 3}
 
 
-def test_download_model_pins_and_records_a_baseline(fake_hub, paper_cfg, monkeypatch, tmp_path):
-    snapshots = []
-
-    def snapshot_download(repo, revision, local_dir, allow_patterns):
-        snapshots.append((repo, revision))
-        local_dir.mkdir()  # as the real one does
-        (local_dir / "config.json").write_text("{}")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    params = plan.baseline_download_params(paper_cfg, "qwen_math_instruct_1.5b")
-    out = tmp_path / "results/models/hub/qwen_math_instruct_1.5b"
-    run_script(monkeypatch, "download_model.py", "--params", json.dumps(params),
-               "--out", str(out))
-    repo = "Qwen/Qwen2.5-Math-1.5B-Instruct"
-    assert snapshots == [(repo, commit_of(repo))]
-    record = json.loads((out / "download.json").read_text())
-    assert (record["repo_id"], record["revision_requested"], record["resolved_commit"]) == (
-        repo, "aafeb0fc6f22cbf0eaeed126eff8be45b0360a35", commit_of(repo))
-    assert (out / "config.json").exists()
+def test_benchmarks_and_gpqa_are_written_at_their_pins(offline_jobs) -> None:
+    work, _ = offline_jobs
+    bench = work / "results/data/benchmarks"
+    for spec in PRESET["benchmarks"]:
+        assert json.loads((bench / spec["file"]).read_text()) == BENCH_EXPECTED[spec["name"]]
+    records = json.loads((bench / "download.json").read_text())["benchmarks"]
+    assert [(r["benchmark"], r["revision_requested"], r["resolved_commit"]) for r in records] == [
+        (b["name"], b["revision"], pinned(b["revision"], b["hub"])) for b in PRESET["benchmarks"]]
+    rows = [json.loads(line) for line in
+            (work / "results/data/ood/gpqa_diamond.jsonl").read_text().splitlines()]
+    assert [r["Record ID"] for r in rows] == [r["Record ID"] for r in GPQA_DIAMOND]
+    record = json.loads((work / "results/data/ood/gpqa_diamond.download.json").read_text())
+    assert (record["config"], record["resolved_commit"], record["n_questions"]) == (
+        "gpqa_diamond", "633f5ee89ab8ad4522a9f850766b73f62147ffdd", 2)
 
 
-class FakeModel:
-    def __init__(self):
-        self.generation_config = None
+def test_models_and_tokenizers_are_loaded_at_their_pins(offline_jobs) -> None:
+    work, _ = offline_jobs
+    for spec in PRESET["baselines"]:
+        out = work / "results/models/hub" / spec["name"]
+        record = json.loads((out / "download.json").read_text())
+        assert (record["repo_id"], record["resolved_commit"]) == (spec["model"], spec["revision"])
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(record["files"])
+        assert not any(p.is_symlink() for p in out.iterdir())  # copies, not cache links
+    for folder, spec in [("base", BASE), ("tokenizer", BASE),
+                         *((f"base_{b}", m["model"]) for b, m in PRESET["base_models"].items()),
+                         ("tokenizer_llama3b", PRESET["base_models"]["llama3b"]["model"])]:
+        record = json.loads((work / "results/models" / folder / "download.json").read_text())
+        assert (record["repo_id"], record["revision_requested"], record["resolved_commit"]) == (
+            spec["source"], spec["revision"], pinned(spec["revision"], spec["source"])), folder
+    config = json.loads((work / "results/models/base/config.json").read_text())
+    assert config["max_position_embeddings"] == 32768  # the authors' edit was applied
 
-    def parameters(self):
-        return []
 
-    def save_pretrained(self, out, safe_serialization):
-        (out / "model.safetensors").write_text("")
+def test_a_pin_the_cache_lacks_fails_naming_repo_pin_and_what_was_found(filled,
+                                                                         tmp_path) -> None:
+    hf_home, _ = filled
+    env = hub_env(hf_home)
+    wrong = commit("never-published")
+    for revision in (wrong, "v9"):
+        params = json.dumps({"repo_id": "open-r1/OpenR1-Math-Raw", "revision": revision})
+        proc = run([sys.executable, "scripts/download_raw.py", "--params", params,
+                    "--out", str(tmp_path / "raw.parquet"), "--record", str(tmp_path / "r.json"),
+                    "--log", str(tmp_path / "raw.log")], env)
+        assert proc.returncode != 0
+        log = (tmp_path / "raw.log").read_text()
+        assert f"does not hold dataset open-r1/OpenR1-Math-Raw at revision '{revision}'" in log
+        assert f"snapshots of commits {RAW_COMMIT}" in log and f"main -> {RAW_COMMIT}" in log
+        assert "fill_hf_cache.py" in log and "`raw_data`" in log
+        assert not (tmp_path / "raw.parquet").exists() and not (tmp_path / "r.json").exists()
 
 
-class FakeTokenizer(FakeQwenTokenizer):
-    """Saves a stand-in tokenizer.json."""
-
-    def save_pretrained(self, out):
-        (out / "tokenizer.json").write_text("{}")
-
-
-def test_the_paper_base_model_is_loaded_at_its_commit(fake_hub, paper_cfg, monkeypatch, tmp_path):
-    import transformers
-
-    loads = []
-
-    def loader(kind, result):
-        def from_pretrained(source, **kwargs):
-            loads.append((kind, source, kwargs.get("revision")))
-            return result()
-        return types.SimpleNamespace(from_pretrained=from_pretrained)
-
-    config = lambda: types.SimpleNamespace(rope_parameters={}, layer_types=None,  # noqa: E731
-                                           num_hidden_layers=2)
-    monkeypatch.setattr(transformers, "AutoConfig", loader("config", config))
-    monkeypatch.setattr(transformers, "AutoTokenizer", loader("tokenizer", FakeTokenizer))
-    monkeypatch.setattr(transformers, "AutoModelForCausalLM", loader("model", FakeModel))
-    out = tmp_path / "base"
-    base_model.build(plan.base_model_params(paper_cfg), None, out)
-    repo, commit = "Qwen/Qwen2.5-Math-1.5B", commit_of("Qwen/Qwen2.5-Math-1.5B")
-    assert loads == [(k, repo, commit) for k in ("config", "tokenizer", "model")]
-    record = json.loads((out / "download.json").read_text())
-    assert (record["repo_id"], record["revision_requested"], record["resolved_commit"]) == (
-        repo, "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2", commit)
+def test_an_unreachable_hub_falls_back_to_the_cache_at_once(filled, tmp_path) -> None:
+    """HF_HUB_OFFLINE unset, nothing listening at the endpoint: the job reads the cache,
+    records the commit, and does not wait on retries."""
+    hf_home, _ = filled
+    spec = PRESET["baselines"][0]
+    start = time.time()
+    proc = run([sys.executable, "scripts/download_model.py", "--params",
+                json.dumps({"model": spec["model"], "revision": spec["revision"]}),
+                "--out", str(tmp_path / "m")], hub_env(hf_home, offline=False))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.time() - start < 20
+    assert "unreachable" in proc.stderr
+    record = json.loads((tmp_path / "m" / "download.json").read_text())
+    assert (record["resolved_commit"], record["offline"]) == (spec["revision"], True)
