@@ -44,7 +44,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-HUB_DATASET = "open-r1/OpenR1-Math-Raw"
 REQUIRED_COLUMNS = ("problem", "problem_is_valid", "source", "generations", "correctness")
 LABEL_KEYS = ("llama_verification", "math_verify_reparsed_answer")
 CARRIED_COLUMNS = ("answer", "source", "uuid")
@@ -186,27 +185,23 @@ def _load_parquet(path: Path):
 
 
 def load_raw(source: str):
-    """The raw corpus: a ``datasets.Dataset`` (Arrow, memory-mapped) for ``hub`` and
-    ``.parquet`` files, a :class:`JsonlCorpus` for ``.jsonl`` files.
+    """The raw corpus file: a ``datasets.Dataset`` (Arrow, memory-mapped) for a
+    ``.parquet`` file, a :class:`JsonlCorpus` for a ``.jsonl`` file (the Hub's corpus is
+    the ``download_raw`` job's parquet file).
 
     An unreadable, empty or schema-less file raises :class:`RawDataError` naming it.
     """
-    if source == "hub":
-        import datasets
-
-        corpus = datasets.load_dataset(HUB_DATASET, split="train")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"raw_data file {source!r} does not exist")
+    if not path.is_file():
+        raise RawDataError(f"raw_data {source!r} is not a file")
+    if path.suffix == ".jsonl":
+        corpus = JsonlCorpus(path)
+    elif path.suffix == ".parquet":
+        corpus = _load_parquet(path)
     else:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"raw_data file {source!r} does not exist")
-        if not path.is_file():
-            raise RawDataError(f"raw_data {source!r} is not a file")
-        if path.suffix == ".jsonl":
-            corpus = JsonlCorpus(path)
-        elif path.suffix == ".parquet":
-            corpus = _load_parquet(path)
-        else:
-            raise RawDataError(f"raw_data {source!r}: expected a .jsonl or .parquet file")
+        raise RawDataError(f"raw_data {source!r}: expected a .jsonl or .parquet file")
     check_columns(corpus.column_names, source)
     if "original_index" in corpus.column_names:
         log.warning("raw data %s has a column original_index: replaced by the row index",

@@ -4,10 +4,11 @@ Online, the Hub says which commit a revision (commit hash, tag or branch) points
 and that commit is fetched into the Hugging Face cache (``huggingface_hub``'s layout:
 ``<HF_HUB_CACHE>/<type>s--<org>--<name>/{refs,snapshots,blobs}``). Offline
 (``HF_HUB_OFFLINE=1``, or the Hub unreachable) the commit comes from that cache: the
-ref of a branch or tag, or the snapshot of a commit; datasets' own Arrow cache, whose
-folders are named by commit, serves a dataset whose files are gone. Either way the
-commit is what the download record (``download.json``) names, and a revision the cache
-or the Hub does not hold fails naming the repository, the revision and what was found.
+ref of a branch or tag, or the snapshot of a commit. Datasets are read from those files
+too, never from datasets' Arrow cache (offline it would serve whichever commit it built
+last). Either way the commit is what the download record (``download.json``) names, and
+a revision the cache or the Hub does not hold fails naming the repository, the revision
+and what was found.
 
 Failures say what to do, each in its own words: :class:`GatedError` (token and terms),
 :class:`UnreachableError` (the offline recipe, local files instead),
@@ -107,14 +108,6 @@ def hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def datasets_cache() -> Path:
-    """datasets' Arrow cache (``HF_DATASETS_CACHE``, default ``$HF_HOME/datasets``)."""
-    from huggingface_hub import constants
-
-    default = Path(constants.HF_HOME) / "datasets"
-    return Path(os.environ.get("HF_DATASETS_CACHE") or default).expanduser()
-
-
 def repo_dir(repo_id: str, repo_type: str) -> Path:
     """The repository's folder in the Hub cache."""
     return hub_cache() / f"{repo_type}s--{repo_id.replace('/', '--')}"
@@ -145,28 +138,21 @@ def cached_refs(repo_id: str, repo_type: str) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def arrow_builds(repo_id: str) -> list[tuple[str, str, Path]]:
-    """datasets' Arrow cache of a Hub dataset: (config, commit, folder) per build. Its
-    folders are ``<org>___<name>/<config>/<version>/<commit>`` (the commit is the
-    builder's hash for a Hub dataset without a loading script)."""
-    from datasets.naming import camelcase_to_snakecase
-
-    org, _, name = repo_id.rpartition("/")
-    root = datasets_cache() / f"{org}___{camelcase_to_snakecase(name)}"
-    builds = [(p.parts[-3], p.name, p) for p in root.glob("*/*/*")
-              if COMMIT.fullmatch(p.name) and (p / "dataset_info.json").is_file()]
-    return sorted(builds)
-
-
 def cached_commit(pin: Pin) -> str | None:
     """The commit ``pin.revision`` names in the local caches, or None."""
     snapshots = cached_snapshots(pin.repo_id, pin.repo_type)
     if COMMIT.fullmatch(pin.revision):
-        arrow = pin.repo_type == "dataset" and any(
-            commit == pin.revision for _, commit, _ in arrow_builds(pin.repo_id))
-        return pin.revision if pin.revision in snapshots or arrow else None
+        return pin.revision if pin.revision in snapshots else None
     commit = cached_refs(pin.repo_id, pin.repo_type).get(pin.revision)
     return commit if commit in snapshots else None
+
+
+def held(pin: Pin, commit: str) -> list[str] | None:
+    """The files the cache holds of ``commit`` (None: no snapshot of it)."""
+    folder = repo_dir(pin.repo_id, pin.repo_type) / "snapshots" / commit
+    if not folder.is_dir():
+        return None
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def found(pin: Pin) -> str:
@@ -176,9 +162,6 @@ def found(pin: Pin) -> str:
         parts.append(f"snapshots of commits {', '.join(snapshots)}")
     if refs := cached_refs(pin.repo_id, pin.repo_type):
         parts.append("refs " + ", ".join(f"{k} -> {v}" for k, v in refs.items()))
-    if pin.repo_type == "dataset" and (builds := arrow_builds(pin.repo_id)):
-        parts.append("datasets' Arrow cache: " + ", ".join(f"config {c} at {h}"
-                                                            for c, h, _ in builds))
     if not parts:
         return f"found nothing of {pin.repo_id} in {hub_cache()}"
     return f"found in {hub_cache()}: " + "; ".join(parts)
@@ -370,9 +353,18 @@ def snapshot(repo_id: str, repo_type: str, revision: str,
     # the revision as named, so that a branch's ref is recorded in the cache for offline
     # runs; the snapshot folder's name is the commit it was fetched at
     asked = revision if not offline() else commit
-    with explained(pin):
+    patterns = list(allow_patterns or []) or None
+    try:
         folder = Path(snapshot_download(repo_id, repo_type=repo_type, revision=asked,
-                                        allow_patterns=list(allow_patterns or []) or None))
+                                        allow_patterns=patterns))
+    except Exception as err:
+        ours = explain(pin, err)
+        if ours is None:
+            raise
+        if isinstance(ours, NotCachedError) and (files := held(pin, commit)) is not None:
+            ours = not_cached_error(pin, f"snapshot {commit} holds only {files}, not every "
+                                         f"file matching {patterns}")
+        raise ours from err
     if folder.name != commit:
         log.warning("%s moved to %s while downloading: using that commit", pin, folder.name)
     return folder, folder.name
@@ -452,14 +444,9 @@ def load_dataset(repo_id: str, config: str | None, split: str, revision: str,
 
     Online and offline alike the files come from the Hub cache's snapshot of that commit
     (the card, then the config's data files), read by datasets as a local folder, so the
-    revision is never replaced by whatever datasets built last. Offline, datasets' own
-    Arrow build of that commit and config (the same data) is used where it exists.
+    revision is never replaced by whatever datasets built last.
     """
     pin = Pin(repo_id, "dataset", revision, config, instead)
-    if offline():
-        commit = resolve(repo_id, "dataset", revision, config, instead)
-        if (built := _arrow_build(pin, commit, split)) is not None:
-            return built, commit
     folder, commit = dataset_snapshot(repo_id, config, revision, instead)
     return _load_folder(pin, folder, commit, split), commit
 
@@ -473,27 +460,8 @@ def _load_folder(pin: Pin, folder: Path, commit: str, split: str) -> Any:
     except (DataFilesNotFoundError, FileNotFoundError) as err:
         if not offline():
             raise
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        raise not_cached_error(pin, f"snapshot {commit} holds only {files} ({err})") from err
-
-
-def _arrow_build(pin: Pin, commit: str, split: str) -> Any | None:
-    """The split from datasets' Arrow cache of this commit and config, or None."""
-    from datasets.packaged_modules.cache.cache import Cache
-
-    config = pin.config or "default"
-    builds = [(c, folder) for c, h, folder in arrow_builds(pin.repo_id)
-              if h == commit and c == config]
-    if not builds:
-        return None
-    folder = builds[0][1]
-    builder = Cache(cache_dir=str(datasets_cache()), repo_id=pin.repo_id,
-                    dataset_name=pin.repo_id.split("/")[-1], config_name=config,
-                    version=folder.parent.name, hash=commit)
-    if split not in (builder.info.splits or {}):
-        return None
-    log.info("%s: datasets' Arrow build of commit %s", pin, commit)
-    return builder.as_dataset(split=split)
+        raise not_cached_error(pin, f"snapshot {commit} holds only {held(pin, commit)} "
+                                    f"({err})") from err
 
 
 # ----------------------------------------------------------------- a config's sources
