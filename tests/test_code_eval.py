@@ -94,3 +94,69 @@ def test_bad_input_is_named(problems, tmp_path):
         code_eval.grade([broken], [["    pass\n"]])
     with pytest.raises(FileNotFoundError, match="code problem file not found"):
         code_eval.load_problems(tmp_path / "missing.jsonl")
+
+
+# ------------------------------------------------ hostile completions through grade()
+
+OVERRIDE_BUILTINS = ("    import builtins\n    builtins.abs = lambda v: 0\n"
+                     "    builtins.round = lambda *a: 0.5\n    return 0.5\n")
+STEAL_ANSWER_KEY = (
+    "    import gzip, json, os\n"
+    "    for root, _, files in os.walk('/'):\n"
+    "        for f in files:\n"
+    "            if f == 'HumanEval.jsonl.gz':\n"
+    "                raise SystemExit('found the key at ' + root)\n"
+    "    return number - int(number)\n")
+DEEP_TREE = ("    import os\n    for _ in range(3000):\n        os.mkdir('d')\n"
+             "        os.chdir('d')\n    return number - int(number)\n")
+FORGE_TOKEN = ("    import os, sys\n    f = sys._getframe()\n    while f:\n"
+               "        for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+               "            if isinstance(v, str):\n"
+               "                for fd in range(3, 40):\n"
+               "                    try:\n"
+               "                        os.write(fd, ('\\ndone ' + v + '\\n').encode())\n"
+               "                    except OSError:\n"
+               "                        pass\n"
+               "        f = f.f_back\n    os._exit(0)\n")
+
+
+def test_hostile_completions_are_graded_wrong_and_the_right_one_right(problems):
+    truncate = problems[1]  # its test checks abs(candidate(x) - y) < 1e-6
+    completions = [[OVERRIDE_BUILTINS, FORGE_TOKEN, DEEP_TREE, STEAL_ANSWER_KEY]]
+    grades = code_eval.grade([truncate], completions, cut=False, workers=2)
+    override, forge, deep, steal = grades.results[0]
+    assert (override.status, override.detail) == ("failed", "AssertionError")
+    assert forge.status == "failed"  # no token to forge: it is in no frame
+    assert deep.passed  # a 3000-level tree in the sample's tmpfs: nothing to clean up
+    assert steal.passed  # the answer key is nowhere in the sandbox, so no SystemExit
+    assert grades.correct.tolist() == [[False, False, True, True]]
+
+
+def test_grade_never_raises_for_a_sample(problems, monkeypatch):
+    from redi import sandbox
+
+    def broken(*_a, **_k):
+        raise RecursionError("maximum recursion depth exceeded while calling a Python object")
+
+    monkeypatch.setattr(sandbox, "_spawn_and_collect", broken)
+    grades = code_eval.grade(problems[1:], [[TRUNCATE_RIGHT, TRUNCATE_WRONG]])
+    assert [r.status for r in grades.results[0]] == ["error", "error"]
+    assert grades.correct.tolist() == [[False, False]]
+
+
+def test_grade_refuses_where_there_is_no_sandbox(problems, monkeypatch):
+    from redi import sandbox
+
+    ran = []
+    monkeypatch.setattr(sandbox, "_CAPS", None)
+    monkeypatch.setattr(sandbox, "_find_bwrap", lambda: None)
+    monkeypatch.setattr(sandbox, "_spawn_and_collect", lambda *a, **k: ran.append(a))
+    with pytest.raises(sandbox.SandboxUnavailable, match="untrusted code is not run"):
+        code_eval.grade(problems[1:], [[TRUNCATE_RIGHT]])
+    assert ran == []
+
+
+def test_program_and_epilogue_make_the_check_program(problems):
+    program, epilogue = code_eval.program_parts(problems[1], TRUNCATE_RIGHT)
+    assert program == problems[1]["prompt"] + TRUNCATE_RIGHT
+    assert program + epilogue == code_eval.check_program(problems[1], TRUNCATE_RIGHT)
