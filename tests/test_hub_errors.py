@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .test_downloads import hub_env, run
-from .test_hub_standin import ACCEPTED_TOKEN, StandInHub, paper_preset, paper_repos
+from .test_hub_standin import ACCEPTED_TOKEN, StandInHub, dataset_repos, paper_preset
 
 GPQA = next(b for b in paper_preset()["ood"]["benchmarks"] if b.get("hub"))
 PAGE_PATH = "/datasets/Idavidrein/gpqa"
@@ -20,7 +20,7 @@ PAGE_PATH = "/datasets/Idavidrein/gpqa"
 
 @pytest.fixture(scope="module")
 def standin():
-    with StandInHub(paper_repos()) as hub:
+    with StandInHub(dataset_repos()) as hub:  # datasets: no model needs building
         yield hub
 
 

@@ -261,11 +261,11 @@ def _dataset(files: dict[str, bytes], revision: str, label: str, **kw) -> Repo:
     return Repo({sha: files}, refs={"main": sha} if revision == "main" else {}, **kw)
 
 
-@functools.lru_cache(maxsize=1)
-def paper_repos() -> dict[tuple[str, str], Repo]:
-    """Every Hub repository of the paper preset at its pinned revision (a branch pin:
-    ``main`` pointing at a stand-in commit). The raw corpus has an older commit too, with
-    other rows, so that a job taking the wrong commit shows."""
+@functools.cache
+def dataset_repos() -> dict[tuple[str, str], Repo]:
+    """The paper preset's Hub datasets at their pinned revisions (a branch pin: ``main``
+    pointing at a stand-in commit). The raw corpus has an older commit too, with other
+    rows, so that a job taking the wrong commit shows."""
     preset = paper_preset()
     repos: dict[tuple[str, str], Repo] = {}
     default = [{"config_name": "default", "data_files": [
@@ -299,6 +299,14 @@ def paper_repos() -> dict[tuple[str, str], Repo]:
         {"README.md": card(configs), "gpqa_diamond.csv": written(GPQA_DIAMOND, "csv"),
          "gpqa_main.csv": written([gpqa_row(i) for i in range(5)], "csv")},
         gpqa["revision"], "gpqa", gated=True)
+    return repos
+
+
+@functools.cache
+def paper_repos() -> dict[tuple[str, str], Repo]:
+    """Every Hub repository of the paper preset: the datasets and the models."""
+    preset = paper_preset()
+    repos = dict(dataset_repos())
     models = [(preset["base_model"], "qwen2")]
     models += [(b["model"], "llama" if "llama" in b["model"]["source"].lower() else "qwen2")
                for b in preset["base_models"].values()]
