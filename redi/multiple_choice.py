@@ -164,24 +164,59 @@ def download_hub(out: str | Path, record_out: str | Path, config: str | None = N
 
 
 def load_local(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from a .json (array of objects), .jsonl or .csv file with the Hub's columns."""
+    """Rows from a .json (array of objects), .jsonl or .csv file with the Hub's columns,
+    checked as :func:`validate_file` does."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"multiple-choice file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv(path)
-    elif suffix == ".jsonl":
-        rows = _read_jsonl(path)
-    elif suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON array of objects, got "
-                             f"{type(rows).__name__}")
-    else:
+    if suffix not in (".csv", ".jsonl", ".json"):
         raise ValueError(f"{path}: unsupported extension {suffix!r} (use .json, .jsonl or .csv)")
-    build_items(rows, source=str(path))  # validates every row, naming file, row and column
+    try:
+        rows = _read_csv(path) if suffix == ".csv" else _read_json_rows(path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 (byte {exc.start}: {exc.reason})") from exc
+    items = build_items(rows, source=str(path))  # validates every row, naming file, row and column
+    _check_unique_ids(rows, items, path)
     return rows
+
+
+def validate_file(path: str | Path) -> int:
+    """Check a GPQA-style file (UTF-8, well-formed, at least one row, every column a
+    non-empty string, Record IDs unique); returns its number of questions."""
+    return len(load_local(path))
+
+
+def _read_json_rows(path: Path) -> list[Any]:
+    """A .json array or .jsonl rows; parse errors name the file and the line."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".jsonl":
+        return [_parse_json(line, path, f"line {n}")
+                for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    rows = _parse_json(text, path, "")
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON array of objects, got {type(rows).__name__}")
+    return rows
+
+
+def _parse_json(text: str, path: Path, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = where or f"line {exc.lineno} column {exc.colno}"
+        raise ValueError(f"{path}: {at} is not valid JSON ({exc.msg})") from exc
+
+
+def _check_unique_ids(rows: Sequence[Mapping[str, Any]], items: Sequence[MCItem],
+                      path: Path) -> None:
+    seen: dict[str, int] = {}
+    for i, (row, item) in enumerate(zip(rows, items, strict=True)):
+        if row.get("Record ID") in (None, ""):
+            continue  # positional ids are unique by construction
+        if item.id in seen:
+            raise ValueError(f"{path}: row {i} (Record ID {item.id!r}): Record IDs must be "
+                             f"unique, row {seen[item.id]} has the same")
+        seen[item.id] = i
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
@@ -191,17 +226,6 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing} (header: {reader.fieldnames})")
         return list(reader)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {n} is not valid JSON ({exc.msg})") from exc
-    return rows
 
 
 # ------------------------------------------------------------------- extraction

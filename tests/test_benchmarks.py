@@ -4,6 +4,8 @@ the benchmark folder a preset reads."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 
@@ -44,15 +46,173 @@ def test_ids_and_answers() -> None:
     assert all(len(it["answer"]) == 3 for it in aime)  # zero-padded strings, kept as is
 
 
-def test_normalize_items_rejects_broken_rows() -> None:
+def test_normalize_items_ids() -> None:
     assert normalize_items("b", [{"problem": "p", "answer": "1", "id": 7}])[0]["id"] == "7"
-    # duplicate source ids fall back to positions
-    rows = [{"problem": "p", "answer": "1", "id": 1}, {"problem": "q", "answer": "2", "id": 1}]
+    rows = [{"problem": "p", "answer": "1"}, {"problem": "q", "answer": "2"}]
     assert [it["id"] for it in normalize_items("b", rows)] == ["b/0", "b/1"]
-    with pytest.raises(ValueError, match="no answer"):
-        normalize_items("b", [{"problem": "p", "answer": ""}])
-    with pytest.raises(ValueError, match="no problem"):
-        normalize_items("b", [{"problem": " ", "answer": "1"}])
+
+
+# ------------------------------------------------- the schema, broken on purpose
+
+GOOD = {"id": "a", "problem": "What is 1+1?", "answer": "2"}
+
+# (file name, content: bytes, or rows dumped as JSON) -> (item, rule) the error names
+BAD_FILES = {
+    "empty_list": ("b.json", [], "no items"),
+    "empty_file": ("b.json", b"", "the file is empty"),
+    "whitespace_file": ("b.jsonl", b"  \n\n", "the file is empty"),
+    "truncated": ("b.json", b'[{"id": "a", "problem": "p", "ans', "line 1 column 30: not well-formed"),
+    "truncated_jsonl": ("b.jsonl", b'{"id": "a", "problem": "p", "answer": "1"}\n{"id": "b", "pro',
+                        "line 2: not well-formed JSON"),
+    "latin1": ("b.json", '[{"problem": "caf\u00e9", "answer": "1"}]'.encode("latin-1"),
+               "not UTF-8 (byte 17"),
+    "object_not_array": ("b.json", {"problem": "p", "answer": "1"}, "expected a JSON array"),
+    "string_item": ("b.json", [GOOD, "just a string"], "item 1: must be an object"),
+    "bool_answer": ("b.json", [GOOD, {"id": "b", "problem": "p", "answer": True}],
+                    "item 1 (id 'b'): answer must be a string, a number or a list of those, got bool"),
+    "dict_answer": ("b.json", [{"id": "b", "problem": "p", "answer": {"x": 1}}],
+                    "item 0 (id 'b'): answer must be a string, a number or a list of those, got dict"),
+    "nan_answer": ("b.json", b'[{"id": "b", "problem": "p", "answer": NaN}]',
+                   "NaN is not a JSON number"),
+    "null_answer": ("b.json", [{"id": "b", "problem": "p", "answer": None}], "got NoneType"),
+    "missing_answer": ("b.json", [{"id": "b", "problem": "p"}], "item 0 (id 'b'): answer is missing"),
+    "empty_answer": ("b.json", [{"id": "b", "problem": "p", "answer": " $ $ "}], "answer is empty"),
+    "empty_list_answer": ("b.json", [{"id": "b", "problem": "p", "answer": []}],
+                          "answer is an empty list"),
+    "bool_alternative": ("b.json", [{"id": "b", "problem": "p", "answer": ["1", False]}],
+                         "answer alternative: answer must be a string"),
+    "nested_list": ("b.json", [{"id": "b", "problem": "p", "answer": [["1"]]}], "not lists"),
+    "no_problem": ("b.json", [{"id": "b", "answer": "1"}], "item 0 (id 'b'): problem must be a non-empty"),
+    "blank_problem": ("b.json", [{"id": "b", "problem": "  ", "answer": "1"}], "problem must be"),
+    "duplicate_ids": ("b.json", [GOOD, {**GOOD, "problem": "other"}],
+                      "item 1 (id 'a'): ids must be unique, item 0 has the same id"),
+    "dict_id": ("b.json", [{**GOOD, "id": {"k": 1}}], "item 0: id must be a string or an integer"),
+}
+
+
+def write(tmp_path, file: str, content) -> object:
+    path = tmp_path / file
+    path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_benchmark_files_are_refused_naming_file_item_and_rule(tmp_path, case) -> None:
+    file, content, rule = BAD_FILES[case]
+    path = write(tmp_path, file, content)
+    with pytest.raises(benchmarks.BenchmarkFileError) as err:
+        benchmarks.validate_benchmark_file(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and rule in message, message
+    with pytest.raises(benchmarks.BenchmarkFileError):  # and the loader says the same
+        load_benchmark({"name": "b", "file": file, "dir": str(tmp_path)})
+
+
+def test_good_files_pass_in_both_formats(tmp_path) -> None:
+    rows = [GOOD, {"problem": "p", "answer": 142.0}, {"idx": 3, "problem": "q", "answer": ["1", 2]}]
+    assert benchmarks.validate_benchmark_file(write(tmp_path, "b.json", rows)) == 3
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    assert benchmarks.validate_benchmark_file(jsonl) == 3
+    assert [it["id"] for it in load_benchmark({"name": "c", "file": "c.jsonl",
+                                              "dir": str(tmp_path)})] == ["a", "c/1", "3"]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_the_paper_files_are_valid(name: str) -> None:
+    file, count, _ = PAPER[name]
+    assert benchmarks.validate_benchmark_file(BENCHMARKS_DIR / file, name) == count
+
+
+# ------------------------------------------------------ out-of-domain files
+
+CODE = {"task_id": "T/0", "prompt": "def f(x):\n", "entry_point": "f",
+        "canonical_solution": "    return x\n", "test": "def check(c):\n    assert c(1) == 1\n"}
+MC = {"Question": "1+1?", "Correct Answer": "2", "Incorrect Answer 1": "3",
+      "Incorrect Answer 2": "4", "Incorrect Answer 3": "5", "Record ID": "r0"}
+
+BAD_OOD = {
+    "code_empty": ("code", "c.jsonl", b"", "no problems"),
+    "code_truncated": ("code", "c.jsonl", json.dumps(CODE).encode()[:-5], "line 1: not well-formed"),
+    "code_latin1": ("code", "c.jsonl", b'{"task_id": "caf\xe9"}', "not a readable UTF-8"),
+    "code_string_line": ("code", "c.jsonl", b'"T/0"\n', "line 1: must be an object"),
+    "code_no_test": ("code", "c.jsonl", json.dumps({**CODE, "test": ""}).encode(),
+                     "line 1 (T/0): key 'test' must be a non-empty string"),
+    "code_bad_entry": ("code", "c.jsonl", json.dumps({**CODE, "entry_point": "f; import os"}).encode(),
+                       "key 'entry_point' must be a Python identifier"),
+    "code_duplicate": ("code", "c.jsonl", (json.dumps(CODE) + "\n" + json.dumps(CODE)).encode(),
+                       "line 2 (T/0): task ids must be unique, line 1"),
+    "code_bad_gzip": ("code", "c.jsonl.gz", b"\x1f\x8b\x08\x00garbage", "not a readable"),
+    "mc_empty_list": ("multiple_choice", "m.json", b"[]", "no questions"),
+    "mc_truncated": ("multiple_choice", "m.json", b'[{"Question": ', "is not valid JSON"),
+    "mc_latin1": ("multiple_choice", "m.csv", "Question\ncaf\u00e9\n".encode("latin-1"), "not UTF-8"),
+    "mc_string_row": ("multiple_choice", "m.json", b'["q"]', "row 0: expected an object"),
+    "mc_number_answer": ("multiple_choice", "m.json", json.dumps([{**MC, "Correct Answer": 2}]).encode(),
+                         "row 0: column 'Correct Answer' must be a non-empty string"),
+    "mc_duplicate": ("multiple_choice", "m.jsonl", (json.dumps(MC) + "\n" + json.dumps(MC)).encode(),
+                     "row 1 (Record ID 'r0'): Record IDs must be unique"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OOD))
+def test_bad_out_of_domain_files_are_refused_naming_file_and_rule(tmp_path, case) -> None:
+    kind, file, content, rule = BAD_OOD[case]
+    path = tmp_path / file
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        benchmarks.validate_ood_file(path, kind)
+    assert str(path) in str(err.value) and rule in str(err.value), str(err.value)
+
+
+def test_good_out_of_domain_files_and_the_packaged_humaneval(tmp_path) -> None:
+    code = tmp_path / "c.jsonl"
+    code.write_text(json.dumps(CODE) + "\n", encoding="utf-8")
+    mc = tmp_path / "m.json"
+    mc.write_text(json.dumps([MC, {**MC, "Record ID": "r1"}]), encoding="utf-8")
+    assert benchmarks.validate_ood_file(code, "code") == 1
+    assert benchmarks.validate_ood_file(mc, "multiple_choice") == 2
+    assert benchmarks.validate_ood_file(None, "code") == 164
+    with pytest.raises(ValueError, match="unknown out-of-domain kind"):
+        benchmarks.validate_ood_file(code, "essay")
+
+
+# -------------------------------------------------------- the data-stage job
+
+
+def run_script(tmp_path, params: dict):
+    out, log = tmp_path / "valid.json", tmp_path / "validate.log"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "validate_benchmarks.py"), "--params",
+         json.dumps(params), "--out", str(out), "--log", str(log)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120)
+    return proc, out, log
+
+
+def test_validation_job_writes_its_record(tmp_path) -> None:
+    (tmp_path / "ok.json").write_text(json.dumps([GOOD]), encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(json.dumps(CODE) + "\n", encoding="utf-8")
+    params = {"benchmarks": [{"name": "ok", "file": "ok.json", "dir": str(tmp_path)}],
+              "ood": [{"name": "code", "kind": "code", "path": str(tmp_path / "c.jsonl")}]}
+    proc, out, _ = run_script(tmp_path, params)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["benchmarks"]["ok"]["n_items"] == 1 and record["ood"]["code"]["n_items"] == 1
+    assert len(record["benchmarks"]["ok"]["sha256"]) == 64
+
+
+def test_validation_job_fails_naming_every_bad_file(tmp_path) -> None:
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "dup.json").write_text(json.dumps([GOOD, GOOD]), encoding="utf-8")
+    params = {"benchmarks": [{"name": n, "file": f"{n}.json", "dir": str(tmp_path)}
+                             for n in ("empty", "dup", "missing")], "ood": []}
+    proc, out, log = run_script(tmp_path, params)
+    assert proc.returncode == 1 and not out.exists()
+    text = log.read_text()
+    assert "3 invalid benchmark file(s)" in text
+    assert f"benchmarks empty: {tmp_path}/empty.json: no items" in text
+    assert f"benchmarks dup: {tmp_path}/dup.json: item 1 (id 'a'): ids must be unique" in text
+    assert f"benchmarks missing: {tmp_path}/missing.json: cannot be read" in text
 
 
 HUB_ROWS = {
