@@ -20,7 +20,7 @@ When neither bwrap nor the namespaces it needs are available, nothing runs:
 :class:`SandboxUnavailable` names what is missing (docs/SANDBOX.md, the table
 of what holds where).
 
-The child (this file, run as a script inside the sandbox) sets rlimits
+The child (the child side of this file, sent to the sandbox as its script) sets rlimits
 (address space, CPU time, processes, file size, open files, no core dumps;
 soft = hard), drops to its uid when started as root, installs an audit hook,
 and runs the program. A program passes iff it and its test run to their end
@@ -42,7 +42,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -348,7 +348,7 @@ def _memfd(name: str, data: bytes) -> int:
 
 
 @contextlib.contextmanager
-def _uid_slot(enabled: bool):
+def _uid_slot(enabled: bool) -> Iterator[int | None]:
     """A host uid no other run (of any grader on this machine) is using, held by a lock
     file for the duration of the run; None where the grader cannot switch uids."""
     if not enabled:
