@@ -160,3 +160,14 @@ def test_program_and_epilogue_make_the_check_program(problems):
     program, epilogue = code_eval.program_parts(problems[1], TRUNCATE_RIGHT)
     assert program == problems[1]["prompt"] + TRUNCATE_RIGHT
     assert program + epilogue == code_eval.check_program(problems[1], TRUNCATE_RIGHT)
+
+
+def test_every_canonical_solution_passes_in_the_sandbox():
+    # the isolation (no site-packages, no /etc, a read-only root, the audit hook, the
+    # test in its own globals) takes nothing a HumanEval program needs
+    problems = code_eval.load_problems()
+    grades = code_eval.grade(problems, [[p["canonical_solution"]] for p in problems],
+                             workers=2, cut=False)
+    failed = [(p["task_id"], r[0].detail) for p, r in zip(problems, grades.results, strict=True)
+              if not r[0].passed]
+    assert failed == []
