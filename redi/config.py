@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ def validate_config(config: dict[str, Any], root: str | os.PathLike = ".") -> No
     _check_scaled_lrs(config, preset, key)
     _check_sources(config, preset, key, Path(root))
     _check_ood(preset, key, Path(root))
+    _check_eval_python(preset["eval"].get("python"), f"{key}.eval.python", Path(root))
 
 
 def _check_finite(value: Any, path: list) -> None:
@@ -420,6 +422,18 @@ def _need_path(key: str, value: str, root: Path) -> None:
         return
     raise ConfigError(f"invalid config key '{key}' = {value!r}: no such file or folder "
                       f"(relative to the working directory {root.resolve()})")
+
+
+def _check_eval_python(python: str | None, key: str, root: Path) -> None:
+    """The generation jobs' interpreter exists (a path, relative to the working
+    directory, or a command on PATH)."""
+    if python is None:
+        return
+    found = (root / python).is_file() if os.sep in python else shutil.which(python)
+    if not found:
+        raise ConfigError(f"invalid config key '{key}' = {python!r}: no such interpreter "
+                          f"(relative to the working directory {root.resolve()}); the CPU vLLM "
+                          f"venv is made by `bash scripts/setup_vllm_cpu.sh`")
 
 
 def _need_revision(key: str, revision: str | None, repo: str) -> None:

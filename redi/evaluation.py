@@ -40,19 +40,23 @@ GENSTATS_COLUMNS = ["step", "benchmark", "n_responses", "mean_tokens", "mean_wai
 # ------------------------------------------------------------------ protocol
 
 
+# the preset's `eval` keys that configure vLLM engines (unset: the backend's default)
+VLLM_OPTIONS = ("max_model_len", "gpu_memory_utilization", "cpu_engines", "dtype")
+
+
 def sampling(params: dict[str, Any]) -> Sampling:
     return Sampling(temperature=params["temperature"], top_p=params["top_p"],
                     max_new_tokens=params["max_new_tokens"], seed=params["seed"])
 
 
 def backend_from_params(params: dict[str, Any], threads: int = 1, gpus: int = 0) -> Backend:
-    """The preset's backend: ``hf`` (batch_size sequences at a time) or ``vllm``."""
+    """The preset's backend: ``hf`` (batch_size sequences at a time) or ``vllm`` (one
+    engine per GPU; without GPUs ``cpu_engines`` engines on the job's ``threads``)."""
     if params["backend"] == "hf":
         return make_backend("hf", sampling(params), batch_size=params["batch_size"],
                             threads=threads)
-    return make_backend("vllm", sampling(params), gpus=gpus,
-                        max_model_len=params.get("max_model_len"),
-                        gpu_memory_utilization=params.get("gpu_memory_utilization", 0.9))
+    options = {key: params[key] for key in VLLM_OPTIONS if params.get(key) is not None}
+    return make_backend("vllm", sampling(params), gpus=gpus, threads=threads, **options)
 
 
 def request_seed(seed: int, benchmark: str, problem_id: Any) -> int:
@@ -285,7 +289,7 @@ def run_curve(
     curve = pd.DataFrame(rows, columns=CURVE_COLUMNS).sort_values("step", kind="stable")
     curve = curve.merge(_log_rows(log_csv), on="step", how="left")
     write_csv(out_csv, curve)
-    write_json(out_best, best_checkpoint(rows, run))
+    write_json(out_best, {**best_checkpoint(rows, run), "generation": backend.describe()})
     log.info("%s: %d checkpoints evaluated in %.1f s", run, len(todo), time.monotonic() - started)
 
 
@@ -376,7 +380,7 @@ def run_final(
         "protocol": params,
         "grader": mode,
         # the context the model was sampled with (vLLM: capped at the model's own)
-        "generation": {"backend": params["backend"], **backend.context(model["checkpoint"])},
+        "generation": {**backend.describe(), **backend.context(model["checkpoint"])},
         "benchmarks": {name: benchmark_summary(r, mode) for name, r in results.items()},
     }
     write_json(Path(out_dir) / "summary.json", summary)

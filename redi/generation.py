@@ -12,10 +12,9 @@
   SFT model took 76 s with ``generate`` and 5 s here (1 CPU thread). Other
   architectures use ``model.generate`` with ``num_return_sequences``. Both
   paths give identical tokens under greedy decoding (tests/test_generation.py).
-* ``vllm`` -- ``vllm.LLM`` + ``SamplingParams(n=...)``, imported lazily; one
-  engine per GPU (a spawned process each, data parallel), every request of a
-  model submitted in one call, longest-expected first, so long stragglers of
-  different benchmarks overlap. ``max_model_len`` is capped at the model's own
+* ``vllm`` -- ``redi.vllm_engine``: ``vllm.LLM`` + ``SamplingParams(n=...)``,
+  imported lazily; one engine per GPU, or several CPU engines that split the
+  job's cores (data parallel). ``max_model_len`` is capped at the model's own
   context (``max_position_embeddings``): vLLM refuses a longer one.
 
 Randomness is per request on both backends: prompt ``i`` has a seed
@@ -33,12 +32,9 @@ A completion's ``n_tokens`` counts generated tokens including the stop token
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +100,19 @@ class Backend(ABC):
         """The model's own context length (``max_position_embeddings``)."""
         return {"model_max_position_embeddings": model_context(model)}
 
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What produced the samples: backend, number of engines, device (recorded in
+        every summary and curve record)."""
+
 
 def make_backend(name: str, sampling: Sampling, **options: Any) -> Backend:
     """``hf`` (options: batch_size, threads, fast) or ``vllm`` (gpus, max_model_len, ...)."""
     if name == "hf":
         return HFBackend(sampling=sampling, **options)
     if name == "vllm":
+        from redi.vllm_engine import VLLMBackend
+
         return VLLMBackend(sampling=sampling, **options)
     raise ValueError(f"unknown generation backend {name!r}; expected one of {BACKENDS}")
 
@@ -172,6 +175,12 @@ class HFBackend(Backend):
     threads: int | None = None
     fast: bool = True  # False: always model.generate (the reference path)
     dtype: str = "auto"
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {"backend": "hf", "engines": 1,
+                "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
     def _generate(self, model, prompts, n, priority, seeds):
         import torch
@@ -504,150 +513,3 @@ def _forward(lm, ids, pos, own_mask, prefix_kv, cache, slot: int):
         h = h + attn.o_proj(ctx)
         h = h + layer.mlp(layer.post_attention_layernorm(h))
     return lm.lm_head(body.norm(h[:, -1])), fresh
-
-
-# ---------------------------------------------------------------------- vllm
-
-
-@dataclass
-class VLLMBackend(Backend):
-    """One vLLM engine per GPU; a single ``generate`` call per engine and model."""
-
-    gpus: int = 1
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "bfloat16"
-
-    def context(self, model: str) -> dict[str, Any]:
-        """The engine's ``max_model_len``: the configured one capped at the model's own
-        context (vLLM refuses more, e.g. Qwen2.5-Math-1.5B-Instruct's 4,096)."""
-        own = model_context(model)
-        limits = [x for x in (self.max_model_len, own) if x]
-        capped = min(limits) if limits else None
-        return {"model_max_position_embeddings": own, "max_model_len_requested": self.max_model_len,
-                "max_model_len": capped}
-
-    def _generate(self, model, prompts, n, priority, seeds):
-        tokenizer = load_tokenizer(model)
-        from transformers import AutoConfig
-
-        stops = stop_token_ids(tokenizer, AutoConfig.from_pretrained(model),
-                               self.sampling.stop_tokens)
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        prio = list(priority) if priority is not None else [0.0] * len(prompts)
-        # longest expected first (then longest prompt): stragglers start early
-        order = sorted(range(len(prompts)), key=lambda i: (-prio[i], -len(encoded[i])))
-        world = max(1, self.gpus)
-        # round-robin keeps every engine's mix of long and short requests alike
-        shards = [order[r::world] for r in range(world)]
-        context = self.context(model)
-        if context["max_model_len"] != self.max_model_len:
-            log.info("%s: max_model_len %s capped at the model's context %s", model,
-                     self.max_model_len, context["max_model_len"])
-        job = {
-            "model": model, "n": n, "stops": stops, "sampling": asdict(self.sampling),
-            "max_model_len": context["max_model_len"], "dtype": self.dtype,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-        }
-        log.info("vllm generation: %d prompts x %d samples on %d engine(s)", len(prompts), n, world)
-        requests = [[(encoded[i], seeds[i]) for i in shard] for shard in shards]
-        shard_out = [_vllm_shard(job, requests[0])] if world == 1 else _run_shards(job, requests)
-        results: list[list[Completion] | None] = [None] * len(prompts)
-        for shard, outs in zip(shards, shard_out, strict=True):
-            for i, comps in zip(shard, outs, strict=True):
-                results[i] = [Completion(*c) for c in comps]
-        return results  # type: ignore[return-value]
-
-
-def _vllm_shard(job: dict, requests: list[tuple[list[int], int]]) -> list[list[tuple]]:
-    """Generate on one engine: [(text, n_tokens, finished)] * n per (prompt ids, seed)."""
-    import vllm
-
-    s = job["sampling"]
-    engine_args: dict[str, Any] = {
-        "model": job["model"], "tokenizer": job["model"], "seed": s["seed"],
-        "dtype": job["dtype"], "gpu_memory_utilization": job["gpu_memory_utilization"],
-    }
-    if job["max_model_len"]:
-        engine_args["max_model_len"] = job["max_model_len"]
-    llm = vllm.LLM(**engine_args)
-    # one SamplingParams per request: its seed, not the engine's, decides the samples
-    params = [vllm.SamplingParams(
-        n=job["n"], temperature=s["temperature"], top_p=s["top_p"],
-        max_tokens=_max_tokens(len(ids), s["max_new_tokens"], job["max_model_len"]),
-        stop_token_ids=job["stops"], skip_special_tokens=True, seed=seed,
-    ) for ids, seed in requests]
-    prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
-    outputs = llm.generate(prompts, params, use_tqdm=True)
-    return [[(c.text, len(c.token_ids), c.finish_reason == "stop") for c in o.outputs]
-            for o in outputs]
-
-
-def _max_tokens(prompt_len: int, max_new_tokens: int, max_model_len: int | None) -> int:
-    """A response may use what the context leaves after the prompt (prompt + response
-    <= max_model_len, as in the authors' runs), at most ``max_new_tokens``."""
-    if not max_model_len:
-        return max_new_tokens
-    room = max_model_len - prompt_len
-    if room < 1:
-        raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in max_model_len "
-                         f"{max_model_len}")
-    return min(max_new_tokens, room)
-
-
-def _shard_main(job: dict, requests: list[tuple[list[int], int]], device: str, out: str) -> None:
-    # one GPU per engine; set before vllm (and CUDA) is imported in this process
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
-    result = _vllm_shard(job, requests)
-    with open(out + ".tmp", "wb") as fh:
-        pickle.dump(result, fh)
-    os.replace(out + ".tmp", out)
-
-
-def _run_shards(job: dict, shards: list[list[tuple[list[int], int]]]) -> list[list[list[tuple]]]:
-    """One spawned process per GPU; results come back through files (they are large).
-
-    The entry script must be import-safe (``if __name__ == "__main__":``): spawn
-    re-imports the parent's main module in every child.
-    """
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-    # the job's GPUs: those the scheduler made visible (e.g. SLURM), else 0..N-1
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = visible.split(",") if visible else [str(r) for r in range(len(shards))]
-    if len(devices) < len(shards):
-        raise RuntimeError(f"{len(shards)} vLLM engines but only GPUs {devices} are visible")
-    with tempfile.TemporaryDirectory(prefix="redi-vllm-") as tmp:
-        outs = [str(Path(tmp) / f"shard{r}.pkl") for r in range(len(shards))]
-        procs = [ctx.Process(target=_shard_main, args=(job, s, devices[r], o))
-                 for r, (s, o) in enumerate(zip(shards, outs, strict=True))]
-        for p in procs:
-            p.start()
-        _join_or_stop(procs)
-        result = []
-        for o in outs:
-            with open(o, "rb") as fh:
-                result.append(pickle.load(fh))
-    return result
-
-
-def _join_or_stop(procs: list) -> None:
-    """Wait for every engine; the first failure stops the others (no idle GPUs
-    finishing work that is lost anyway) and raises."""
-    from multiprocessing.connection import wait
-
-    running = list(procs)
-    while running:
-        wait([p.sentinel for p in running])
-        for p in [p for p in running if not p.is_alive()]:
-            p.join()
-            running.remove(p)
-            if p.exitcode != 0:
-                failed = {r: q.exitcode for r, q in enumerate(procs)
-                          if q.exitcode not in (None, 0)}
-                for other in running:
-                    other.kill()
-                    other.join()
-                raise RuntimeError(f"vLLM engine(s) failed (rank: exit code) {failed}; "
-                                   f"{len(running)} other engine(s) stopped")

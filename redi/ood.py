@@ -210,7 +210,7 @@ def evaluate_benchmark(spec: Mapping[str, Any], model: str, params: Mapping[str,
         summary["sandbox"] = {**asdict(capabilities()), "limits": asdict(limits)}
     else:
         frame, correct, extra = grade_multiple_choice(items, ids, completions)
-    summary["generation"] = {"backend": params["backend"], **backend.context(model)}
+    summary["generation"] = {**backend.describe(), **backend.context(model)}
     return frame, {**benchmark_summary(spec, correct, frame, extra), **summary}
 
 

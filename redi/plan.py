@@ -331,6 +331,19 @@ def eval_env(config: Config) -> str:
     return "../envs/vllm.yaml" if backend == "vllm" else "../envs/train.yaml"
 
 
+def eval_python(config: Config) -> str:
+    """The generation jobs' interpreter: ``python`` of the job's environment (the conda
+    env under ``--sdm conda``), or the preset's ``eval.python`` (e.g. the CPU vLLM venv).
+    One rule and one script serve both."""
+    return rc.preset(config)["eval"]["python"] or "python"
+
+
+def _eval_settings(config: Config, *drop: str) -> dict[str, Any]:
+    """The preset's ``eval`` keys that define the samples (not the interpreter)."""
+    return {k: v for k, v in rc.preset(config)["eval"].items()
+            if k not in ("python", *drop)}
+
+
 def benchmark_names(config: Config) -> list[str]:
     return [b["name"] for b in rc.preset(config)["benchmarks"]]
 
@@ -358,9 +371,8 @@ def baseline_download_params(config: Config, name: str) -> dict[str, Any]:
 
 def _generation_params(config: Config, protocol: str) -> dict[str, Any]:
     ev = config["evaluation"]
-    p = rc.preset(config)
     return {
-        **p["eval"],
+        **_eval_settings(config),
         "temperature": ev["temperature"],
         "top_p": ev["top_p"],
         "seed": ev["seed"],
@@ -572,7 +584,7 @@ def ood_eval_params(config: Config, label: str) -> dict[str, Any]:
     preset, ev = rc.preset(config), config["evaluation"]
     model = final_models(config)[label]
     force = model.get("force_think", ev["final"]["force_think"])
-    backend = {k: v for k, v in preset["eval"].items() if k != "max_new_tokens"}
+    backend = _eval_settings(config, "max_new_tokens")
     return {**backend, "temperature": ev["temperature"], "top_p": ev["top_p"],
             "seed": ev["seed"], "think_prefix": ev["think_prefix"],
             "n_samples": ev["final"]["n_samples"], "force_think": force, "protocol": "final",

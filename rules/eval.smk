@@ -5,7 +5,8 @@
 # redi/evaluation.py, redi/ood.py; formats: docs/ARCHITECTURE.md.
 #
 # The backend is the preset's (`eval.backend`): hf (tiny, CPU) or vllm (one
-# engine per GPU of the job); the conda env follows it.
+# engine per GPU of the job, or CPU engines); the conda env follows it, and
+# `eval.python` names another interpreter where there is no conda (the CPU vLLM venv).
 
 localrules:
     download_benchmarks,
@@ -14,6 +15,9 @@ localrules:
 
 
 EVAL_ENV = plan.eval_env(config)
+# the interpreter of the generation jobs: the env's `python`, or eval.python (the CPU
+# vLLM venv of configs/tiny_vllm.yaml); the same rules and scripts either way
+EVAL_PYTHON = plan.eval_python(config)
 BENCH_NAMES = plan.benchmark_names(config)
 # Hub baselines (validated names: one safe path component each) -> their downloads
 HUB_BASELINES = plan.hub_baselines(config)
@@ -92,6 +96,7 @@ rule eval_curve:
         curve_run=plan.one_of(SFT_RUNS + BASE_SFT_RUNS + STAGE2_RUNS),
     params:
         hp=lambda wc: hp(plan.intermediate_eval_params(config)),
+        python=EVAL_PYTHON,
         init=lambda wc, input: shell_args(
             "--init-curve", input.init_curve if "init_curve" in input.keys() else []),
     threads: EVAL_THREADS
@@ -105,7 +110,7 @@ rule eval_curve:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/eval_curve.py --params {params.hp:q} --manifest {input.manifest:q}"
+        "{params.python:q} scripts/eval_curve.py --params {params.hp:q} --manifest {input.manifest:q}"
         " --log-csv {input.log_csv:q} {params.init} --gpus {resources.gpu}"
         " --out {output.curve:q} --best {output.best:q} --threads {threads} --log {log:q}"
 
@@ -122,6 +127,7 @@ rule final_eval:
         label=plan.one_of(FINAL_MODELS),
     params:
         hp=lambda wc: hp(plan.final_model_params(config, FINAL_MODELS[wc.label])),
+        python=EVAL_PYTHON,
         args=final_args,
         out_dir=lambda wc: f"results/eval/final/{wc.label}",
     threads: EVAL_THREADS
@@ -135,7 +141,7 @@ rule final_eval:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/final_eval.py --params {params.hp:q} --label {wildcards.label:q}"
+        "{params.python:q} scripts/final_eval.py --params {params.hp:q} --label {wildcards.label:q}"
         " {params.args} --gpus {resources.gpu} --out-dir {params.out_dir:q}"
         " --threads {threads} --log {log:q}"
 
@@ -152,6 +158,7 @@ rule gen_stats:
         responses="results/eval/genstats/{run}.responses.parquet",
     params:
         hp=lambda wc: hp(plan.genstats_params(config)),
+        python=EVAL_PYTHON,
     threads: EVAL_THREADS
     resources:
         gpu=EVAL_GPUS,
@@ -163,7 +170,7 @@ rule gen_stats:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/gen_stats.py --params {params.hp:q} --manifest {input.manifest:q}"
+        "{params.python:q} scripts/gen_stats.py --params {params.hp:q} --manifest {input.manifest:q}"
         " --gpus {resources.gpu} --out {output.stats:q} --responses {output.responses:q}"
         " --threads {threads} --log {log:q}"
 
@@ -182,6 +189,7 @@ rule ood_eval:
         label=plan.one_of(FINAL_MODELS),
     params:
         hp=lambda wc: hp(plan.ood_eval_params(config, wc.label)),
+        python=EVAL_PYTHON,
         args=final_args,
         out_dir=lambda wc: f"results/eval/ood/{wc.label}",
     threads: EVAL_THREADS
@@ -195,6 +203,6 @@ rule ood_eval:
     conda:
         EVAL_ENV
     shell:
-        "python scripts/ood_eval.py --params {params.hp:q} --label {wildcards.label:q}"
+        "{params.python:q} scripts/ood_eval.py --params {params.hp:q} --label {wildcards.label:q}"
         " {params.args} --gpus {resources.gpu} --out-dir {params.out_dir:q}"
         " --threads {threads} --log {log:q}"

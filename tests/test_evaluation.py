@@ -43,6 +43,9 @@ class ScriptedBackend(Backend):
     def context(self, model):
         return {"max_model_len": None}  # scripted models have no config
 
+    def describe(self):
+        return {"backend": "scripted", "engines": 1, "device": "cpu"}
+
 
 def answer(problem: str, right: bool, close: bool = True, waits: int = 0) -> str:
     i = int(problem.split()[-1])
@@ -231,7 +234,8 @@ def test_curves_and_best_checkpoints(tmp_path, bench, tiny_model_dir) -> None:  
     assert list(curve["epoch"]) == [1.0, 2.0, 3.0]
     best = json.loads((tmp_path / "sft.best.json").read_text())
     assert best == {"run": "sft_3ep", "step": 20, "epoch": 2.0, "accuracy": 0.75,
-                    "checkpoint": str(sft / "checkpoints" / "step-000020")}  # tie -> earliest
+                    "checkpoint": str(sft / "checkpoints" / "step-000020"),  # tie -> earliest
+                    "generation": backend.describe()}  # what sampled the curve
     assert all(not p.endswith("<think>\n") for p in backend.calls[0][1])  # not forced
 
     # stage 2: step 0 is the SFT curve's row of the init checkpoint (not re-evaluated)

@@ -16,11 +16,8 @@ from redi.generation import (
     STOP_TOKENS,
     HFBackend,
     Sampling,
-    VLLMBackend,
     _decode_generate,
     _decode_incremental,
-    _join_or_stop,
-    _max_tokens,
     fast_path_supported,
     make_backend,
     sample_next,
@@ -28,6 +25,7 @@ from redi.generation import (
 )
 from redi.models import load_causal_lm, load_tokenizer
 from redi.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
+from redi.vllm_engine import VLLMBackend, _join_or_stop, _max_tokens, engine_placements
 
 PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
 
@@ -276,3 +274,37 @@ def test_responses_fit_the_capped_context(tiny_model_dir, stand_in_vllm) -> None
     out = backend.generate(str(tiny_model_dir), ["a b c"], 2)
     assert [len(cs) for cs in out] == [2]
     assert engine_log(stand_in_vllm)[0]["max_model_len"] == 1024
+
+
+def test_every_engine_is_shut_down(tiny_model_dir, stand_in_vllm, monkeypatch) -> None:
+    """vLLM's engine-core process ends only on an explicit shutdown: each engine (in
+    process and spawned) calls it, or the spawned shard would never exit."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    for gpus in (1, 2):
+        VLLMBackend(sampling=Sampling(seed=1), gpus=gpus).generate(
+            str(tiny_model_dir), ["a", "b c", "d e f"], 2)
+    events = stand_in_vllm.with_suffix(".events").read_text().splitlines()
+    assert [e.split()[0] for e in events] == ["shutdown"] * 3
+    assert len({e.split()[2] for e in events[1:]}) == 2  # two engine processes
+
+
+def test_eight_gpu_engines_get_one_device_each(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert engine_placements(8, 8, 8) == [{"CUDA_VISIBLE_DEVICES": str(r)} for r in range(8)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert [p["CUDA_VISIBLE_DEVICES"] for p in engine_placements(4, 4, 8)] == ["4", "5", "6", "7"]
+
+
+def test_cpu_engines_split_the_job_cores(monkeypatch) -> None:
+    """CPU engines bind to their own slice of the job's cores when the process may run
+    on exactly those (vLLM's default binds every engine to the first core); with more
+    cores visible than the job's, they stay unbound with their share of threads."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert engine_placements(0, 2, 2) == [{"VLLM_CPU_OMP_THREADS_BIND": "0"},
+                                          {"VLLM_CPU_OMP_THREADS_BIND": "1"}]
+    assert engine_placements(0, 1, 2) == [{"VLLM_CPU_OMP_THREADS_BIND": "0,1"}]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7})
+    assert engine_placements(0, 2, 4) == [{"VLLM_CPU_OMP_THREADS_BIND": "4,5"},
+                                          {"VLLM_CPU_OMP_THREADS_BIND": "6,7"}]
+    shared = engine_placements(0, 2, 2)  # a 2-thread job on a 4-core machine
+    assert shared == [{"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}] * 2

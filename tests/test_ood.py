@@ -38,6 +38,9 @@ class ScriptedBackend(Backend):
     def context(self, model):
         return {"max_model_len": None}
 
+    def describe(self):
+        return {"backend": "scripted", "engines": 1, "device": "cpu"}
+
 
 @pytest.fixture
 def data(tmp_path) -> dict:
@@ -112,9 +115,9 @@ def test_ood_job_numbers_prompts_and_files(tmp_path, data, tiny_model_dir):  # n
     assert code["frac_truncated"] == pytest.approx(2 / 8)  # sample 3 of each problem
     assert code["mean_tokens"] == pytest.approx(6.5)
     assert code["sandbox"]["limits"]["timeout_s"] == 3.0
-    assert set(code["sandbox"]["namespaces"]) <= {"net", "pid"}
-    assert code["data"]["sha256"] and code["generation"] == {"backend": "hf",
-                                                            "max_model_len": None}
+    assert {"mount", "pid", "ipc", "net"} <= set(code["sandbox"]["namespaces"])
+    assert code["data"]["sha256"] and code["generation"] == {
+        "backend": "scripted", "engines": 1, "device": "cpu", "max_model_len": None}
     # multiple choice: [[1,0,0,1],[1,1,1,0]] -> 5/8; P_j = [1, 1/2, 1/2, 1/2]
     assert mc["pass@1"] == pytest.approx(5 / 8)
     assert mc["pass@1_sem"] == pytest.approx(math.sqrt(0.046875) / 2)

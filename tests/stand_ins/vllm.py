@@ -1,5 +1,7 @@
-"""Test stand-in for ``vllm`` (0.33): the classes the project uses, with the real
-signatures and the checks the real engine makes, and no GPU.
+"""Test stand-in for ``vllm`` (0.33) on GPUs: the classes the project uses, with the
+real signatures and the checks the real engine makes, and no GPU. It tests what a CPU
+machine cannot run on the real engine: several GPU engines' device assignment
+(tests/test_vllm_engine.py runs the real CPU engine).
 
 Put this folder on ``PYTHONPATH`` (spawned engine processes import it too).
 What vLLM 0.33 does and this stand-in mirrors (shared/notes/cluster-on-cpu.md):
@@ -53,15 +55,22 @@ def _max_positions(model: str) -> int | None:
 class LLM:
     def __init__(self, model: str, tokenizer: str | None = None, seed: int = 0,
                  dtype: str = "auto", gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None) -> None:
+                 max_model_len: int | None = None, enforce_eager: bool = False) -> None:
         own = _max_positions(model)
         if max_model_len is not None and own is not None and max_model_len > own:
             raise ValueError(f"User-specified max_model_len ({max_model_len}) is greater than "
                              f"the derived max_model_len (max_position_embeddings={own})")
         self.args = {"model": model, "tokenizer": tokenizer, "seed": seed, "dtype": dtype,
                      "gpu_memory_utilization": gpu_memory_utilization,
-                     "max_model_len": max_model_len}
+                     "max_model_len": max_model_len, "enforce_eager": enforce_eager}
         self.seed = seed
+        # what the job must call: the engine-core process ends only on shutdown()
+        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=self._shutdown))
+        self.shut_down = False
+
+    def _shutdown(self, timeout: float | None = None) -> None:
+        self.shut_down = True
+        self._log_event("shutdown")
 
     def generate(self, prompts, sampling_params=None, use_tqdm: bool = True):
         if sampling_params is None:
@@ -97,3 +106,9 @@ class LLM:
             with open(path, "a") as fh:
                 fh.write(json.dumps({**self.args, "n_requests": n_requests,
                                      "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+
+    def _log_event(self, event: str) -> None:
+        path = os.environ.get("VLLM_STAND_IN_LOG")
+        if path:
+            with open(Path(path).with_suffix(".events"), "a") as fh:
+                fh.write(f"{event} {self.args['model']} {os.getpid()}\n")
