@@ -254,31 +254,36 @@ HUB_SOURCES: dict[str, tuple[str | None, str, Callable[[dict], dict]]] = {
 DOWNLOAD_RECORD = "download.json"  # what was fetched, next to the benchmark files
 
 
-def download_benchmarks(specs: Sequence[dict[str, Any]], out_dir: str | Path) -> list[dict]:
-    """Fetch every spec's ``hub`` dataset at its ``revision`` and write
-    ``<out_dir>/<file>`` plus ``<out_dir>/download.json`` (needs network)."""
-    from datasets import load_dataset
+# what a download job suggests when the Hub and the cache both fail
+LOCAL_INSTEAD = ("or set the preset's `benchmarks_dir` to a folder holding every benchmark's "
+                 "`file` ({id, problem, answer} JSON; no download)")
 
-    from redi import hub
+
+def download_benchmarks(specs: Sequence[dict[str, Any]], out_dir: str | Path) -> list[dict]:
+    """Every spec's ``hub`` dataset at its pinned ``revision`` (the Hub, or offline the
+    Hugging Face cache: ``redi.hub.load_dataset``) written as ``<out_dir>/<file>`` plus
+    ``<out_dir>/download.json``; returns the records."""
     from redi.io import atomic_path
 
-    fetched = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for spec in specs:
-            repo = spec.get("hub")
-            if repo not in HUB_SOURCES:
-                raise ValueError(f"benchmark {spec['name']}: no Hub loader for {repo!r}; "
-                                 f"known: {sorted(HUB_SOURCES)} (or set benchmarks_dir)")
-            config, split, mapper = HUB_SOURCES[repo]
-            commit = hub.resolve(repo, "dataset", spec["revision"])
-            rows = load_dataset(repo, config, split=split, revision=commit or spec["revision"])
-            items = normalize_items(spec["name"], [mapper(dict(r)) for r in rows])
-            (tmp / spec["file"]).write_text(json.dumps(items, indent=1))
-            fetched.append(hub.record(repo, "dataset", spec["revision"], commit,
-                                      benchmark=spec["name"], config=config, split=split,
-                                      file=spec["file"], n_problems=len(items)))
-            log.info("downloaded %s (%s@%s): %d problems", spec["name"], repo,
-                     commit or spec["revision"], len(items))
+        fetched = [_download_one(spec, tmp) for spec in specs]
         (tmp / DOWNLOAD_RECORD).write_text(json.dumps({"benchmarks": fetched}, indent=1) + "\n")
     return fetched
+
+
+def _download_one(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    from redi import hub
+
+    repo = spec.get("hub")
+    if repo not in HUB_SOURCES:
+        raise ValueError(f"benchmark {spec['name']}: no Hub loader for {repo!r}; "
+                         f"known: {sorted(HUB_SOURCES)} (or set benchmarks_dir)")
+    config, split, mapper = HUB_SOURCES[repo]
+    rows, commit = hub.load_dataset(repo, config, split, spec["revision"], LOCAL_INSTEAD)
+    items = normalize_items(spec["name"], [mapper(dict(r)) for r in rows])
+    (out_dir / spec["file"]).write_text(json.dumps(items, indent=1))
+    log.info("benchmark %s: %s@%s (commit %s), %d problems", spec["name"], repo,
+             spec["revision"], commit, len(items))
+    return hub.record(repo, "dataset", spec["revision"], commit, benchmark=spec["name"],
+                      config=config, split=split, file=spec["file"], n_problems=len(items))

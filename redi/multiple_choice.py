@@ -121,40 +121,29 @@ def _validate_row(row: Mapping[str, Any], where: str) -> None:
 # ---------------------------------------------------------------------- loading
 
 
-def load_rows(source: str | Path, token: str | None = None) -> list[dict[str, Any]]:
-    """``hub`` / ``hub:<config>`` for the Hub dataset, otherwise a local file path."""
-    text = str(source)
-    if text == "hub" or text.startswith("hub:"):
-        return load_hub(text.partition(":")[2] or HUB_CONFIG, token=token)
+def load_rows(source: str | Path) -> list[dict[str, Any]]:
+    """Rows of a local file (the Hub copy is written locally by :func:`download_hub`)."""
     return load_local(source)
 
 
-def load_hub(config: str = HUB_CONFIG, token: str | None = None,
-             revision: str | None = None) -> list[dict[str, Any]]:
-    """The gated Hub dataset (needs an accepted licence and a token)."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(HUB_REPO, config, split="train", token=token,
-                                   revision=revision)
-    except Exception as exc:
-        raise RuntimeError(f"could not load {HUB_REPO} ({config}): it is gated; accept its "
-                           f"terms on the Hub and pass a token or set HF_TOKEN ({exc})") from exc
-    return [dict(row) for row in ds]
+# what the download job suggests when the Hub and the cache both fail
+LOCAL_INSTEAD = ("or set the benchmark's `file` to a local .json/.jsonl/.csv with the Hub's "
+                 "columns (no download)")
 
 
 def download_hub(out: str | Path, record_out: str | Path, config: str | None = None,
                  revision: str = "main", repo: str = HUB_REPO) -> dict[str, Any]:
-    """Fetch the gated Hub dataset at ``revision`` into ``out`` (JSONL, the Hub's columns:
-    what :func:`load_local` reads) and write what was fetched to ``record_out``."""
+    """The gated Hub dataset at ``revision`` (the Hub, or offline the Hugging Face cache)
+    written to ``out`` (JSONL, the Hub's columns: what :func:`load_local` reads), and
+    what was fetched to ``record_out``."""
     from redi import hub
     from redi.io import write_json, write_text
 
     if repo != HUB_REPO:
         raise ValueError(f"no multiple-choice loader for {repo!r} (known: {HUB_REPO})")
     config = config or HUB_CONFIG
-    commit = hub.resolve(repo, "dataset", revision)
-    rows = load_hub(config, revision=commit or revision)
+    ds, commit = hub.load_dataset(repo, config, "train", revision, LOCAL_INSTEAD)
+    rows = [dict(r) for r in ds]
     build_items(rows, source=f"{repo}:{config}")  # the columns the evaluation needs
     write_text(out, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
     record = hub.record(repo, "dataset", revision, commit, config=config, split="train",
