@@ -494,9 +494,16 @@ def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
             "ref": f"results/train/ref_logps/{init}.parquet" if needs_ref else []}
 
 
+def benchmark_validation_params(config: Config) -> dict[str, Any]:
+    """Every benchmark file of the run, math and out-of-domain, for the check that runs
+    before any generation job (what each file is, not how it is sampled)."""
+    return {"benchmarks": benchmark_specs(config),
+            "ood": [{k: b[k] for k in ("name", "kind", "path")} for b in ood_benchmarks(config)]}
+
+
 def curve_inputs(config: Config, run: str) -> dict[str, Any]:
     inputs = {"manifest": manifest(run), "log_csv": f"results/train/{run}/log.csv",
-              "bench": rc.benchmarks_dir(config)}
+              "bench": rc.benchmarks_dir(config), "valid": BENCHMARKS_VALID}
     if run in config["runs"]:  # step 0 = the init SFT model, from its curve
         inputs["init_curve"] = f"results/eval/curves/{init_run(config, run)}.csv"
     return inputs
@@ -504,7 +511,8 @@ def curve_inputs(config: Config, run: str) -> dict[str, Any]:
 
 def final_inputs(config: Config, label: str) -> dict[str, Any]:
     spec = final_models(config)[label]
-    inputs = {"bench": rc.benchmarks_dir(config), "manifests": [], "bests": [], "model_dir": []}
+    inputs = {"bench": rc.benchmarks_dir(config), "valid": BENCHMARKS_VALID, "manifests": [],
+              "bests": [], "model_dir": []}
     if spec["kind"] == "sft" or (spec["kind"] == "run" and spec["checkpoint"] == "last"):
         inputs["manifests"] = [manifest(spec["run"])]
     elif spec["kind"] == "run":
@@ -528,6 +536,8 @@ def final_args(wildcards: Any, input: Any) -> str:
 TOY_BENCHMARKS_DIR = "results/data/toy_benchmarks"  # toy_corpus's benchmark folder
 OOD_TOY_DIR = "results/data/toy_ood"  # rule toy_ood: <name>.jsonl
 OOD_DOWNLOAD_DIR = "results/data/ood"  # rule download_ood: <name>.jsonl + .download.json
+# rule validate_benchmarks: every benchmark file checked, before any generation job
+BENCHMARKS_VALID = "results/data/benchmarks_valid.json"
 TABLE5_OUTPUTS = {"csv": "results/table5.csv", "md": "results/table5.md"}
 
 

@@ -10,6 +10,7 @@ localrules:
     other_base_model,
     data_report,
     toy_ood,
+    validate_benchmarks,
 
 
 # Table 5's generated out-of-domain sets (tiny preset)
@@ -292,3 +293,23 @@ rule data_report:
     shell:
         "python scripts/data_report.py --filter {input.filter:q} --length {input.length:q}"
         " --sft-length {input.sft_length:q} {params.verify} --out {output:q} --log {log:q}"
+
+
+rule validate_benchmarks:
+    """Every benchmark file (math and out-of-domain) checked against its schema (UTF-8,
+    well-formed, unique ids, non-empty problems, gradable answers) before any generation
+    job: a bad file stops the workflow naming the file, the item and the rule."""
+    input:
+        bench=rc.benchmarks_dir(config),
+        ood=[b["path"] for b in plan.ood_benchmarks(config) if b["path"]],
+        code=code("scripts/validate_benchmarks.py"),
+    output:
+        plan.BENCHMARKS_VALID,
+    params:
+        hp=lambda wc: hp(plan.benchmark_validation_params(config)),
+    log:
+        f"{LOGS}/validate_benchmarks.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/validate_benchmarks.py --params {params.hp:q} --out {output:q} --log {log:q}"

@@ -153,6 +153,7 @@ rule gen_stats:
         manifest="results/train/{run}/manifest.json",
         init=get_init_manifest,
         bench=rc.benchmarks_dir(config),
+        valid=plan.BENCHMARKS_VALID,
     output:
         stats="results/eval/genstats/{run}.csv",
         responses="results/eval/genstats/{run}.responses.parquet",
