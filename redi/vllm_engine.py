@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -92,8 +93,12 @@ class VLLMBackend(Backend):
                 shard_out = [_vllm_shard(job, requests[0])]
         else:
             shard_out = _run_shards(job, requests, placements)
+        for rank, (_, timing) in enumerate(shard_out):
+            log.info("engine %d: started in %.1f s, %d tokens generated in %.1f s (%.0f tokens/s)",
+                     rank, timing["start_s"], timing["tokens"], timing["generate_s"],
+                     timing["tokens"] / max(timing["generate_s"], 1e-9))
         results: list[list[Completion] | None] = [None] * len(prompts)
-        for shard, outs in zip(shards, shard_out, strict=True):
+        for shard, (outs, _) in zip(shards, shard_out, strict=True):
             for i, comps in zip(shard, outs, strict=True):
                 results[i] = [Completion(*c) for c in comps]
         return results  # type: ignore[return-value]
@@ -189,9 +194,9 @@ def _engine_env(job: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def _vllm_shard(job: dict, requests: list[Request]) -> list[list[tuple]]:
-    """Generate on one engine: [(text, n_tokens, finished)] * n per (prompt ids, seed);
-    the engine is shut down before returning, also on error, and an error carries the
+def _vllm_shard(job: dict, requests: list[Request]) -> tuple[list[list[tuple]], dict]:
+    """Generate on one engine: [(text, n_tokens, finished)] * n per (prompt ids, seed),
+    and the engine's timing (start-up, generation, tokens); the engine is shut down before returning, also on error, and an error carries the
     engine's own messages (its engine-core process prints them, it raises only
     "EngineDeadError ... see stack trace above")."""
     with _OutputTail() as tail:
@@ -202,7 +207,8 @@ def _vllm_shard(job: dict, requests: list[Request]) -> list[list[tuple]]:
                                f"engine output:\n{tail.errors()}") from err
 
 
-def _generate_on_engine(job: dict, requests: list[Request]) -> list[list[tuple]]:
+def _generate_on_engine(job: dict, requests: list[Request]) -> tuple[list[list[tuple]], dict]:
+    started = time.monotonic()
     with _environment(_engine_env(job)):
         import vllm
 
@@ -218,6 +224,7 @@ def _generate_on_engine(job: dict, requests: list[Request]) -> list[list[tuple]]
         if not job["chunked_prefill"]:
             engine_args["enable_chunked_prefill"] = False
         llm = vllm.LLM(**engine_args)
+    timing = {"start_s": time.monotonic() - started}
     try:
         # one SamplingParams per request: its seed, not the engine's, decides the samples
         params = [vllm.SamplingParams(
@@ -226,9 +233,12 @@ def _generate_on_engine(job: dict, requests: list[Request]) -> list[list[tuple]]
             stop_token_ids=job["stops"], skip_special_tokens=True, seed=seed,
         ) for ids, seed in requests]
         prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
+        started = time.monotonic()
         outputs = llm.generate(prompts, params, use_tqdm=True)
+        timing["generate_s"] = time.monotonic() - started
+        timing["tokens"] = sum(len(c.token_ids) for o in outputs for c in o.outputs)
         return [[(c.text, len(c.token_ids), c.finish_reason == "stop") for c in o.outputs]
-                for o in outputs]
+                for o in outputs], timing
     finally:
         llm.llm_engine.engine_core.shutdown()
 
@@ -321,7 +331,7 @@ def _stop_children() -> None:
 
 
 def _run_shards(job: dict, shards: list[list[Request]],
-                placements: list[dict[str, str]]) -> list[list[list[tuple]]]:
+                placements: list[dict[str, str]]) -> list[tuple[list[list[tuple]], dict]]:
     """One spawned process per engine; results come back through files (they are large).
 
     The entry script must be import-safe (``if __name__ == "__main__":``): spawn

@@ -19,6 +19,21 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "redi", "envs"
                   "report")
 
 
+# the venv of scripts/setup_vllm_cpu.sh (configs/tiny_vllm.yaml's eval.python)
+VLLM_PYTHON = Path(os.environ.get("REDI_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+
+
+def require_vllm() -> Path:
+    """The real engine's interpreter; a test without it is skipped, except in CI, where
+    it fails (.ci/run makes the venv)."""
+    if not VLLM_PYTHON.is_file():
+        reason = f"no vLLM venv at {VLLM_PYTHON} (bash scripts/setup_vllm_cpu.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return VLLM_PYTHON
+
+
 def copy_workflow(dest: Path) -> Path:
     """A private copy of the workflow (Snakemake writes .snakemake/ and results/ there)."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import copy_workflow, planned_jobs, snakemake
+from tests.conftest import copy_workflow, planned_jobs, require_vllm, snakemake
 
 TABLE2_ORDER = ["SFT-3ep", "DPO", "SimPO", "Symmetric REDI", "REDI"]
 
@@ -203,3 +204,52 @@ def test_editing_the_plotting_module_replans_only_figures(tiny_run):
         os.utime(plotting, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     jobs.pop("all", None)
     assert jobs == {"figure": 9}  # one wildcard rule: fig2 ... fig10
+
+
+# rules whose jobs generate text; the overlay of the real engine may rerun only these
+# and what is computed from their outputs
+GENERATION_RULES = {"eval_curve", "final_eval", "gen_stats", "ood_eval"}
+TRAINING_AND_DATA_RULES = {"toy_corpus", "tokenizer", "base_model", "filter_data",
+                           "length_filter", "sft_length", "sft", "ref_logps", "stage2",
+                           "validate_benchmarks", "toy_ood"}
+
+
+def use_vllm_venv(workdir: Path) -> None:
+    link = workdir / ".venv-vllm"
+    if not link.exists():
+        link.symlink_to(require_vllm().parents[1])
+
+
+def test_real_engine_overlay_reruns_only_generation(tiny_run):
+    """configs/tiny_vllm.yaml on a finished tiny run: every generation job of Table 2 is
+    planned again (the backend is part of their parameters), no training or data job."""
+    use_vllm_venv(tiny_run)
+    jobs = planned_jobs(snakemake(tiny_run, "-n", "results/table2.csv", "--configfile",
+                                  "configs/tiny_vllm.yaml"))
+    assert {"eval_curve", "final_eval"} <= set(jobs)
+    assert not set(jobs) & TRAINING_AND_DATA_RULES, jobs
+
+
+def test_real_engine_agrees_with_hf_on_the_same_checkpoint(tiny_run, tmp_path):
+    """The final evaluation of SFT-3ep, 16 samples per problem, by the HF backend (the
+    plain run) and by 2 real vLLM engines: the samplers differ, the protocol must not,
+    so pass@1 agrees within 3 combined SEM on every toy benchmark."""
+    use_vllm_venv(tiny_run)
+    run = shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)  # keeps mtimes
+    target = "results/eval/final/sft_3ep/summary.json"
+    hf = json.loads((run / target).read_text())
+    start = time.monotonic()
+    snakemake(run, "--cores", "2", target, "--configfile", "configs/tiny_vllm.yaml")
+    print(f"\nfinal evaluation of sft_3ep on 2 vLLM engines: {time.monotonic() - start:.0f} s")
+    vllm = json.loads((run / target).read_text())
+    assert hf["generation"]["backend"] == "hf"
+    assert {k: vllm["generation"][k] for k in ("backend", "engines", "device")} == {
+        "backend": "vllm", "engines": 2, "device": "cpu"}
+    for name, ours in vllm["benchmarks"].items():
+        ref = hf["benchmarks"][name]
+        assert (ours["n_problems"], ours["n_samples"]) == (ref["n_problems"], 16)
+        combined = math.sqrt(ours["pass@1_sem"] ** 2 + ref["pass@1_sem"] ** 2)
+        print(f"{name}: hf {ref['pass@1']:.4f} ± {ref['pass@1_sem']:.4f}, "
+              f"vllm {ours['pass@1']:.4f} ± {ours['pass@1_sem']:.4f}, "
+              f"|diff| / combined SEM {abs(ours['pass@1'] - ref['pass@1']) / combined:.2f}")
+        assert abs(ours["pass@1"] - ref["pass@1"]) <= 3 * combined, name

