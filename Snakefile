@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
+include: "rules/claims.smk"
 
 report: "report/workflow.rst"
 

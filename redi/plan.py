@@ -963,4 +963,5 @@ def all_targets(config: Config) -> list[str]:
         *TABLE5_OUTPUTS.values(),
         TOKEN_CORRELATION,
         *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
+        "results/claims.csv", "results/claims.md",  # redi.claims.OUTPUTS (rules/claims.smk)
     ]

@@ -1,0 +1,34 @@
+# The claims check: each finding the paper states (redi.claims.CLAIMS) as an explicit
+# rule over this run's tables and curves, with its verdict and the paper's figure.
+# Cheap CPU work: a local rule, never submitted to a cluster.
+
+from redi import claims as claims_check
+
+
+localrules:
+    claims,
+
+
+CLAIMS_INPUTS = claims_check.claims_inputs(config)
+
+
+rule claims:
+    """Verdict per paper claim (holds / does not hold / not enough evidence)."""
+    input:
+        code=code("scripts/make_claims.py"),
+        tables=CLAIMS_INPUTS["tables"],
+        curves=CLAIMS_INPUTS["curves"],
+    output:
+        csv=report(claims_check.OUTPUTS["csv"], caption="../report/claims.rst",
+                   category="Claims"),
+        md=report(claims_check.OUTPUTS["md"], caption="../report/claims.rst",
+                  category="Claims"),
+    params:
+        hp=lambda wc: hp(claims_check.claims_spec(config)),
+    log:
+        f"{LOGS}/report/claims.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python scripts/make_claims.py --params {params.hp:q} --tables {input.tables:q}"
+        " --curves {input.curves:q} --csv {output.csv:q} --md {output.md:q} --log {log:q}"
