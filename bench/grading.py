@@ -1,4 +1,4 @@
-"""Benchmark 3: grading throughput (responses/s) of every mode of ``redi.grading.MODES``.
+"""Grading throughput (responses/s) of every mode of ``redi.grading.MODES``.
 
 A thin wrapper around ``scripts/bench_grading.py`` (the worker pool on typical long
 responses graded against the five real benchmark files, 16 samples per problem): it

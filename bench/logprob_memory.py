@@ -1,4 +1,4 @@
-"""Benchmark 2: memory of per-token log-probs (and entropy) at the real vocabulary.
+"""Memory of per-token log-probs (and entropy) at the real vocabulary.
 
 Vocabulary 151,936, hidden 1,536, T = 4,096 and 8,192 tokens, fp32, forward + backward
 (a fixed random upstream gradient, as a per-token weighted loss): our chunked path
@@ -13,11 +13,11 @@ the children saved. Goal: chunked peak <= 1/8 of naive, max |difference| <= 1e-4
 in the log-probs, SFT and REDI) against the naive weighted sum. Beside the ratio of peaks,
 the table gives the ratio beyond the [V, H] weight gradient, which both paths must hold.
 
-``--what entropy`` measures the per-token entropy of ``chunked_token_entropy`` (issue 11;
-it returns (log-probs, entropy)) the same way, if ``redi.logprobs`` has it; adding another
+``--what entropy`` measures the per-token entropy of ``chunked_token_entropy`` (it
+returns (log-probs, entropy)) the same way, if ``redi.logprobs`` has it; adding another
 quantity = one naive function and one entry of ``QUANTITIES``.
 
-    python bench/logprob_memory.py            # the issue's sizes (naive logps T=8192: 14 GiB;
+    python bench/logprob_memory.py            # the default sizes (naive logps T=8192: 14 GiB;
                                               # naive entropy T=8192 needs ~23 GiB: skipped on 24)
     python bench/logprob_memory.py --quick    # tiny sizes (smoke test)
 """
@@ -227,8 +227,8 @@ def bench_one(what: str, tokens: int, sizes: dict[str, Any], threads: int, tmp: 
 
 def measurable(what: str) -> bool:
     if chunked(QUANTITIES[what].chunked_name) is None:
-        print(f"   {what}: redi.logprobs.{QUANTITIES[what].chunked_name} is not there yet "
-              f"(issue 11): not measured")
+        print(f"   {what}: redi.logprobs.{QUANTITIES[what].chunked_name} is not there: "
+              f"not measured")
         return False
     return True
 

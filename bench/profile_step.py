@@ -1,6 +1,6 @@
 """Profile one optimizer step of our SFT, DPO and REDI runs (torch.profiler, CPU).
 
-The model and data are benchmark 1's (``train_vs_trl.prepare``: random Qwen2 with the real
+The model and data are train_vs_trl.py's (``train_vs_trl.prepare``: random Qwen2 with the real
 151,936-token vocabulary, hidden 256, 2 layers; synthetic pairs), one process, fixed
 threads. Each objective runs ``run_sft`` / ``run_stage2`` as the workflow does; the
 profiler records the SECOND of three optimizer steps only (the first is warm-up; model

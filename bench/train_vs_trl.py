@@ -1,4 +1,4 @@
-"""Benchmark 1: our training engine vs TRL 1.16 on the same CPU, model, weights and token ids.
+"""Our training engine vs TRL 1.16 on the same CPU, model, weights and token ids.
 
 Model: a randomly initialised Qwen2 with the real 151,936-token vocabulary, hidden 256,
 2 layers, tied embeddings (saved once as a Hugging Face folder). Data: 64 pairs of
@@ -26,7 +26,7 @@ over steps 2..N (the first step is warm-up; ``all steps`` includes it). Our log.
 gives per-step tokens and times; TRL's steps are timed by a callback and their tokens
 are known because TRL sees the examples in our step order (``sequential`` sampler).
 
-    python bench/train_vs_trl.py            # the issue's sizes (about an hour per rep)
+    python bench/train_vs_trl.py            # the default sizes (about an hour per rep)
     python bench/train_vs_trl.py --quick    # tiny sizes, one rep (smoke test)
     python bench/train_vs_trl.py --pairs 16 --workdir W --json r.json   # 2 steps per run
     python bench/train_vs_trl.py --report r.json                        # print r.json again

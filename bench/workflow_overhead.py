@@ -1,4 +1,4 @@
-"""Benchmark 4: Snakemake's own overhead -- planning and the no-op rerun.
+"""Snakemake's own overhead -- planning and the no-op rerun.
 
 Wall time, median of 5 (after one untimed warm-up run), of
 

@@ -206,7 +206,7 @@ def evaluate_benchmark(spec: Mapping[str, Any], model: str, params: Mapping[str,
         limits = Limits(timeout_s=params["sandbox"]["timeout_s"],
                         memory_mb=params["sandbox"]["memory_mb"])
         frame, correct, extra = grade_code(items, ids, completions, limits, threads)
-        # what isolated the programs on this machine (README: where namespaces are missing)
+        # what isolated the programs on this machine (docs/SANDBOX.md: what holds where)
         summary["sandbox"] = {**asdict(capabilities()), "limits": asdict(limits)}
     else:
         frame, correct, extra = grade_multiple_choice(items, ids, completions)
