@@ -316,6 +316,12 @@ INVALID = [
     ("presets.paper.base_models.qwen7b.tokenizer",
      lambda c, _: paper(c)["base_models"]["qwen7b"].update(tokenizer="llama3b"),
      "is not one of"),
+    # the CPU vLLM venv of configs/tiny_vllm.yaml, not made yet
+    ("presets.tiny.eval.python",
+     lambda c, _: tiny(c)["eval"].update(backend="vllm", python=".venv-vllm/bin/python"),
+     "bash scripts/setup_vllm_cpu.sh"),
+    ("presets.tiny.eval.cpu_engines",
+     lambda c, _: tiny(c)["eval"].update(cpu_engines=0), "less than the minimum"),
 ]
 
 
@@ -378,6 +384,27 @@ def test_a_real_run_with_an_invalid_config_starts_nothing(cli_workflow, tmp_path
     assert proc.returncode == 1
     assert "invalid config key 'evaluation.temperature' = nan" in proc.stdout + proc.stderr
     assert not (cli_workflow / "results").exists()
+
+
+def test_the_real_engine_overlay(cfg, tmp_path):
+    """configs/tiny_vllm.yaml: only the generation jobs' parameters change, and the
+    interpreter is a rule parameter, not a job hyper-parameter."""
+    overlay = yaml.safe_load((ROOT / "configs" / "tiny_vllm.yaml").read_text())
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text("")
+    vllm = copy.deepcopy(cfg)
+    vllm["presets"]["tiny"]["eval"].update(overlay["presets"]["tiny"]["eval"], python=str(python))
+    vllm["presets"]["tiny"]["resources"].update(overlay["presets"]["tiny"]["resources"])
+    rc.validate_config(vllm, root=tmp_path)
+    rc.validate_config(cfg)
+    assert plan.eval_python(cfg) == "python" and plan.eval_python(vllm) == str(python)
+    curve = plan.intermediate_eval_params(vllm)
+    assert (curve["backend"], curve["cpu_engines"], curve["dtype"]) == ("vllm", 2, "float32")
+    assert "python" not in curve and "python" not in plan.ood_eval_params(vllm, "sft_3ep")
+    for job in (lambda c: plan.sft_params(c, 3), lambda c: plan.stage2_params(c, "redi_a0.8_lr1e-6"),
+                lambda c: plan.analysis_params(c), lambda c: plan.benchmark_validation_params(c)):
+        assert job(vllm) == job(cfg)
 
 
 def test_schema_defaults_are_filled(cfg):
