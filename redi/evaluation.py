@@ -166,8 +166,11 @@ def evaluate_model(
     modes: Sequence[str],
     force_think: bool | None = None,
 ) -> dict[str, BenchmarkResult]:
-    """Generate ``n_samples`` per problem of every benchmark in one backend call; grade."""
+    """Generate ``n_samples`` per problem of every benchmark in one backend call; grade.
+    ``params["thinks"]`` false (a model that does not think): rllm and strict grade
+    the whole response instead of the text after ``</think>``."""
     force = params["force_think"] if force_think is None else force_think
+    thinks = params.get("thinks", True)
     n = params["n_samples"]
     prompts, priority, seeds = _requests(load_tokenizer(model), benchmarks, params, force)
     # the graded response starts with what was forced into the prompt, so the
@@ -191,7 +194,7 @@ def evaluate_model(
     golds = [g for _, _, g in flat]
     grades = {}
     for mode in modes:
-        grades[mode] = grader.grade_many(responses, golds, mode)
+        grades[mode] = grader.grade_many(responses, golds, mode, thinks=thinks)
         if grader.timeouts:
             log.warning("%s: %d responses hit the grading time limit (%s mode); counted wrong",
                         model, len(grader.timeouts), mode)
@@ -367,7 +370,8 @@ def run_final(
     model = resolve_model(spec, manifests, bests, model_dir)
     mode = params["grader"]
     force = params["force_think"]
-    log.info("final evaluation %s: %s (force_think=%s)", label, model["checkpoint"], force)
+    log.info("final evaluation %s: %s (force_think=%s, thinks=%s)", label,
+             model["checkpoint"], force, params.get("thinks", True))
     with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
         backend = backend or backend_from_params(params, threads, gpus)
         results = evaluate_model(model["checkpoint"], load_benchmarks(params), params, backend,

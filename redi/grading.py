@@ -14,6 +14,12 @@ Three modes:
 * ``"math_verify"`` -- the intermediate-eval rule (LightEval): Math-Verify's own
   extraction over the whole response.
 
+A model that does not think (``thinks=False``: an instruct baseline, prompted
+without ``<think>``) has no ``</think>`` to look for, so ``rllm`` and ``strict``
+grade its whole response (the last box of it) with the same comparison: the
+rule's "no ``</think>`` -> wrong" exists to fail a thinking model that did not
+finish, not to fail every answer of a model that never opens a thought.
+
 Math-Verify's timeouts use SIGALRM, which cannot interrupt C-level work (a huge
 power, ``str()`` of a giant integer), and sympy in the ``rllm`` grader has no
 timeout at all. ``Grader`` therefore grades in worker processes with a hard
@@ -31,7 +37,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -76,9 +82,12 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def answer_segment(response: str) -> str | None:
+def answer_segment(response: str, thinks: bool = True) -> str | None:
     """The text graded in rllm and strict mode: ``response.split("</think>")[1]``
-    (between the first and a second ``</think>``), None without one."""
+    (between the first and a second ``</think>``), None without one; the whole
+    response for a model that does not think."""
+    if not thinks:
+        return response
     if THINK_CLOSE not in response:
         return None
     return response.split(THINK_CLOSE)[1]
@@ -219,12 +228,14 @@ class Grade:
     timed_out: bool = False
 
 
-def grade_detail(response: str, gold: Any, mode: str, timeout_s: float = 5.0) -> Grade:
-    """Grade in the current process (main thread; Math-Verify's signal timeouts only)."""
+def grade_detail(response: str, gold: Any, mode: str, timeout_s: float = 5.0,
+                 thinks: bool = True) -> Grade:
+    """Grade in the current process (main thread; Math-Verify's signal timeouts only).
+    ``thinks=False``: rllm and strict grade the whole response (module docstring)."""
     if mode == "rllm":
-        return grade_rllm(response, gold)
+        return grade_rllm(response, gold, thinks)
     if mode == "strict":
-        return grade_strict(response, gold, timeout_s)
+        return grade_strict(response, gold, timeout_s, thinks)
     if mode == "math_verify":
         golds = tuple(gold_latex(gold))
         # identical (short) samples are graded once; long ones would only fill memory
@@ -233,10 +244,10 @@ def grade_detail(response: str, gold: Any, mode: str, timeout_s: float = 5.0) ->
     raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
 
 
-def grade_rllm(response: str, gold: Any) -> Grade:
+def grade_rllm(response: str, gold: Any, thinks: bool = True) -> Grade:
     """The paper's rule (module docstring); ``extracted`` is the boxed answer."""
     golds = rllm_golds(gold)
-    segment = answer_segment(response)
+    segment = answer_segment(response, thinks)
     answer = None if segment is None else rllm_answer(segment)
     if answer is None:
         return Grade(False, None)
@@ -244,7 +255,8 @@ def grade_rllm(response: str, gold: Any) -> Grade:
     return Grade(verdict(answer, golds), answer)
 
 
-def grade_strict(response: str, gold: Any, timeout_s: float = 5.0) -> Grade:
+def grade_strict(response: str, gold: Any, timeout_s: float = 5.0,
+                 thinks: bool = True) -> Grade:
     """The paper's structure (``</think>`` required, the last box of the text after
     it) with Math-Verify as the judge of equivalence.
 
@@ -260,7 +272,7 @@ def grade_strict(response: str, gold: Any, timeout_s: float = 5.0) -> Grade:
     (exactly Math-Verify's verdict, faster).
     """
     golds = tuple(gold_latex(gold))
-    segment = answer_segment(response)
+    segment = answer_segment(response, thinks)
     boxed = None if segment is None else last_boxed(segment)
     if boxed is None:
         return Grade(False, None)
@@ -404,9 +416,11 @@ def _worker(conn, timeout_s: float) -> None:
             return
         if batch is None:
             return
-        for index, response, gold, mode in batch:
+        for index, response, gold, mode, thinks in batch:
+            # a thinking model's item keeps the plain four-argument call
+            grade = grade_detail if thinks else partial(grade_detail, thinks=False)
             try:
-                result = grade_detail(response, gold, mode, timeout_s)
+                result = grade(response, gold, mode, timeout_s)
             except Exception as err:  # a malformed item must not kill the worker
                 result = Grade(False, None)
                 conn.send((index, result, f"{type(err).__name__}: {err}"))
@@ -496,8 +510,10 @@ class Grader:
         golds: Sequence[Any],
         mode: str,
         progress: Any = None,
+        thinks: bool = True,
     ) -> list[Grade]:
-        """Grade ``responses[i]`` against ``golds[i]``; results in input order."""
+        """Grade ``responses[i]`` against ``golds[i]``; results in input order.
+        ``thinks=False``: the responses of a model that does not think."""
         if mode not in MODES:
             raise ValueError(f"unknown grading mode {mode!r}; expected one of {MODES}")
         if len(responses) != len(golds):
@@ -505,7 +521,7 @@ class Grader:
         for g in golds:  # bad gold data is an input error, not a silent 'wrong'
             rllm_golds(g) if mode == "rllm" else gold_candidates(g)
         self.timeouts, self.errors = [], {}  # of this call
-        pending = [(i, responses[i], golds[i], mode) for i in range(len(responses))]
+        pending = [(i, responses[i], golds[i], mode, thinks) for i in range(len(responses))]
         pending.reverse()  # pop() from the end keeps input order
         work = _Round(pending, [None] * len(responses), progress)
         self.start()

@@ -396,13 +396,23 @@ def final_eval_params(config: Config, force_think: bool | None = None) -> dict[s
     return params
 
 
+def model_force_think(config: Config, model: dict[str, Any]) -> bool:
+    """Whether a final-evaluation model's prompt opens ``<think>``: the final protocol's
+    ``force_think``, never for a baseline that does not think (``thinks: false``); a
+    baseline may also set ``force_think`` itself."""
+    if not model.get("thinks", True):
+        return False
+    return model.get("force_think", config["evaluation"]["final"]["force_think"])
+
+
 def final_model_params(config: Config, model: dict[str, Any]) -> dict[str, Any]:
     """Final protocol + the model to evaluate (a ``final_models`` entry, with run labels).
 
-    A baseline may set ``force_think: false`` (e.g. a model without <think>).
+    ``thinks``: false for a baseline that does not think (``thinks: false``, e.g. an
+    instruct model): no forced ``<think>``, and rllm/strict grade its whole response.
     """
-    return {**final_eval_params(config, model.get("force_think")),
-            "model": _model_spec(config, model)}
+    return {**final_eval_params(config, model_force_think(config, model)),
+            "thinks": model.get("thinks", True), "model": _model_spec(config, model)}
 
 
 def _model_spec(config: Config, model: dict[str, Any]) -> dict[str, Any]:
@@ -588,12 +598,12 @@ def ood_download_params(config: Config, name: str) -> dict[str, Any]:
 
 
 def ood_eval_params(config: Config, label: str) -> dict[str, Any]:
-    """The final protocol's sampling (n_samples, temperature, top-p, seed, forced think;
-    a baseline may set ``force_think: false``), the preset's backend, the benchmarks with
-    their generation lengths, the sandbox limits, and the model (a ``final_models`` entry)."""
+    """The final protocol's sampling (n_samples, temperature, top-p, seed, forced think
+    as ``model_force_think``), the preset's backend, the benchmarks with their generation
+    lengths, the sandbox limits, and the model (a ``final_models`` entry)."""
     preset, ev = rc.preset(config), config["evaluation"]
     model = final_models(config)[label]
-    force = model.get("force_think", ev["final"]["force_think"])
+    force = model_force_think(config, model)
     backend = _eval_settings(config, "max_new_tokens")
     return {**backend, "temperature": ev["temperature"], "top_p": ev["top_p"],
             "seed": ev["seed"], "think_prefix": ev["think_prefix"],
@@ -692,7 +702,8 @@ def _table1_rows(config: Config) -> Rows:
     final, sft = t1["final"], sft_model_name(t1["sft"])
     method = OBJECTIVES[config["runs"][final]["objective"]].label
     rows = [{"label": f"baseline-{b['name']}", "model": b["label"], "role": "baseline",
-             "source": b["model"], "selection": "external model"}
+             "source": b["model"], "selection": "external model",
+             "quoted_in_paper": b.get("quoted_in_paper", False)}
             for b in rc.preset(config)["baselines"]]
     rows.append({"label": t1["sft"], "model": sft, "role": "sft", "runs": [t1["sft"]],
                  "selection": "final checkpoint"})

@@ -250,9 +250,11 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
     columns = [b["name"] for b in benches] + ["avg"]
     relative = metric == "pass@1" and "avg_rel" in frame.columns
     best = {c: _best(frame[c]) for c in columns}
+    quoted = _quoted_labels(spec)
     rows = []
     for i, rec in frame.iterrows():
-        cells = [str(rec["model"]), str(rec["config"]) or "—"]
+        name = str(rec["model"]) + ("\\*" if rec["label"] in quoted else "")
+        cells = [name, str(rec["config"]) or "—"]
         for c in columns:
             cell = _fmt(rec[c])
             if metric == "pass@1":
@@ -262,7 +264,7 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
     header = ["Model", "Config", *[b["label"] for b in benches], "Avg"]
     header += ["vs SFT", "paper"] if relative else []
     align = [":--", ":--", *["--:"] * (len(header) - 2)]
-    lines = [caption, "", *_md_table(header, align, rows),
+    lines = [caption, "", *_md_table(header, align, rows), *_quoted_note(quoted),
              "", "Rows (run, checkpoint step, checkpoint; summary label):", ""]
     for _, rec in frame.iterrows():
         if rec["role"] == "baseline":
@@ -271,6 +273,21 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
             where = f"`{rec['run']}`, step {rec['step']}, `{rec['checkpoint']}`"
         lines.append(f"- {rec['model']}: {where} ({rec['selection']}; `{rec['label']}`)")
     return "\n".join(lines) + "\n"
+
+
+def _quoted_labels(spec: Mapping[str, Any]) -> set[str]:
+    """Rows whose numbers the paper quotes (the model's official report) rather than
+    evaluates: ours are an evaluation, so the reader must not take them as the paper's
+    protocol applied to that model."""
+    return {r["label"] for r in spec["rows"] if r.get("quoted_in_paper")}
+
+
+def _quoted_note(quoted: set[str]) -> list[str]:
+    if not quoted:
+        return []
+    return ["", "\\* The paper quotes this model's officially reported pass@1 instead of "
+            "evaluating it; the row here is our evaluation (no forced `<think>`, graded "
+            "on the whole response)."]
 
 
 # -------------------------------------------------------- paper comparison

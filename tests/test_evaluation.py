@@ -180,6 +180,40 @@ def test_baseline_without_forced_think(tmp_path, bench, tiny_model_dir) -> None:
     assert summary["benchmarks"]["toy"]["pass@1"] == pytest.approx(7 / 16)
 
 
+def plain_script(model, problem, j):
+    """An instruct model: no thought, the answer boxed at the end (PATTERN's verdicts)."""
+    text = answer(problem, bool(PATTERN[int(problem.split()[-1])][j]), close=False)
+    return Completion(text=text.replace("Let me think.\n", ""), n_tokens=10, finished=True)
+
+
+def test_baseline_that_does_not_think_is_graded_on_the_whole_response(
+        tmp_path, bench, tiny_model_dir) -> None:  # noqa: F811
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    rc.validate_config(config)
+    spec = {"kind": "baseline", "name": "b", "label": "B", "model": str(tiny_model_dir),
+            "thinks": False}
+    params = plan.final_model_params(config, spec)
+    assert (params["force_think"], params["thinks"]) == (False, False)
+    # a thinking model keeps the protocol's forced <think>
+    thinking = plan.final_model_params(config, {**spec, "thinks": True})
+    assert (thinking["force_think"], thinking["thinks"]) == (True, True)
+    results = {}
+    for thinks in (False, True):
+        run = {**params, "benchmarks": [bench], "n_samples": 4, "thinks": thinks}
+        backend = ScriptedBackend(plain_script)
+        summary = evaluation.run_final("baseline-b", run, str(tmp_path / f"o{thinks}"),
+                                       model_dir=str(tiny_model_dir), backend=backend)
+        assert all(p.endswith("<|im_start|>assistant\n") for p in backend.calls[0][1])
+        results[thinks] = summary["benchmarks"]["toy"]
+    # whole response graded: PATTERN's 7 of 16 under both paper-structured graders
+    assert results[False]["pass@1"] == pytest.approx(7 / 16)
+    assert results[False]["pass@1_strict"] == pytest.approx(7 / 16)
+    assert results[False]["frac_think_close"] == 0
+    # requiring </think> of a model that never writes it scores every answer wrong
+    assert results[True]["pass@1"] == 0 and results[True]["pass@1_strict"] == 0
+    assert results[True]["pass@1_math_verify"] == results[False]["pass@1_math_verify"]
+
+
 # ------------------------------------------------------------------ curves
 
 

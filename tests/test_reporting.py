@@ -172,6 +172,26 @@ def test_baseline_rows_and_bold_ties():
     assert "- Model X: external model `org/x` (external model; `baseline-x`)" in md
 
 
+def test_rows_the_paper_quotes_are_marked():
+    spec = {**TABLE2_SPEC, "rows": [
+        {"label": "baseline-x", "model": "Model X", "role": "baseline", "source": "org/x",
+         "selection": "external model", "quoted_in_paper": True},
+        {"label": "baseline-y", "model": "Model Y", "role": "baseline", "source": "org/y",
+         "selection": "external model", "quoted_in_paper": False},
+    ]}
+    scores = {"b1": (0.5, 0.004, 0.9), "b2": (0.25, 0.003, 0.5)}
+    summaries = {label: summary(label, {"kind": "baseline"}, scores)
+                 for label in ("baseline-x", "baseline-y")}
+    frame = reporting.pass1_table(spec, summaries)
+    md = reporting.table_markdown(frame, spec, "pass@1", reporting.protocol(spec, summaries))
+    assert "| Model X\\* | — | **50.0 ± 0.4** |" in md
+    assert "| Model Y | — | **50.0 ± 0.4** |" in md
+    assert "\\* The paper quotes this model's officially reported pass@1" in md
+    unmarked = {**spec, "rows": [{**r, "quoted_in_paper": False} for r in spec["rows"]]}
+    assert "\\*" not in reporting.table_markdown(frame, unmarked, "pass@1",
+                                                  reporting.protocol(spec, summaries))
+
+
 def test_stale_summary_naming_a_run_outside_the_group_is_refused():
     stale = summary("table2-dpo", {"kind": "group", "run": "dpo_b0.01_lr1e-7", "step": 8,
                                    "checkpoint": "c"}, {"b1": (0.5, 0.01, 0.9),
@@ -396,6 +416,8 @@ def test_table1_spec_paper_preset(cfg):
         ("table1-final", "REDI (final)", "final"),
     ]
     assert spec["rows"][0]["source"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+    # the paper's Instruct row is Qwen's official number: marked as quoted
+    assert [r.get("quoted_in_paper") for r in spec["rows"][:2]] == [False, True]
     assert spec["selection"] == ("REDI (final): run `redi_a0.8_lr1e-6_sft5ep`, its last "
                                  "checkpoint; SFT-5ep: its final checkpoint; baselines as "
                                  "released.")
