@@ -161,7 +161,7 @@ def _check_runs(runs: dict[str, dict[str, Any]]) -> None:
                               f"trained on pairs)")
         hyper = {h.name: h for h in OBJECTIVES[objective].hyper}
         for field in hyper:
-            if field not in run:
+            if field not in run and hyper[field].default is None:
                 raise ConfigError(f"invalid config key '{key}': {field!r} is a required "
                                   f"property (a hyper-parameter of {objective})")
         for field, value in run.items():

@@ -70,12 +70,20 @@ def simpo_loss(
     rejected_lengths: torch.Tensor,
     beta: float,
     gamma: float,
+    cpo_alpha: float = 0.0,
 ) -> torch.Tensor:
-    """SimPO (paper Eq. 3) on mean log-probs with margin ``gamma``; no NLL term."""
-    margin = _mean_logps(chosen_logps, chosen_lengths) - _mean_logps(
-        rejected_logps, rejected_lengths
-    )
-    return -_logsigmoid(beta * margin - gamma)
+    """SimPO (paper Eq. 3) on mean log-probs with margin ``gamma``, plus ``cpo_alpha``
+    times the chosen response's mean NLL.
+
+    ``cpo_alpha = 0`` is Eq. 3. TRL's CPOTrainer (the authors' SimPO trainer) adds
+    ``cpo_alpha`` (default 1) times the token-mean NLL of the micro-batch's chosen
+    responses; with one pair per micro-batch, the authors' setting, that is this
+    per-pair term.
+    """
+    chosen_mean = _mean_logps(chosen_logps, chosen_lengths)
+    margin = chosen_mean - _mean_logps(rejected_logps, rejected_lengths)
+    loss = -_logsigmoid(beta * margin - gamma)
+    return loss - cpo_alpha * chosen_mean if cpo_alpha else loss
 
 
 @dataclass
@@ -120,11 +128,14 @@ def redi_sequence_weights(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 @dataclass(frozen=True)
 class HyperParam:
     """One hyper-parameter of an objective: its config key (``runs.<name>.<key>``), the
-    symbol in run labels and its JSON Schema (checked by ``redi.config``)."""
+    symbol in run labels and its JSON Schema (checked by ``redi.config``). ``default``
+    None: every run must set it; otherwise a run may leave it out (the loss then uses
+    the default; run labels show it only where set)."""
 
     name: str
     symbol: str
     schema: Mapping[str, Any]
+    default: Any = None
 
 
 # what a figure needs to draw one run: its spec and those of the runs it is drawn with
@@ -195,6 +206,9 @@ def ranked_dashes(key: str) -> LineStyle:
 ALPHA = HyperParam("alpha", "α", {"type": "number", "minimum": 0, "maximum": 1})
 BETA = HyperParam("beta", "β", {"type": "number", "exclusiveMinimum": 0})
 GAMMA = HyperParam("gamma", "γ", {"type": "number", "minimum": 0})
+# SimPO's NLL weight: 0 = paper Eq. 3, 1 = TRL CPOTrainer's default (the authors' trainer;
+# which one the paper's runs used is unknown)
+CPO_ALPHA = HyperParam("cpo_alpha", "λ_NLL", {"type": "number", "minimum": 0}, default=0.0)
 
 OBJECTIVES: dict[str, Objective] = {
     # stage 1: completion-only NLL, a token mean over the step's completion tokens
@@ -224,9 +238,10 @@ OBJECTIVES: dict[str, Objective] = {
     "simpo": Objective(
         label="SimPO",
         loss=lambda b, p: simpo_loss(
-            b.chosen, b.rejected, b.chosen_lengths, b.rejected_lengths, p["beta"], p["gamma"]
+            b.chosen, b.rejected, b.chosen_lengths, b.rejected_lengths, p["beta"], p["gamma"],
+            p.get("cpo_alpha", CPO_ALPHA.default),
         ),
-        hyper=(BETA, GAMMA),
+        hyper=(BETA, GAMMA, CPO_ALPHA),
         rewards=_simpo_rewards,
         linestyle=ranked_dashes("beta"),
         style_keys=("beta",),

@@ -85,7 +85,9 @@ def test_registry_entries():
     sft = losses.objective("sft")
     assert (sft.arity, sft.token_mean, sft.shuffle, sft.epoch_checkpoints) == (1, True, True, True)
     assert sorted(losses.stage2_objectives()) == ["dpo", "redi", "simpo"]
-    assert losses.objective("simpo").hyper_names == ("beta", "gamma")
+    assert losses.objective("simpo").hyper_names == ("beta", "gamma", "cpo_alpha")
+    # cpo_alpha is optional (default 0, Eq. 3); beta and gamma are required
+    assert [h.default for h in losses.objective("simpo").hyper] == [None, None, 0.0]
     assert losses.objective("redi").label == "REDI"
     out = sft.loss(PairLogps.from_sums(t(-3.0, -5.0), t(3, 5), 1), {})
     assert out.tolist() == [3.0, 5.0]  # summed over the step, divided by its tokens
@@ -272,3 +274,78 @@ def test_simpo_matches_trl(beta, gamma, seed):
     batch = PairLogps(d["sums"][0], d["sums"][1], d["lengths"][0], d["lengths"][1])
     chosen, rejected = losses.objective("simpo").rewards(batch, {"beta": beta})
     assert torch.allclose(chosen, trl_chosen) and torch.allclose(rejected, trl_rejected)
+
+
+def _cpo_stub(beta: float, gamma: float, cpo_alpha: float) -> SimpleNamespace:
+    """The attributes TRL 1.16 CPOTrainer.get_batch_loss_metrics reads, its own methods
+    bound to them (no model or tokenizer to build)."""
+    from trl.experimental.cpo import CPOTrainer
+
+    stub = SimpleNamespace(
+        beta=beta, simpo_gamma=gamma, cpo_alpha=cpo_alpha, alpha=0.0, loss_type="simpo",
+        label_smoothing=0.0, is_encoder_decoder=False, pad_token_id=0, aux_loss_enabled=False,
+        accelerator=SimpleNamespace(device="cpu", gather_for_metrics=lambda x: x),
+        concatenated_inputs=CPOTrainer.concatenated_inputs,
+        get_batch_logps=CPOTrainer.get_batch_logps,
+    )
+    stub.concatenated_forward = lambda model, batch: CPOTrainer.concatenated_forward(
+        stub, model, batch)
+    stub.cpo_loss = lambda c, r: CPOTrainer.cpo_loss(stub, c, r)
+    return stub
+
+
+def _pair_batch(gen: torch.Generator, vocab: int) -> dict[str, torch.Tensor]:
+    """One pair (TRL's layout): a shared 3-token prompt, responses of random lengths."""
+    batch = {}
+    for side in ("chosen", "rejected"):
+        length = int(torch.randint(5, 12, (1,), generator=gen))
+        ids = torch.randint(1, vocab, (1, length), generator=gen)
+        labels = ids.clone()
+        labels[:, :3] = -100
+        batch |= {f"{side}_input_ids": ids, f"{side}_attention_mask": torch.ones_like(ids),
+                  f"{side}_labels": labels}
+    return batch
+
+
+@pytest.mark.parametrize(("beta", "gamma", "cpo_alpha", "seed"),
+                         [(2.0, 1.0, 1.0, 0), (10.0, 5.0, 1.0, 1), (2.0, 1.0, 0.5, 2)])
+def test_simpo_cpo_alpha_matches_trl_cpo_loss(beta, gamma, cpo_alpha, seed):
+    """SimPO with ``cpo_alpha`` = TRL 1.16 CPOTrainer's whole loss (``loss_type='simpo'``,
+    preference term + cpo_alpha x NLL of the chosen response), one pair per micro-batch
+    as in the authors' runs, on random logits."""
+    from trl.experimental.cpo import CPOTrainer
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab = 11
+    stub = _cpo_stub(beta, gamma, cpo_alpha)
+    table = torch.randn(vocab, vocab, generator=gen, dtype=torch.float64)
+
+    def model(input_ids, **kwargs):  # logits from the token alone: a random bigram model
+        return SimpleNamespace(logits=table[input_ids])
+
+    for _ in range(4):
+        batch = _pair_batch(gen, vocab)
+        trl_loss, metrics = CPOTrainer.get_batch_loss_metrics(stub, model, batch)
+        sums, lengths = [], []
+        for side in ("chosen", "rejected"):
+            labels = batch[f"{side}_labels"][0, 1:]
+            logps = torch.log_softmax(table[batch[f"{side}_input_ids"][0, :-1]], -1)
+            mask = labels != -100
+            sums.append(logps[mask].gather(-1, labels[mask, None]).sum())
+            lengths.append(mask.sum())
+        ours = losses.objective("simpo").loss(
+            PairLogps(sums[0][None], sums[1][None], lengths[0][None], lengths[1][None]),
+            {"beta": beta, "gamma": gamma, "cpo_alpha": cpo_alpha})
+        assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-9)
+        assert metrics["nll_loss"] == pytest.approx(-(sums[0] / lengths[0]).item(), rel=1e-9)
+
+
+def test_simpo_cpo_alpha_zero_is_eq3():
+    """cpo_alpha 0 (the default, also when the run leaves it out) is paper Eq. 3; 1 adds
+    the chosen response's mean NLL: pair 1 mean logp -6/3 = -2 -> +2."""
+    batch = PairLogps(t(-6.0, -8.0), t(-8.0, -6.0), t(3, 2), t(2, 3))
+    simpo = losses.objective("simpo")
+    eq3 = simpo_loss(t(-6.0, -8.0), t(-8.0, -6.0), t(3, 2), t(2, 3), 2.0, 1.0)
+    assert torch.equal(simpo.loss(batch, {"beta": 2.0, "gamma": 1.0}), eq3)
+    with_nll = simpo.loss(batch, {"beta": 2.0, "gamma": 1.0, "cpo_alpha": 1.0})
+    assert torch.allclose(with_nll - eq3, t(2.0, 4.0))
