@@ -341,7 +341,7 @@ def eval_python(config: Config) -> str:
 def _eval_settings(config: Config, *drop: str) -> dict[str, Any]:
     """The preset's ``eval`` keys that define the samples (not the interpreter)."""
     return {k: v for k, v in rc.preset(config)["eval"].items()
-            if k not in ("python", *drop)}
+            if k not in ("python", "response_budget", *drop)}
 
 
 def benchmark_names(config: Config) -> list[str]:
@@ -389,8 +389,17 @@ def intermediate_eval_params(config: Config) -> dict[str, Any]:
             "benchmarks": benchmark_specs(config, [bench])}
 
 
+# A preset's `eval.response_budget`: the final evaluation's response limit. `paper`: the
+# paper's text, 32,768 tokens less the prompt; `authors`: their rllm/verl command's fixed
+# response_length 30,720 (its max_model_len 2,048 + 30,720 never binds on these prompts).
+RESPONSE_BUDGETS = {"paper": {"max_new_tokens": 32768, "max_model_len": 32768},
+                    "authors": {"max_new_tokens": 30720, "max_model_len": 32768}}
+
+
 def final_eval_params(config: Config, force_think: bool | None = None) -> dict[str, Any]:
     params = {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config)}
+    if budget := rc.preset(config)["eval"].get("response_budget"):
+        params |= {"response_budget": budget, **RESPONSE_BUDGETS[budget]}
     if force_think is not None:
         params["force_think"] = force_think
     return params
