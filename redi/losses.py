@@ -151,7 +151,8 @@ class Objective:
     log-probs; ``arity`` is the number of sequences per example (1: a response, the
     SFT data; 2: chosen and rejected, the pairs); ``token_mean`` normalises a step
     by its completion tokens (SFT) instead of its examples; ``shuffle`` draws a seeded
-    order per epoch (SFT) instead of the file order (stage 2, as the authors);
+    order per epoch (SFT) instead of the file order (stage 2; the authors' Trainer
+    draws a seeded permutation there, see docs/DEVIATIONS.md);
     ``epoch_checkpoints`` saves at every epoch end. ``rewards`` gives the implicit
     rewards (chosen, rejected) of the margin/accuracy log columns, if any.
     ``sequence_weights(lengths, params)``, for a loss LINEAR in the sums, gives the
