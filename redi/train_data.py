@@ -105,3 +105,48 @@ def rank_micro_batches(indices: list[int], rank: int, world: int, accum: int) ->
         out.append(mine[pos : pos + size])
         pos += size
     return out
+
+
+def seedable_sampler_order(n_items: int, seed: int, epoch: int = 0) -> list[int]:
+    """The order the authors' HF Trainer draws: its ``RandomSampler`` becomes accelerate's
+    ``SeedableRandomSampler``, which reseeds a fresh generator with ``seed + epoch``
+    (``seed`` = the Trainer's ``set_seed``, 42) and yields ``torch.randperm``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n_items, generator=gen).tolist()
+
+
+def shard_batches(order: list[int], processes: int, micro_batch: int, rank: int) -> list[list[int]]:
+    """Process ``rank``'s micro-batches of ``order`` as accelerate's ``BatchSamplerShard``
+    deals them (no split, even batches, no drop_last): batch i to process i mod
+    ``processes``, the stream first padded from its own start so that every process gets
+    the same number of full batches. One process is not sharded: its last batch may be
+    short."""
+    if processes == 1:
+        return [order[i : i + micro_batch] for i in range(0, len(order), micro_batch)]
+    stride = processes * micro_batch
+    head = order[:stride]
+    while head and len(head) < stride:  # fewer items than one round: repeat them
+        head += head
+    padded = order + head[: -len(order) % stride] if order else []
+    batches = [padded[i : i + micro_batch] for i in range(0, len(padded), micro_batch)]
+    return batches[rank::processes]
+
+
+def authors_step_plan(n_items: int, seed: int, epochs: int, processes: int, micro_batch: int,
+                      accum: int) -> list[list[int]]:
+    """Item indices of every optimizer step in the authors' order: per epoch the seedable
+    sampler's permutation, sharded as accelerate shards it over ``processes``; step k
+    holds micro-batches ``k·accum … k·accum + accum − 1`` of every process, laid out so
+    that ``rank_micro_batches(step, r, processes, accum)`` gives process r its own (with
+    one item per micro-batch). The last window of an epoch may be short (one step more
+    than the Trainer's floor, see docs/DEVIATIONS.md)."""
+    plan = []
+    for epoch in range(epochs):
+        order = seedable_sampler_order(n_items, seed, epoch)
+        shards = [shard_batches(order, processes, micro_batch, r) for r in range(processes)]
+        for k in range(0, len(shards[0]), accum):
+            plan.append([i for j in range(k, min(k + accum, len(shards[0])))
+                         for r in range(processes) for i in shards[r][j]])
+    return plan
