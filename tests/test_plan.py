@@ -213,7 +213,8 @@ def test_job_inputs():
         "ref": []}
     assert plan.curve_inputs(tiny, "sft_3ep") == {
         "manifest": "results/train/sft_3ep/manifest.json",
-        "log_csv": "results/train/sft_3ep/log.csv", "bench": "results/data/toy_benchmarks"}
+        "log_csv": "results/train/sft_3ep/log.csv", "bench": "results/data/toy_benchmarks",
+        "valid": "results/data/benchmarks_valid.json"}  # every file checked first
     assert plan.curve_inputs(paper, "simpo_b2_g1_lr5e-7")["init_curve"] == (
         "results/eval/curves/sft_3ep.csv")
     assert plan.final_inputs(tiny, "table2-simpo")["bests"] == [
@@ -221,6 +222,12 @@ def test_job_inputs():
         "results/eval/curves/simpo_b10_g5_lr3e-7.best.json"]
     assert plan.final_inputs(tiny, "sft_5ep")["manifests"] == ["results/train/sft_5ep/manifest.json"]
     assert plan.final_inputs(tiny, "baseline-tiny-base")["model_dir"] == "results/models/base"
+    assert plan.final_inputs(tiny, "sft_5ep")["valid"] == plan.BENCHMARKS_VALID
+    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == plan.BENCHMARKS_VALID
+    assert plan.benchmark_validation_params(paper)["ood"] == [
+        {"name": "humaneval", "kind": "code", "path": None},
+        {"name": "gpqa_diamond", "kind": "multiple_choice",
+         "path": "results/data/ood/gpqa_diamond.jsonl"}]
     assert plan.hub_baselines(paper) == {
         "r1_distill_1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
         "qwen_math_instruct_1.5b": "Qwen/Qwen2.5-Math-1.5B-Instruct"}
