@@ -3,9 +3,15 @@
 One protocol (``redi.config.intermediate_eval_params`` / ``final_eval_params``)
 drives every job: sample n completions per problem with the Open-R1 prompt in
 the model's chat template (``<think>`` forced in the final protocol), grade
-them, and summarise the 0/1 score matrix (``redi.metrics``). All benchmarks
-of a model go to the generation backend in one call. File formats:
+them, and summarise the 0/1 score matrix (``redi.metrics``). File formats:
 docs/ARCHITECTURE.md (Evaluation).
+
+Curve and final-evaluation jobs are resumable: each finished unit (a checkpoint of
+a curve, one benchmark of a final evaluation; one backend call each) is saved in
+``<output>.units/`` under the hash of everything that determines it (``Units``),
+so a job killed at any moment loses at most the unit in progress, and its rerun
+writes the same bytes as an uninterrupted run. The folder goes once the outputs
+are written.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redi.benchmarks import load_benchmark
+from redi.benchmarks import benchmark_path, load_benchmark
 from redi.generation import Backend, Completion, Sampling, make_backend
-from redi.grading import MODES, Grader
+from redi.grading import MODES, Grade, Grader
 from redi.io import read_json, write_csv, write_json, write_parquet
 from redi.metrics import summarize, wait_count
 from redi.models import load_tokenizer
@@ -138,8 +145,99 @@ class BenchmarkResult:
         }
 
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the name and label (a unit file; ``from_json`` reverses it)."""
+        return {"problem_ids": self.problem_ids, "n_samples": self.n_samples,
+                "responses": self.responses, "n_tokens": self.n_tokens,
+                "finished": self.finished, "golds": self.golds,
+                "grades": {mode: [[g.correct, g.extracted, g.timed_out] for g in grades]
+                           for mode, grades in self.grades.items()}}
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any], data: dict[str, Any]) -> BenchmarkResult:
+        grades = {mode: [Grade(*g) for g in items] for mode, items in data["grades"].items()}
+        return cls(name=spec["name"], label=spec["label"], problem_ids=data["problem_ids"],
+                   n_samples=data["n_samples"], responses=data["responses"],
+                   n_tokens=data["n_tokens"], finished=data["finished"], grades=grades,
+                   golds=data["golds"])
+
+
 def load_benchmarks(params: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict]]]:
     return [(spec, load_benchmark(spec)) for spec in params["benchmarks"]]
+
+
+# ------------------------------------------------------------- resumable units
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(model: str) -> list[Any]:
+    """What identifies a model's weights without reading gigabytes: every file of its
+    folder with its size and modification time (a retrained, replaced or re-downloaded
+    checkpoint changes them); a name that is no folder stands for itself."""
+    root = Path(model)
+    if not root.is_dir():
+        return [model]
+    files = sorted(f for f in root.rglob("*") if f.is_file())
+    return [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def unit_key(model: str, params: dict[str, Any], spec: dict[str, Any],
+             **extra: Any) -> dict[str, Any]:
+    """Everything that determines one unit: the model and its weights, the protocol
+    (every parameter but the benchmark list: a unit is one benchmark), the benchmark's
+    spec and file content, and the caller's extras (a checkpoint's manifest entry, the
+    grading modes). JSON-normalised, so it compares equal to its saved copy."""
+    key = {"model": model, "weights": model_identity(model),
+           "params": {k: v for k, v in params.items() if k != "benchmarks"},
+           "benchmark": spec, "benchmark_sha256": file_sha256(benchmark_path(spec)), **extra}
+    return json.loads(json.dumps(key, sort_keys=True))
+
+
+class Units:
+    """The finished units of one job in ``folder``: one JSON file per unit, named by
+    the sha256 of its key and holding the key, so a changed input (another key) never
+    reads a stale unit. Files are written atomically: a kill leaves none half-written."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.reused = 0
+        self.computed = 0
+
+    def _path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{digest}.json"
+
+    def load(self, key: dict[str, Any]) -> Any | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            saved = read_json(path)
+        except (OSError, ValueError):  # unreadable: compute it again
+            return None
+        if saved.get("key") != key:
+            return None
+        self.reused += 1
+        return saved["value"]
+
+    def save(self, key: dict[str, Any], value: Any) -> None:
+        write_json(self._path(key), {"key": key, "value": value})
+        self.computed += 1
+
+    def report(self, job: str) -> None:
+        log.info("%s: %d units reused from %s, %d computed", job, self.reused, self.folder,
+                 self.computed)
+
+    def clean(self) -> None:
+        """After the outputs are written: nothing left to resume."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _requests(tokenizer: Any, benchmarks: Sequence[tuple[dict[str, Any], list[dict]]],
@@ -261,13 +359,13 @@ def run_curve(
     gpus: int = 0,
     backend: Backend | None = None,
 ) -> None:
-    """Intermediate evaluation of every checkpoint of one run (one process)."""
+    """Intermediate evaluation of every checkpoint of one run (one process); each
+    checkpoint's row is a unit in ``<out_csv>.units/`` (module docstring)."""
     import pandas as pd
 
     started = time.monotonic()
     manifest = read_json(manifest_path)
     run = manifest["run"]
-    mode = params["grader"]
     todo = [(c["step"], c["epoch"], c["path"]) for c in manifest["checkpoints"]]
     rows: list[dict[str, Any]] = []
     if manifest.get("stage") == "stage2":
@@ -277,23 +375,38 @@ def run_curve(
             todo.insert(0, (0, 0.0, manifest["init"]))
         else:
             rows.append(row)
+    units = Units(f"{out_csv}.units")
     with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
         backend = backend or backend_from_params(params, threads, gpus)
         benchmarks = load_benchmarks(params)
+        (spec, _), = benchmarks  # one benchmark: the curve's
         for step, epoch, path in todo:
-            results = evaluate_model(path, benchmarks, params, backend, grader, [mode])
-            (result,) = results.values()
-            stats = result.summary(mode)
-            rows.append({"step": int(step), "epoch": epoch, "checkpoint": path,
-                         "accuracy": stats["pass@1"], "sem": stats["pass@1_sem"],
-                         "n_problems": len(result.problem_ids), "n_samples": result.n_samples})
-            log.info("%s step %d: accuracy %.4f ± %.4f", run, step, stats["pass@1"],
-                     stats["pass@1_sem"])
+            entry = {"step": int(step), "epoch": epoch, "checkpoint": path}
+            key = unit_key(path, params, spec, entry=entry)
+            row = units.load(key)
+            if row is None:
+                row = _curve_row(path, benchmarks, params, backend, grader, entry)
+                units.save(key, row)
+            rows.append(row)
+            log.info("%s step %d: accuracy %.4f ± %.4f", run, step, row["accuracy"], row["sem"])
+    units.report(run)
     curve = pd.DataFrame(rows, columns=CURVE_COLUMNS).sort_values("step", kind="stable")
     curve = curve.merge(_log_rows(log_csv), on="step", how="left")
     write_csv(out_csv, curve)
     write_json(out_best, {**best_checkpoint(rows, run), "generation": backend.describe()})
+    units.clean()
     log.info("%s: %d checkpoints evaluated in %.1f s", run, len(todo), time.monotonic() - started)
+
+
+def _curve_row(path: str, benchmarks: Sequence[tuple[dict[str, Any], list[dict]]],
+               params: dict[str, Any], backend: Backend, grader: Grader,
+               entry: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint's curve row (its intermediate evaluation)."""
+    mode = params["grader"]
+    (result,) = evaluate_model(path, benchmarks, params, backend, grader, [mode]).values()
+    stats = result.summary(mode)
+    return {**entry, "accuracy": stats["pass@1"], "sem": stats["pass@1_sem"],
+            "n_problems": len(result.problem_ids), "n_samples": result.n_samples}
 
 
 # --------------------------------------------------------------- final evals
@@ -362,7 +475,8 @@ def run_final(
     """Final protocol on every benchmark: per-benchmark parquet + summary.json.
 
     ``params``: ``redi.config.final_model_params`` (the protocol + ``model``, the
-    label's FINAL_MODELS entry).
+    label's FINAL_MODELS entry). Each benchmark is a unit (one backend call) in
+    ``<out_dir>.units/`` (module docstring).
     """
     started = time.monotonic()
     params = dict(params)
@@ -372,10 +486,13 @@ def run_final(
     force = params["force_think"]
     log.info("final evaluation %s: %s (force_think=%s, thinks=%s)", label,
              model["checkpoint"], force, params.get("thinks", True))
+    units = Units(f"{Path(out_dir)}.units")
     with Grader(workers=threads, timeout_s=params["grading_timeout_s"]) as grader:
         backend = backend or backend_from_params(params, threads, gpus)
-        results = evaluate_model(model["checkpoint"], load_benchmarks(params), params, backend,
-                                 grader, final_modes(mode), force_think=force)
+        results = {spec["name"]: _final_unit(model["checkpoint"], spec, items, params, backend,
+                                             grader, units)
+                   for spec, items in load_benchmarks(params)}
+    units.report(label)
     for name, result in results.items():
         write_parquet(Path(out_dir) / f"{name}.parquet", result.frame())
     summary = {
@@ -391,8 +508,25 @@ def run_final(
     for name, bench in summary["benchmarks"].items():
         log.info("%s %s: pass@1 %.4f ± %.4f, pass@%d %.4f", label, name, bench["pass@1"],
                  bench["pass@1_sem"], bench["n_samples"], bench[f"pass@{bench['n_samples']}"])
+    units.clean()
     log.info("%s: evaluated in %.1f s", label, time.monotonic() - started)
     return summary
+
+
+def _final_unit(checkpoint: str, spec: dict[str, Any], items: list[dict],
+                params: dict[str, Any], backend: Backend, grader: Grader,
+                units: Units) -> BenchmarkResult:
+    """One benchmark of a final evaluation: its saved unit, else generated and graded
+    under every mode (``final_modes``) in one backend call, then saved."""
+    modes = final_modes(params["grader"])
+    key = unit_key(checkpoint, params, spec, modes=modes)
+    saved = units.load(key)
+    if saved is not None:
+        return BenchmarkResult.from_json(spec, saved)
+    (result,) = evaluate_model(checkpoint, [(spec, items)], params, backend, grader, modes,
+                               force_think=params["force_think"]).values()
+    units.save(key, result.to_json())
+    return result
 
 
 # ------------------------------------------------------------------ genstats
