@@ -71,6 +71,15 @@ def drop_later_checkpoints(ckpt_dir: Path, step: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def drop_unlisted(ckpt_dir: Path, listed: list[dict[str, Any]]) -> None:
+    """Step folders that are none of the run's checkpoints: resume points saved at a
+    stop signal, superseded by a later checkpoint (rank 0)."""
+    keep = {Path(c["path"]).name for c in listed}
+    for path in ckpt_dir.glob("step-*"):
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def write_log_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)

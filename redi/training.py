@@ -15,6 +15,12 @@ examples (stage 2). The run folder (``redi.checkpoints``) keeps ``log.csv``,
 TensorBoard events, checkpoints and, while running, the latest resume state: a
 rerun of a killed job continues from it (``redi.resume``). A finished run writes
 ``manifest.json`` last and deletes its resume state.
+
+A stop signal (SIGTERM, SIGINT, or SIGUSR1: a scheduler's warning before the time
+limit) lets the step in progress finish, saves the state at that step boundary (a
+resume point: not one of the run's checkpoints, removed at the next checkpoint)
+and ends the process with ``TrainingStopped`` (non-zero exit); the rerun resumes
+there with no lost step.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +55,39 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """A NaN/Inf loss or gradient norm: the run stops, its last checkpoint stays."""
+
+
+class TrainingStopped(RuntimeError):
+    """A stop signal: the state was saved at a step boundary; a rerun resumes there."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class StopSignals:
+    """While active (main thread only), a stop signal is recorded instead of killing
+    the process mid-step, so the trainer can save at the step boundary; a second one
+    stops at once (a user who presses Ctrl-C twice does not want to wait)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            raise TrainingStopped(f"second stop signal ({name}): stopping without saving")
+        self.received = signum
+        log.warning("%s received: saving the state after this step, then stopping", name)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -254,6 +295,18 @@ class Trainer:
         if step == self.total_steps:
             entry["final"] = True
         listed = [*self.checkpoints, entry]
+        self._save_state(step, elapsed, listed)
+        if self.accelerator.is_main_process:  # a resume point before it is now superseded
+            checkpoints.drop_unlisted(self.ckpt_dir, listed)
+        self.checkpoints = listed
+
+    def _save_resume_point(self, step: int, elapsed: float) -> None:
+        """The state at a step that is no checkpoint of the run (a stop signal): saved
+        like one, but not listed, so the manifest and the curves see the same
+        checkpoints as in an uninterrupted run."""
+        self._save_state(step, elapsed, self.checkpoints)
+
+    def _save_state(self, step: int, elapsed: float, listed: list[dict[str, Any]]) -> None:
         state = {**self.layout, "fingerprint": self.spec.fingerprint, "step": step,
                  "rows": self.rows, "checkpoints": listed, "elapsed_s": elapsed}
         lm = self.accelerator.unwrap_model(self.module).lm
@@ -261,7 +314,20 @@ class Trainer:
                                     self.ckpt_dir, step, state, self.checkpoints)
         if self.accelerator.is_main_process:
             checkpoints.write_log_csv(self.spec.log_csv_path, self.rows)
-        self.checkpoints = listed
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether any process got a stop signal: all ranks must save and stop together."""
+        if self.world == 1:
+            return stop.received is not None
+        flag = torch.tensor(0.0 if stop.received is None else 1.0, device=self.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+
+    def _stop(self, step: int, elapsed: float) -> None:
+        if not self._is_checkpoint(step):  # a checkpoint step is saved already
+            self._save_resume_point(step, elapsed)
+        raise TrainingStopped(
+            f"{self.spec.params.get('run')}: stopped by a signal after step {step}/"
+            f"{self.total_steps}; its state is saved in {self.ckpt_dir}: rerun to resume")
 
     # ------------------------------------------------------------------ run
 
@@ -271,17 +337,21 @@ class Trainer:
                                         spec.params.get("run"), acc.is_main_process)
         start = time.perf_counter()
         self.module.train()
-        for step in range(self.start_step, self.total_steps):
-            row = self._step(step)
-            elapsed = self.elapsed_before + time.perf_counter() - start
-            row["elapsed_s"] = round(elapsed, 3)
-            self.rows.append(row)
-            progress.report(row)
-            if self._is_checkpoint(row["step"]):
-                self._save_checkpoint(row["step"], elapsed)
-                progress.flush()
-            if spec.hooks.after_step is not None:
-                spec.hooks.after_step(row["step"])
+        with StopSignals() as stop:
+            for step in range(self.start_step, self.total_steps):
+                row = self._step(step)
+                elapsed = self.elapsed_before + time.perf_counter() - start
+                row["elapsed_s"] = round(elapsed, 3)
+                self.rows.append(row)
+                progress.report(row)
+                if self._is_checkpoint(row["step"]):
+                    self._save_checkpoint(row["step"], elapsed)
+                    progress.flush()
+                if self._stop_requested(stop):
+                    progress.close()
+                    self._stop(row["step"], elapsed)
+                if spec.hooks.after_step is not None:
+                    spec.hooks.after_step(row["step"])
         progress.close()
         manifest = run_manifest(self, self.elapsed_before + time.perf_counter() - start)
         if acc.is_main_process:
