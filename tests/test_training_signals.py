@@ -17,7 +17,7 @@ import torch
 
 from redi import training
 from tests.conftest import ROOT
-from tests.test_multiprocess import train_args
+from tests.test_multiprocess import launch, train_args
 from tests.test_training import read_log, run_stage2, sft_run, stage2_params, weights  # noqa: F401
 
 # 5 steps of 2 micro-batches; checkpoints at steps 2, 4 and 5 (the last)
@@ -132,3 +132,34 @@ def test_sigterm_to_the_job_process_exits_non_zero_and_the_rerun_resumes(
     expected = weights(reference / "checkpoints" / "step-000010")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000010"]
+
+
+def test_sigterm_to_a_two_rank_launch_stops_every_rank_at_the_same_step(
+        tiny, sft_run, tmp_path) -> None:  # noqa: F811
+    """torchrun passes the signal to both ranks; they agree on the step (an all-reduce
+    per step), save one resume point together, and the rerun resumes from it."""
+    params = {**PARAMS, "global_batch": 4, "micro_batch": 1, "save_every_steps": 100}
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    args = lambda d: train_args(d, params, pairs=tiny["pairs"],  # noqa: E731
+                                init_manifest=sft_run["manifest_path"])
+    assert launch(2, "scripts/train_stage2.py", *args(reference), strategy="ddp",
+                  check=False).returncode == 0
+    env = {**os.environ, "REDI_STRATEGY": "ddp",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    proc = subprocess.Popen(["bash", "scripts/launch.sh", "2", "scripts/train_stage2.py",
+                             *args(run)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while "step 1/5" not in ((run / "job.log").read_text() if (run / "job.log").exists()
+                             else ""):
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    log = (run / "job.log").read_text()
+    stopped = int(log.split("stopped by a signal after step ")[1].split("/")[0])
+    assert 1 <= stopped < 5 and not (run / "manifest.json").exists()
+    assert launch(2, "scripts/train_stage2.py", *args(run), strategy="ddp").returncode == 0
+    assert f"resumed redi_signal at step {stopped}/5" in (run / "job.log").read_text()
+    final = weights(run / "checkpoints" / "step-000005")
+    expected = weights(reference / "checkpoints" / "step-000005")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
