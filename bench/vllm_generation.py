@@ -18,7 +18,6 @@ run's SFT-3ep model and toy benchmarks, and reads the jobs' own logs:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import benchlib
+import yaml
 
 sys.path.insert(0, str(benchlib.ROOT))
 from redi import config as rc  # noqa: E402
@@ -41,8 +41,7 @@ ENGINE_LINE = re.compile(r"engine (\d+): started in ([\d.]+) s, (\d+) tokens gen
 
 
 def run_config(run: Path, backend: str, engines: int) -> dict:
-    config = json.loads(json.dumps(__import__("yaml").safe_load(
-        (run / "config.yaml").read_text())))
+    config = yaml.safe_load((run / "config.yaml").read_text())
     ev = config["presets"]["tiny"]["eval"]
     if backend == "vllm":
         ev.update(backend="vllm", python=str(VLLM_PYTHON), cpu_engines=engines, dtype="float32")
@@ -53,9 +52,11 @@ def run_config(run: Path, backend: str, engines: int) -> dict:
 def job(run: Path, script: str, params: dict, python: Path, out: Path, *args: str) -> dict:
     """One job as its rule runs it (2 threads, no GPU); its wall time and log lines."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), f"scripts/{script}.py", "--params", rc.canonical_json(params), *args,
-           "--gpus", "0", "--threads", "2", "--log", str(out / "job.log")]
-    env = {**os.environ, "PYTHONPATH": str(run)}
+    # this checkout's code on the run's files
+    cmd = [str(python), str(benchlib.ROOT / "scripts" / f"{script}.py"), "--params",
+           rc.canonical_json(params), *args, "--gpus", "0", "--threads", "2",
+           "--log", str(out / "job.log")]
+    env = {**os.environ, "PYTHONPATH": str(benchlib.ROOT)}
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started

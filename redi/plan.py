@@ -514,10 +514,15 @@ def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
 
 
 def benchmark_validation_params(config: Config) -> dict[str, Any]:
-    """Every benchmark file of the run, math and out-of-domain, for the check that runs
-    before any generation job (what each file is, not how it is sampled)."""
-    return {"benchmarks": benchmark_specs(config),
-            "ood": [{k: b[k] for k in ("name", "kind", "path")} for b in ood_benchmarks(config)]}
+    """The math benchmark files, for the check that runs before any generation job
+    (what each file is, not how it is sampled)."""
+    return {"benchmarks": benchmark_specs(config)}
+
+
+def ood_validation_params(config: Config) -> dict[str, Any]:
+    """The out-of-domain files, checked before any Table 5 job (apart from the math
+    ones: a final evaluation never waits on a gated download)."""
+    return {"ood": [{k: b[k] for k in ("name", "kind", "path")} for b in ood_benchmarks(config)]}
 
 
 def curve_inputs(config: Config, run: str) -> dict[str, Any]:
@@ -557,6 +562,7 @@ OOD_TOY_DIR = "results/data/toy_ood"  # rule toy_ood: <name>.jsonl
 OOD_DOWNLOAD_DIR = "results/data/ood"  # rule download_ood: <name>.jsonl + .download.json
 # rule validate_benchmarks: every benchmark file checked, before any generation job
 BENCHMARKS_VALID = "results/data/benchmarks_valid.json"
+OOD_VALID = "results/data/ood_valid.json"  # rule validate_ood: the out-of-domain files
 TABLE5_OUTPUTS = {"csv": "results/table5.csv", "md": "results/table5.md"}
 
 
@@ -625,6 +631,7 @@ def ood_inputs(config: Config, label: str) -> dict[str, Any]:
     """The model's inputs (as ``final_inputs``, without the math benchmarks) and the data
     files of the out-of-domain benchmarks."""
     inputs = {k: v for k, v in final_inputs(config, label).items() if k != "bench"}
+    inputs["valid"] = OOD_VALID
     inputs["data"] = [b["path"] for b in ood_benchmarks(config) if b["path"]]
     return inputs
 

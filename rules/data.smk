@@ -11,6 +11,7 @@ localrules:
     data_report,
     toy_ood,
     validate_benchmarks,
+    validate_ood,
 
 
 # Table 5's generated out-of-domain sets (tiny preset)
@@ -296,12 +297,11 @@ rule data_report:
 
 
 rule validate_benchmarks:
-    """Every benchmark file (math and out-of-domain) checked against its schema (UTF-8,
-    well-formed, unique ids, non-empty problems, gradable answers) before any generation
-    job: a bad file stops the workflow naming the file, the item and the rule."""
+    """Every math benchmark file checked against its schema (UTF-8, well-formed, unique
+    ids, non-empty problems, gradable answers) before any generation job: a bad file
+    stops the workflow naming the file, the item and the rule."""
     input:
         bench=rc.benchmarks_dir(config),
-        ood=[b["path"] for b in plan.ood_benchmarks(config) if b["path"]],
         code=code("scripts/validate_benchmarks.py"),
     output:
         plan.BENCHMARKS_VALID,
@@ -309,6 +309,23 @@ rule validate_benchmarks:
         hp=lambda wc: hp(plan.benchmark_validation_params(config)),
     log:
         f"{LOGS}/validate_benchmarks.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python scripts/validate_benchmarks.py --params {params.hp:q} --out {output:q} --log {log:q}"
+
+
+rule validate_ood:
+    """The out-of-domain files (Table 5) checked the same way before any ood_eval job."""
+    input:
+        ood=[b["path"] for b in plan.ood_benchmarks(config) if b["path"]],
+        code=code("scripts/validate_benchmarks.py"),
+    output:
+        plan.OOD_VALID,
+    params:
+        hp=lambda wc: hp(plan.ood_validation_params(config)),
+    log:
+        f"{LOGS}/validate_ood.log",
     conda:
         "../envs/train.yaml"
     shell:

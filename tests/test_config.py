@@ -403,7 +403,8 @@ def test_the_real_engine_overlay(cfg, tmp_path):
     assert (curve["backend"], curve["cpu_engines"], curve["dtype"]) == ("vllm", 2, "float32")
     assert "python" not in curve and "python" not in plan.ood_eval_params(vllm, "sft_3ep")
     for job in (lambda c: plan.sft_params(c, 3), lambda c: plan.stage2_params(c, "redi_a0.8_lr1e-6"),
-                lambda c: plan.analysis_params(c), lambda c: plan.benchmark_validation_params(c)):
+                lambda c: plan.analysis_params(c), lambda c: plan.benchmark_validation_params(c),
+                lambda c: plan.ood_validation_params(c)):
         assert job(vllm) == job(cfg)
 
 

@@ -223,8 +223,8 @@ def test_job_inputs():
     assert plan.final_inputs(tiny, "sft_5ep")["manifests"] == ["results/train/sft_5ep/manifest.json"]
     assert plan.final_inputs(tiny, "baseline-tiny-base")["model_dir"] == "results/models/base"
     assert plan.final_inputs(tiny, "sft_5ep")["valid"] == plan.BENCHMARKS_VALID
-    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == plan.BENCHMARKS_VALID
-    assert plan.benchmark_validation_params(paper)["ood"] == [
+    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == plan.OOD_VALID
+    assert plan.ood_validation_params(paper)["ood"] == [
         {"name": "humaneval", "kind": "code", "path": None},
         {"name": "gpqa_diamond", "kind": "multiple_choice",
          "path": "results/data/ood/gpqa_diamond.jsonl"}]
