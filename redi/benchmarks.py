@@ -26,14 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from redi.io import BenchmarkFileError
+
 log = logging.getLogger(__name__)
 
 ID_FIELDS = ("unique_id", "id", "idx")
 OOD_KINDS = ("code", "multiple_choice")
-
-
-class BenchmarkFileError(ValueError):
-    """A benchmark file breaks the schema; the message names the file, the item and the rule."""
 
 
 def benchmark_path(spec: dict[str, Any]) -> Path:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from redi.io import BenchmarkFileError
 from redi.metrics import summarize
 from redi.sandbox import Limits, SandboxResult, run_many
 
@@ -74,8 +75,6 @@ def read_code_file(path: Path) -> list[dict[str, Any]]:
     one, task ids unique, entry points Python identifiers."""
     import gzip
     import json
-
-    from redi.benchmarks import BenchmarkFileError
 
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

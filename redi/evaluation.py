@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redi.backends import make_backend
 from redi.benchmarks import benchmark_path, load_benchmark
-from redi.generation import Backend, Completion, Sampling, make_backend
+from redi.generation import Backend, Completion, Sampling
 from redi.grading import MODES, Grade, Grader
 from redi.io import read_json, write_csv, write_json, write_parquet
 from redi.metrics import summarize, wait_count

@@ -12,7 +12,7 @@
   SFT model took 76 s with ``generate`` and 5 s here (1 CPU thread). Other
   architectures use ``model.generate`` with ``num_return_sequences``. Both
   paths give identical tokens under greedy decoding (tests/test_generation.py).
-* ``vllm`` -- ``redi.vllm_engine``: ``vllm.LLM`` + ``SamplingParams(n=...)``,
+* ``vllm`` -- ``redi.vllm_engine`` (both by name: ``redi.backends``): ``vllm.LLM`` + ``SamplingParams(n=...)``,
   imported lazily; one engine per GPU, or several CPU engines that split the
   job's cores (data parallel). ``max_model_len`` is capped at the model's own
   context (``max_position_embeddings``): vLLM refuses a longer one.
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 # the authors' stop tokens; the model's own eos is added to these
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -104,17 +103,6 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What produced the samples: backend, number of engines, device (recorded in
         every summary and curve record)."""
-
-
-def make_backend(name: str, sampling: Sampling, **options: Any) -> Backend:
-    """``hf`` (options: batch_size, threads, fast) or ``vllm`` (gpus, max_model_len, ...)."""
-    if name == "hf":
-        return HFBackend(sampling=sampling, **options)
-    if name == "vllm":
-        from redi.vllm_engine import VLLMBackend
-
-        return VLLMBackend(sampling=sampling, **options)
-    raise ValueError(f"unknown generation backend {name!r}; expected one of {BACKENDS}")
 
 
 def template_stop_tokens(tokenizer: Any) -> list[str]:

@@ -503,42 +503,6 @@ class Source:
                                                                     allow_patterns=patterns)]
 
 
-def sources(config: dict[str, Any]) -> list[Source]:
-    """Every Hub download the config's preset makes (local files and the tiny preset's
-    generated data make none), in the order of the workflow's stages."""
-    from redi import config as rc
-    from redi import plan
-
-    preset = rc.preset(config)
-    out = []
-    if rc.raw_data_source(config) == "hub":
-        out.append(Source("raw", Pin(rc.RAW_HUB_DATASET, "dataset",
-                                     preset["raw_data_revision"])))
-    bases = [("base_model", plan.base_model_params(config))]
-    bases += [(f"base_model:{b}", plan.base_model_params(config, b))
-              for b in plan.base_models(config)]
-    out += [Source(name, Pin(spec["source"], "model", spec["revision"]))
-            for name, spec in bases if rc.hub_id(spec["source"])]
-    if preset["benchmarks_dir"] is None:
-        out += [Source(f"benchmark:{b['name']}", Pin(b["hub"], "dataset", b["revision"],
-                                                     _benchmark_config(b["hub"])))
-                for b in preset["benchmarks"]]
-    for name in plan.ood_names(config, source="hub"):
-        p = plan.ood_download_params(config, name)
-        out.append(Source(f"ood:{name}", Pin(p["hub"], "dataset", p["revision"],
-                                             p["hub_config"])))
-    for name in plan.hub_baselines(config):
-        p = plan.baseline_download_params(config, name)
-        out.append(Source(f"baseline:{name}", Pin(p["model"], "model", p["revision"])))
-    return out
-
-
-def _benchmark_config(repo_id: str) -> str | None:
-    from redi.benchmarks import HUB_SOURCES
-
-    return HUB_SOURCES[repo_id][0] if repo_id in HUB_SOURCES else None
-
-
 # ----------------------------------------------------------------- records
 
 

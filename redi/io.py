@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
+class BenchmarkFileError(ValueError):
+    """A benchmark file (math or out-of-domain) breaks its schema; the message names the
+    file, the item and the rule. Here, below every loader, so that each can raise it."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` on success.

@@ -612,6 +612,37 @@ def ood_download_params(config: Config, name: str) -> dict[str, Any]:
             "revision": bench["revision"]}
 
 
+def hub_sources(config: Config) -> list[Any]:
+    """Every Hub download the config's preset makes (``redi.hub.Source``; local files and
+    the tiny preset's generated data make none), in the order of the workflow's stages:
+    what ``scripts/fill_hf_cache.py`` puts in the cache."""
+    from redi.benchmarks import HUB_SOURCES
+    from redi.hub import Pin, Source
+
+    preset = rc.preset(config)
+    out = []
+    if rc.raw_data_source(config) == "hub":
+        out.append(Source("raw", Pin(rc.RAW_HUB_DATASET, "dataset",
+                                     preset["raw_data_revision"])))
+    bases = [("base_model", base_model_params(config))]
+    bases += [(f"base_model:{b}", base_model_params(config, b))
+              for b in base_models(config)]
+    out += [Source(name, Pin(spec["source"], "model", spec["revision"]))
+            for name, spec in bases if rc.hub_id(spec["source"])]
+    if preset["benchmarks_dir"] is None:
+        out += [Source(f"benchmark:{b['name']}", Pin(b["hub"], "dataset", b["revision"],
+                                                     HUB_SOURCES[b["hub"]][0]))
+                for b in preset["benchmarks"]]
+    for name in ood_names(config, source="hub"):
+        p = ood_download_params(config, name)
+        out.append(Source(f"ood:{name}", Pin(p["hub"], "dataset", p["revision"],
+                                             p["hub_config"])))
+    for name in hub_baselines(config):
+        p = baseline_download_params(config, name)
+        out.append(Source(f"baseline:{name}", Pin(p["model"], "model", p["revision"])))
+    return out
+
+
 def ood_eval_params(config: Config, label: str) -> dict[str, Any]:
     """The final protocol's sampling (n_samples, temperature, top-p, seed, forced think
     as ``model_force_think``), the preset's backend, the benchmarks with their generation

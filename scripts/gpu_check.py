@@ -76,6 +76,7 @@ import torch  # noqa: E402
 # parquet datasets, which the check does not (it builds its items in memory)
 from redi import (  # noqa: E402
     attention,
+    backends,
     batching,
     config,
     cost,
@@ -619,7 +620,7 @@ def run_generation(
     problems = (PROBLEMS * plan.gen_prompts)[: plan.gen_prompts]
     prompts = [render_eval_prompt(tokenizer, p, force_think=True) for p in problems]
     seeds = [1000 * i for i in range(len(prompts))]  # per-request seeds, as redi.evaluation
-    backend = generation.make_backend("hf", sampling, batch_size=plan.gen_prompts * plan.gen_samples)
+    backend = backends.make_backend("hf", sampling, batch_size=plan.gen_prompts * plan.gen_samples)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from redi.backends import make_backend
 from redi.generation import (
     STOP_TOKENS,
     HFBackend,
@@ -19,7 +20,6 @@ from redi.generation import (
     _decode_generate,
     _decode_incremental,
     fast_path_supported,
-    make_backend,
     sample_next,
     stop_token_ids,
 )
