@@ -21,6 +21,7 @@ include: "rules/eval.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
 include: "rules/claims.smk"
+include: "rules/plan.smk"
 
 report: "report/workflow.rst"
 
