@@ -57,9 +57,11 @@ PAPER_DATA = {"sft": 77629, "pairs": 53175}
 TOY_DATA = {"sft": 697, "pairs": 436, "n_problems": 1000}
 PAPER_EVAL = {"intermediate": "eval_math500_4samples", "final": "eval_5bench_16samples"}
 BF16_BYTES = 2
-# ZeRO-2 resume state per parameter: fp32 master weights + AdamW's two moments (12 B)
-# and the bf16 module weights accelerate saves beside them (2 B)
-RESUME_BYTES = 14
+# bytes per parameter of a checkpoint's weights and of its resume state. GPU training is
+# bf16 under ZeRO-2: bf16 weights; resume = fp32 master weights + AdamW's two moments
+# (12 B) + the bf16 module weights beside them (2 B). CPU training (no mixed precision)
+# saves fp32 weights; resume = fp32 weights + the two moments
+CHECKPOINT_BYTES = {"gpu": (BF16_BYTES, 14), "cpu": (4, 12)}
 GB = 1e9
 COLUMNS = ["target", "jobs", "gpu_jobs", "checkpoints", "gpu_hours", "wall_h_one_node",
            "wall_h_critical_path", "disk_gb", "disk_gb_pruned"]
@@ -85,10 +87,11 @@ ASSUMPTIONS = [
     "linearly with them; 'one node' runs the jobs one after another (--resources "
     "gpu=<node's GPUs> with jobs that each take the node), 'critical path' is the longest "
     "chain of dependent jobs (enough nodes for every independent job).",
-    "Disk: a checkpoint's bf16 weights (2 bytes x parameters) for every checkpoint kept, "
-    "plus one resume state per run (14 bytes x parameters: ZeRO-2 fp32 master weights, "
-    "AdamW moments, bf16 weights; older checkpoints drop theirs), plus the Hub models "
-    "downloaded. Raw corpus, benchmarks, generations and logs are not counted (< 50 GB).",
+    "Disk: a checkpoint's bf16 weights (2 bytes x parameters; fp32, 4 bytes, on CPU) for "
+    "every checkpoint kept, plus one resume state per run (14 bytes x parameters: ZeRO-2 "
+    "fp32 master weights, AdamW moments, bf16 weights; 12 on CPU; older checkpoints drop "
+    "theirs), plus the Hub models downloaded (bf16). The raw corpus, benchmarks, "
+    "generations and logs are not counted.",
     "Pruned disk (not implemented: docs/CLUSTER.md): each run keeps its final and best "
     "checkpoints only (every checkpoint of a run Figures 8-10 read) and no resume state.",
     "A CPU preset (resources.*_gpus = 0) has no GPU-hours or wall time: the paper's GPU "
@@ -191,8 +194,9 @@ class Planner:
 
     def _run_disk(self, run: str, n_params: int, checkpoints: int) -> tuple[float, float]:
         """Disk of a run as kept, and pruned (final + best, or all for Figures 8-10)."""
-        weights = BF16_BYTES * n_params
-        kept = checkpoints * weights + RESUME_BYTES * n_params
+        weight_bytes, resume_bytes = CHECKPOINT_BYTES["gpu" if self.train_gpus else "cpu"]
+        weights = weight_bytes * n_params
+        kept = checkpoints * weights + resume_bytes * n_params
         pruned = (checkpoints if run in self.full_runs else min(checkpoints, 2)) * weights
         return kept, pruned
 
