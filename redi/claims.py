@@ -11,8 +11,8 @@ difference above ``SEM_FACTOR``·σ holds, one below −``SEM_FACTOR``·σ does 
 between is not enough evidence. pass@16 has no SEM (the paper reports none): it is
 compared as is.
 
-Adding a claim = one check function + one ``CLAIMS`` entry. ``claims_spec`` (the job's
-parameters) and ``claims_inputs`` read the config; the module imports pandas lazily,
+Adding a claim = one check function + one ``CLAIMS`` entry. ``redi.plan.claims_spec`` (the
+job's parameters) and ``redi.plan.claims_inputs`` read the config; the module imports pandas lazily,
 because the Snakefile reads them while it parses.
 """
 
@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redi import config as rc
-from redi import plan
 from redi.io import atomic_path
 
 if TYPE_CHECKING:
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "not enough evidence"
 SEM_FACTOR = 1.0  # how many σ a difference must exceed to count
-OUTPUTS = {"csv": "results/claims.csv", "md": "results/claims.md"}
 COLUMNS = ["claim", "statement", "verdict", "ours", "paper", "rule", "detail"]
 
 
@@ -51,7 +48,7 @@ class Verdict:
 @dataclass
 class Evidence:
     """This run's numbers: tables by name (``table1``, ``table2_pass16``, ...), curves
-    by run, and the job's spec (``claims_spec``: groups, runs' hyper-parameters)."""
+    by run, and the job's spec (``redi.plan.claims_spec``: groups, runs' hyper-parameters)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     curves: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -332,44 +329,6 @@ def evaluate(claim: Claim, evidence: Evidence) -> Verdict:
 
 
 # ----------------------------------------------------------- job and files
-
-
-def _group_kind(config: Mapping[str, Any], runs: list[str]) -> str:
-    """A Table 2 group's kind from its runs' objective (α = 1 REDI is symmetric)."""
-    specs = [config["runs"][r] for r in runs]
-    objective = specs[0]["objective"]
-    if objective == "redi" and all(s.get("alpha") == 1.0 for s in specs):
-        return "symmetric"
-    return objective
-
-
-def claims_spec(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's parameters: Table 2's groups by kind, the hyper-parameters of every
-    run of Table 2's grid (pins ignored: the grid's curves decide the DPO claims), the
-    SFT rows, Table 4's (SFT, REDI) pairs and Table 5's rows."""
-    t2 = config["tables"]["table2"]
-    groups, runs = {}, {}
-    for g in t2["groups"]:
-        kind = _group_kind(config, g["runs"])
-        groups[kind] = {"label": f"table2-{rc.table2_slug(g['label'])}", "runs": g["runs"]}
-        for r in g["runs"]:
-            spec = config["runs"][r]
-            runs[r] = {k: spec[k] for k in ("objective", "lr", "alpha", "beta") if k in spec}
-    t4 = [(m["sft"], f"table4-{rc.run_base(config, m['sft'])}")
-          for m in config["tables"]["table4"]["models"]] if "table4" in plan.tables(config) else []
-    t5 = plan.table5_spec(config)
-    return {"preset": config["preset"], "sem_factor": SEM_FACTOR, "groups": groups,
-            "runs": runs, "table2_start": t2["start"], "table1_sft": config["tables"]["table1"]["sft"],
-            "table4": t4, "table5": {"reference": t5["reference"], "benchmarks": t5["benchmarks"],
-                                     "models": [r["label"] for r in t5["rows"]]}}
-
-
-def claims_inputs(config: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The tables (pass@1 and pass@16 CSVs, Table 5) and the curves of Table 2's grid."""
-    tables = [plan.table_outputs(t)[k] for t in plan.tables(config) for k in ("csv", "pass16_csv")]
-    runs = claims_spec(config)["runs"]
-    return {"tables": [*tables, plan.TABLE5_OUTPUTS["csv"]],
-            "curves": [plan.FIGURE_INPUTS["curves"].format(run=r) for r in runs]}
 
 
 def load_evidence(spec: Mapping[str, Any], tables: Iterable[str | Path],

@@ -362,9 +362,7 @@ class Planner:
             out[f"results/figures/{figure}.png"] = list(dict.fromkeys(
                 f"{kinds[read]}:{r}" for read in kind.reads
                 for r in plan.figure_runs(config, figure)))
-        from redi import claims  # imports the reporting stack: only when planning claims
-
-        inputs = claims.claims_inputs(config)
+        inputs = plan.claims_inputs(config)
         out["results/claims.csv"] = [
             *(j for t in plan.tables(config) for j in out[plan.table_outputs(t)["csv"]]),
             *out[plan.TABLE5_OUTPUTS["csv"]],

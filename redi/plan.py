@@ -1021,5 +1021,50 @@ def all_targets(config: Config) -> list[str]:
         *TABLE5_OUTPUTS.values(),
         TOKEN_CORRELATION,
         *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
-        "results/claims.csv", "results/claims.md",  # redi.claims.OUTPUTS (rules/claims.smk)
+        *CLAIMS_OUTPUTS.values(),
     ]
+
+
+# ------------------------------------------------------------------ claims
+
+CLAIMS_OUTPUTS = {"csv": "results/claims.csv", "md": "results/claims.md"}
+
+
+def _group_kind(config: Config, runs: list[str]) -> str:
+    """A Table 2 group's kind from its runs' objective (α = 1 REDI is symmetric)."""
+    specs = [config["runs"][r] for r in runs]
+    objective = specs[0]["objective"]
+    if objective == "redi" and all(s.get("alpha") == 1.0 for s in specs):
+        return "symmetric"
+    return objective
+
+
+def claims_spec(config: Config) -> dict[str, Any]:
+    """The job's parameters: Table 2's groups by kind, the hyper-parameters of every
+    run of Table 2's grid (pins ignored: the grid's curves decide the DPO claims), the
+    SFT rows, Table 4's (SFT, REDI) pairs and Table 5's rows."""
+    from redi.claims import SEM_FACTOR
+
+    t2 = config["tables"]["table2"]
+    groups, runs = {}, {}
+    for g in t2["groups"]:
+        kind = _group_kind(config, g["runs"])
+        groups[kind] = {"label": f"table2-{rc.table2_slug(g['label'])}", "runs": g["runs"]}
+        for r in g["runs"]:
+            spec = config["runs"][r]
+            runs[r] = {k: spec[k] for k in ("objective", "lr", "alpha", "beta") if k in spec}
+    t4 = [(m["sft"], f"table4-{rc.run_base(config, m['sft'])}")
+          for m in config["tables"]["table4"]["models"]] if "table4" in tables(config) else []
+    t5 = table5_spec(config)
+    return {"preset": config["preset"], "sem_factor": SEM_FACTOR, "groups": groups,
+            "runs": runs, "table2_start": t2["start"], "table1_sft": config["tables"]["table1"]["sft"],
+            "table4": t4, "table5": {"reference": t5["reference"], "benchmarks": t5["benchmarks"],
+                                     "models": [r["label"] for r in t5["rows"]]}}
+
+
+def claims_inputs(config: Config) -> dict[str, list[str]]:
+    """The tables (pass@1 and pass@16 CSVs, Table 5) and the curves of Table 2's grid."""
+    csvs = [table_outputs(t)[k] for t in tables(config) for k in ("csv", "pass16_csv")]
+    runs = claims_spec(config)["runs"]
+    return {"tables": [*csvs, TABLE5_OUTPUTS["csv"]],
+            "curves": [FIGURE_INPUTS["curves"].format(run=r) for r in runs]}

@@ -2,14 +2,11 @@
 # rule over this run's tables and curves, with its verdict and the paper's figure.
 # Cheap CPU work: a local rule, never submitted to a cluster.
 
-from redi import claims as claims_check
-
-
 localrules:
     claims,
 
 
-CLAIMS_INPUTS = claims_check.claims_inputs(config)
+CLAIMS_INPUTS = plan.claims_inputs(config)
 
 
 rule claims:
@@ -19,12 +16,12 @@ rule claims:
         tables=CLAIMS_INPUTS["tables"],
         curves=CLAIMS_INPUTS["curves"],
     output:
-        csv=report(claims_check.OUTPUTS["csv"], caption="../report/claims.rst",
+        csv=report(plan.CLAIMS_OUTPUTS["csv"], caption="../report/claims.rst",
                    category="Claims"),
-        md=report(claims_check.OUTPUTS["md"], caption="../report/claims.rst",
+        md=report(plan.CLAIMS_OUTPUTS["md"], caption="../report/claims.rst",
                   category="Claims"),
     params:
-        hp=lambda wc: hp(claims_check.claims_spec(config)),
+        hp=lambda wc: hp(plan.claims_spec(config)),
     log:
         f"{LOGS}/report/claims.log",
     conda:

@@ -190,7 +190,8 @@ def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path
     jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(override)))
     jobs.pop("all", None)
     assert jobs == {"stage2": 1, "eval_curve": 1, "final_eval": 1, "table": 1,
-                    "paper_comparison": 1, "grader_agreement": 1, "figure": 1, "table3": 1}
+                    "paper_comparison": 1, "grader_agreement": 1, "figure": 1, "table3": 1,
+                    "claims": 1}
 
 
 def test_editing_the_plotting_module_replans_only_figures(tiny_run):
