@@ -186,7 +186,7 @@ def test_table4_dry_run_plans_its_jobs_on_gpus_and_changes_no_existing_job(tmp_p
     the other base models' data, SFT, REDI and evaluation jobs with the training and
     evaluation GPUs; and every job of the workflow without Table 4 keeps its command
     (params, inputs, outputs) byte for byte, so nothing that exists is rerun (but the
-    grader agreement, which covers every table's models)."""
+    grader agreement and the claims check, which cover every table)."""
     workdir = copy_workflow(tmp_path / "wf")
     override = tmp_path / "offline.yaml"
     override.write_text(f"presets:\n  paper:\n    benchmarks_dir: {BENCHMARKS_DIR}\n")
@@ -208,8 +208,9 @@ def test_table4_dry_run_plans_its_jobs_on_gpus_and_changes_no_existing_job(tmp_p
     (workdir / "config.yaml").write_text(yaml.safe_dump(_without_table4(config), sort_keys=False))
     before = job_commands(snakemake(workdir, "-n", "-p", "-F", "all", *paper).stdout)
     changed = [out for out, shell in before.items() if after.get(out) != shell]
-    assert changed == ["results/grader_agreement.csv, results/grader_disagreements.csv, "
-                       "results/grader_agreement.md"]
+    assert sorted(changed) == ["results/claims.csv, results/claims.md",
+                               "results/grader_agreement.csv, results/grader_disagreements.csv, "
+                               "results/grader_agreement.md"]
     new = set(after) - set(before)
     assert "results/train/qwen7b_sft_3ep/manifest.json, results/train/qwen7b_sft_3ep/log.csv" in new
     assert len(new) == 18
