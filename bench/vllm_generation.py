@@ -68,6 +68,11 @@ def job(run: Path, script: str, params: dict, python: Path, out: Path, *args: st
     return {"wall_s": wall, "models": models, "engines": engines}
 
 
+def _per_call(engine_lines: list[tuple], engines: int) -> list[list[tuple]]:
+    """The engine lines of a job, grouped by backend call (one line per engine each)."""
+    return [engine_lines[i:i + engines] for i in range(0, len(engine_lines), engines)]
+
+
 def final_eval(run: Path, backend: str, engines: int, out: Path) -> dict:
     config = run_config(run, backend, engines)
     params = plan.final_model_params(config, plan.final_models(config)["sft_3ep"])
@@ -80,9 +85,12 @@ def throughput_rows(run: Path, tmp: Path) -> list[dict]:
     rows = []
     for backend, engines in (("hf", 1), ("vllm", 1), ("vllm", 2)):
         result = final_eval(run, backend, engines, tmp / f"{backend}{engines}")
-        ((_, tokens, call_s),) = result["models"]
-        # engines run side by side: the call's generation time is the slowest engine's
-        engine_s = max((e[3] for e in result["engines"]), default=call_s)
+        # one backend call per benchmark; engines run side by side: a call's generation
+        # time is its slowest engine's
+        tokens = sum(m[1] for m in result["models"])
+        call_s = sum(m[2] for m in result["models"])
+        engine_s = sum(max(e[3] for e in per_call)
+                       for per_call in _per_call(result["engines"], engines)) or call_s
         rows.append({"backend": backend, "engines": engines, "tokens": int(tokens),
                      "call_s": call_s, "engine_generate_s": engine_s,
                      "tokens_per_s_call": tokens / call_s, "tokens_per_s_engine": tokens / engine_s,
@@ -96,8 +104,7 @@ def overhead_row(run: Path, tmp: Path) -> dict:
                  tmp / "curve", "--manifest", "results/train/sft_3ep/manifest.json",
                  "--log-csv", "results/train/sft_3ep/log.csv", "--out",
                  str(tmp / "curve" / "curve.csv"), "--best", str(tmp / "curve" / "best.json"))
-    engines = result["engines"]
-    per_model = [engines[i:i + 2] for i in range(0, len(engines), 2)]
+    per_model = _per_call(result["engines"], 2)
     generate = sum(max(e[3] for e in pair) for pair in per_model)
     start = sum(max(e[1] for e in pair) for pair in per_model)
     return {"checkpoints": len(per_model), "job_wall_s": result["wall_s"],

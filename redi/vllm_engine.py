@@ -184,9 +184,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def _engine_env(job: dict[str, Any]) -> dict[str, str]:
-    """CPU engines: a bounded KV cache (vLLM's default takes most of the RAM) and a
-    compile cache out of the home folder, unless the user set them."""
+    """The job's log kept open; on CPU a bounded KV cache (vLLM's default takes most of
+    the RAM) and a compile cache out of the home folder; unless the user set them."""
     env: dict[str, str] = {}
+    if logging.getLogger().handlers and "VLLM_CONFIGURE_LOGGING" not in os.environ:
+        # vLLM's logging set-up (dictConfig, at import) closes the handlers already
+        # there: the job's log file would end when its engine starts. Its messages go
+        # to the job's handlers instead.
+        env["VLLM_CONFIGURE_LOGGING"] = "0"
     if job["cpu_kvcache_gib"] is not None and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{job['cpu_kvcache_gib']:g}"
     if job["enforce_eager"] and "VLLM_CACHE_ROOT" not in os.environ:

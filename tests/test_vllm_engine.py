@@ -139,6 +139,10 @@ def test_final_eval_one_and_two_engines_and_rerun(protocol, served, tmp_path) ->
         assert summary["generation"]["device"] == "cpu"
         assert summary["generation"]["vllm_version"] == "0.32.0"
         frames[name] = pd.read_parquet(tmp_path / name / "toy.parquet")
+        # the job's log goes on after its engine started (vLLM's logging set-up closes
+        # the handlers of the process that imports it)
+        log = (tmp_path / name / "job.log").read_text()
+        assert "engine 0: started in" in log and "baseline-b: evaluated in" in log
     assert len(frames["one"]) == 8 * 16
     assert frames["one"]["response"].nunique() > 16  # really sampled
     pd.testing.assert_frame_equal(frames["one"], frames["two"])
