@@ -73,12 +73,30 @@ def pythonpath(basedir: str, current: str | None) -> str:
     return os.pathsep.join(p for p in (basedir, current) if p)
 
 
+def job_resources(config: Config, job: str, gpu: int | None = None, threads: int = 1,
+                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A job's ``resources:``, all from the active preset (``resources.jobs``: the
+    job's entry, else ``default``) and the user's environment, so that a scheduler gets
+    what this preset's job needs: memory, time, and for a GPU job (``gpu`` not None,
+    read by the training launcher even when 0) ``gpu`` GPUs with ``threads`` CPUs each,
+    else ``cpus_per_task`` CPUs (default ``threads``). No GPUs asked, no GPU partition.
+    Local runs ignore all but ``gpu``."""
+    jobs = rc.preset(config)["resources"]["jobs"]
+    request = dict(jobs.get(job, jobs["default"]))
+    cpus_per_task = request.pop("cpus_per_task", threads)
+    if gpu is None:
+        return {**request, "cpus_per_task": cpus_per_task, **slurm_placement(False, environ)}
+    # the slurm plugin passes cpus_per_task in preference to cpus_per_gpu
+    cpus = {"cpus_per_gpu": threads} if gpu > 0 else {"cpus_per_task": threads}
+    return {"gpu": gpu, **request, **cpus, **slurm_placement(gpu > 0, environ)}
+
+
 def slurm_placement(gpu: bool = False, environ: Mapping[str, str] | None = None
                     ) -> dict[str, str]:
     """SLURM account/partition from the user's environment, never from the repository:
-    REDI_SLURM_ACCOUNT, REDI_SLURM_PARTITION and (GPU rules) REDI_SLURM_GPU_PARTITION.
-    Unset -> not passed: the slurm plugin guesses the account and uses the default
-    partition. Ignored by local runs."""
+    REDI_SLURM_ACCOUNT, REDI_SLURM_PARTITION and (jobs with GPUs)
+    REDI_SLURM_GPU_PARTITION. Unset -> not passed: the slurm plugin guesses the account
+    and uses the default partition. Ignored by local runs."""
     env = os.environ if environ is None else environ
     partition = (gpu and env.get("REDI_SLURM_GPU_PARTITION")) or env.get("REDI_SLURM_PARTITION")
     placement = {"slurm_account": env.get("REDI_SLURM_ACCOUNT"), "slurm_partition": partition}

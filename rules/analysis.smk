@@ -22,8 +22,7 @@ rule token_analysis:
         hp=lambda wc: hp(plan.analysis_params(config)),
     threads: TRAIN_THREADS
     resources:
-        gpu=TRAIN_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("token_analysis", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
     log:
         f"{LOGS}/token_analysis/{{run}}.log",
     benchmark:

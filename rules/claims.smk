@@ -22,6 +22,8 @@ rule claims:
                   category="Claims"),
     params:
         hp=lambda wc: hp(plan.claims_spec(config)),
+    resources:
+        **job_resources("claims"),
     log:
         f"{LOGS}/report/claims.log",
     conda:

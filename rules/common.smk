@@ -13,7 +13,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from redi import config as rc
 from redi import plan
-from redi.plan import final_args, hp, shell_args, slurm_placement
+from redi.plan import final_args, hp, shell_args
 
 # jobs import redi from this checkout too: the conda envs do not install it
 # (Snakemake copies env files into .snakemake/conda/, so `-e ..` cannot work)
@@ -58,6 +58,11 @@ wildcard_constraints:
     sft=plan.one_of(SFT_RUNS + BASE_SFT_RUNS),
     base=plan.one_of(plan.base_models(config)),
     epochs=r"\d+",
+
+
+def job_resources(job, gpu=None, threads=1):
+    """The job's scheduler request, from the active preset (redi.plan.job_resources)."""
+    return plan.job_resources(config, job, gpu, threads)
 
 
 # --------------------------------------------------------- input functions

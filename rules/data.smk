@@ -29,7 +29,7 @@ rule toy_corpus:
         hp=lambda wc: hp(plan.toy_params(config)),
     threads: 2
     resources:
-        **slurm_placement(),
+        **job_resources("toy_corpus", threads=2),
     log:
         f"{LOGS}/toy_corpus.log",
     conda:
@@ -54,6 +54,8 @@ rule toy_ood:
         hp=lambda wc: hp(plan.toy_ood_params(config, wc.ood_toy)),
         inputs=lambda wc, input: shell_args("--corpus", input.corpus) + " "
         + shell_args("--benchmarks", input.benchmarks),
+    resources:
+        **job_resources("toy_ood"),
     log:
         f"{LOGS}/toy_ood/{{ood_toy}}.log",
     conda:
@@ -73,6 +75,8 @@ rule download_raw:
         record="results/data/raw_hub.download.json",
     params:
         hp=lambda wc: hp(plan.raw_download_params(config)),
+    resources:
+        **job_resources("download_raw"),
     log:
         f"{LOGS}/download_raw.log",
     conda:
@@ -94,6 +98,8 @@ rule tokenizer:
         hp=lambda wc: hp(plan.tokenizer_params(config)),
         corpus=lambda wc, input: shell_args("--corpus", input.corpus),
     threads: 2
+    resources:
+        **job_resources("tokenizer", threads=2),
     log:
         f"{LOGS}/tokenizer.log",
     conda:
@@ -114,6 +120,8 @@ rule base_model:
     params:
         hp=lambda wc: hp(plan.base_model_params(config)),
     threads: 2
+    resources:
+        **job_resources("base_model", threads=2),
     log:
         f"{LOGS}/base_model.log",
     benchmark:
@@ -136,6 +144,8 @@ use rule tokenizer as base_tokenizer with:
         corpus=lambda wc, input: shell_args("--corpus", input.corpus),
     log:
         f"{LOGS}/tokenizer_{{base}}.log",
+    resources:
+        **job_resources("base_tokenizer", threads=2),
 
 
 use rule base_model as other_base_model with:
@@ -150,6 +160,8 @@ use rule base_model as other_base_model with:
         f"{LOGS}/base_model_{{base}}.log",
     benchmark:
         "results/benchmarks/base_model_{base}.tsv"
+    resources:
+        **job_resources("other_base_model", threads=2),
 
 
 rule filter_data:
@@ -165,7 +177,7 @@ rule filter_data:
     params:
         hp=lambda wc: hp(plan.filter_params(config)),
     resources:
-        **slurm_placement(),
+        **job_resources("filter_data"),
     log:
         f"{LOGS}/filter_data.log",
     conda:
@@ -191,7 +203,7 @@ rule sft_length:
     params:
         hp=lambda wc: hp(plan.sft_length_params(config)),
     resources:
-        **slurm_placement(),
+        **job_resources("sft_length"),
     log:
         f"{LOGS}/sft_length.log",
     conda:
@@ -216,7 +228,7 @@ rule length_filter:
     params:
         hp=lambda wc: hp(plan.length_filter_params(config)),
     resources:
-        **slurm_placement(),
+        **job_resources("length_filter"),
     log:
         f"{LOGS}/length_filter.log",
     conda:
@@ -239,6 +251,8 @@ use rule sft_length as base_sft_length with:
         report="results/data/tokenizer_{base}/sft_length_report.json",
     log:
         f"{LOGS}/sft_length_{{base}}.log",
+    resources:
+        **job_resources("base_sft_length"),
 
 
 use rule length_filter as base_length_filter with:
@@ -252,6 +266,8 @@ use rule length_filter as base_length_filter with:
         report="results/data/tokenizer_{base}/length_report.json",
     log:
         f"{LOGS}/length_filter_{{base}}.log",
+    resources:
+        **job_resources("base_length_filter"),
 
 
 rule verify_labels:
@@ -265,7 +281,7 @@ rule verify_labels:
         hp=lambda wc: hp(plan.verify_params(config)),
     threads: 2
     resources:
-        **slurm_placement(),
+        **job_resources("verify_labels", threads=2),
     log:
         f"{LOGS}/verify_labels.log",
     conda:
@@ -287,6 +303,8 @@ rule data_report:
         "results/data/report.json",
     params:
         verify=lambda wc, input: shell_args("--verify", input.verify),
+    resources:
+        **job_resources("data_report"),
     log:
         f"{LOGS}/data_report.log",
     conda:
@@ -307,6 +325,8 @@ rule validate_benchmarks:
         plan.BENCHMARKS_VALID,
     params:
         hp=lambda wc: hp(plan.benchmark_validation_params(config)),
+    resources:
+        **job_resources("validate_benchmarks"),
     log:
         f"{LOGS}/validate_benchmarks.log",
     conda:
@@ -324,6 +344,8 @@ rule validate_ood:
         plan.OOD_VALID,
     params:
         hp=lambda wc: hp(plan.ood_validation_params(config)),
+    resources:
+        **job_resources("validate_ood"),
     log:
         f"{LOGS}/validate_ood.log",
     conda:

@@ -34,6 +34,8 @@ rule download_benchmarks:
         directory(rc.BENCHMARKS_DOWNLOAD_DIR),
     params:
         hp=lambda wc: hp(plan.benchmark_download_params(config)),
+    resources:
+        **job_resources("download_benchmarks"),
     log:
         f"{LOGS}/download_benchmarks.log",
     conda:
@@ -54,6 +56,8 @@ rule download_baseline:
         baseline=plan.one_of(HUB_BASELINES),
     params:
         hp=lambda wc: hp(plan.baseline_download_params(config, wc.baseline)),
+    resources:
+        **job_resources("download_baseline"),
     log:
         f"{LOGS}/download_baseline/{{baseline}}.log",
     conda:
@@ -75,6 +79,8 @@ rule download_ood:
         ood_hub=plan.one_of(HUB_OOD),
     params:
         hp=lambda wc: hp(plan.ood_download_params(config, wc.ood_hub)),
+    resources:
+        **job_resources("download_ood"),
     log:
         f"{LOGS}/download_ood/{{ood_hub}}.log",
     conda:
@@ -101,8 +107,7 @@ rule eval_curve:
             "--init-curve", input.init_curve if "init_curve" in input.keys() else []),
     threads: EVAL_THREADS
     resources:
-        gpu=EVAL_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("eval_curve", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/eval_curve/{{curve_run}}.log",
     benchmark:
@@ -132,8 +137,7 @@ rule final_eval:
         out_dir=lambda wc: f"results/eval/final/{wc.label}",
     threads: EVAL_THREADS
     resources:
-        gpu=EVAL_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("final_eval", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/final_eval/{{label}}.log",
     benchmark:
@@ -162,8 +166,7 @@ rule gen_stats:
         python=EVAL_PYTHON,
     threads: EVAL_THREADS
     resources:
-        gpu=EVAL_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("gen_stats", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/gen_stats/{{run}}.log",
     benchmark:
@@ -195,8 +198,7 @@ rule ood_eval:
         out_dir=lambda wc: f"results/eval/ood/{wc.label}",
     threads: EVAL_THREADS
     resources:
-        gpu=EVAL_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("ood_eval", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/ood_eval/{{label}}.log",
     benchmark:

@@ -18,6 +18,8 @@ rule cost_plan:
     params:
         # the whole config: any key may change a job's cost
         hp=lambda wc: hp(dict(config)),
+    resources:
+        **job_resources("cost_plan"),
     log:
         f"{LOGS}/plan/cost.log",
     conda:

@@ -47,6 +47,8 @@ rule table:
         hp=lambda wc: hp(TABLE_SPECS[wc.table]),
         caption=lambda wc, output: plan.Caption(workflow.basedir, wc.table),
         caption_pass16=lambda wc, output: plan.Caption(workflow.basedir, f"{wc.table}_pass16"),
+    resources:
+        **job_resources("table"),
     log:
         f"{LOGS}/report/{{table}}.log",
     conda:
@@ -75,6 +77,8 @@ rule paper_comparison:
                   category="Paper comparison"),
     params:
         hp=lambda wc: hp(plan.comparison_params(config)),
+    resources:
+        **job_resources("paper_comparison"),
     log:
         f"{LOGS}/report/paper_comparison.log",
     conda:
@@ -104,6 +108,8 @@ rule table3:
                   category="Tables", subcategory="Table 3"),
     params:
         hp=lambda wc: hp(TABLE3_SPEC),
+    resources:
+        **job_resources("table3"),
     log:
         f"{LOGS}/report/table3.log",
     conda:
@@ -127,6 +133,8 @@ rule table5:
                   category="Tables", subcategory="Table 5"),
     params:
         hp=lambda wc: hp(plan.table5_spec(config)),
+    resources:
+        **job_resources("table5"),
     log:
         f"{LOGS}/report/table5.log",
     conda:
@@ -145,6 +153,8 @@ rule token_correlation:
         report(plan.TOKEN_CORRELATION, caption="../report/fig10.rst", category="Figures"),
     params:
         hp=lambda wc: hp({"run": config["figures"]["fig10"]}),
+    resources:
+        **job_resources("token_correlation"),
     log:
         f"{LOGS}/report/token_correlation.log",
     conda:
@@ -168,6 +178,8 @@ rule grader_agreement:
                   category="Grader agreement"),
     params:
         hp=lambda wc: hp(plan.agreement_spec(config)),
+    resources:
+        **job_resources("grader_agreement"),
     log:
         f"{LOGS}/report/grader_agreement.log",
     conda:
@@ -193,6 +205,8 @@ rule figure:
         hp=lambda wc: hp(plan.figure_params(config, wc.figure)),
         inputs=lambda wc, input: plan.figure_args(input),
         caption=lambda wc, output: plan.Caption(workflow.basedir, wc.figure),
+    resources:
+        **job_resources("figure"),
     log:
         f"{LOGS}/report/{{figure}}.log",
     conda:

@@ -18,8 +18,7 @@ rule sft:
         hp=lambda wc: hp(plan.sft_params(config, int(wc.epochs))),
     threads: TRAIN_THREADS
     resources:
-        gpu=TRAIN_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("sft", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
     log:
         f"{LOGS}/sft/sft_{{epochs}}ep.log",
     benchmark:
@@ -46,6 +45,8 @@ use rule sft as base_sft with:
         f"{LOGS}/sft/{{base}}_sft_{{epochs}}ep.log",
     benchmark:
         "results/benchmarks/sft/{base}_sft_{epochs}ep.tsv"
+    resources:
+        **job_resources("base_sft", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
 
 
 rule ref_logps:
@@ -60,8 +61,7 @@ rule ref_logps:
         hp=lambda wc: hp(plan.ref_logps_params(config, wc.sft)),
     threads: TRAIN_THREADS
     resources:
-        gpu=TRAIN_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("ref_logps", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
     log:
         f"{LOGS}/ref_logps/{{sft}}.log",
     benchmark:
@@ -88,8 +88,7 @@ rule stage2:
         ref=lambda wc, input: shell_args("--ref-logps", input.ref),
     threads: TRAIN_THREADS
     resources:
-        gpu=TRAIN_GPUS,
-        **slurm_placement(gpu=True),
+        **job_resources("stage2", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
     log:
         f"{LOGS}/stage2/{{run}}.log",
     benchmark:

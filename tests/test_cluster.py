@@ -44,12 +44,9 @@ def test_profile_is_found_by_its_bare_name_and_selects_the_paper_preset():
     assert profile["config"] == ["preset=paper"]
     for key in ("jobs", "latency-wait", "retries", "rerun-incomplete"):
         assert key in profile
-    # never `tasks` (one copy of the job per task) nor --gres/--gpus in slurm_extra
-    for rule, resources in profile["set-resources"].items():
-        assert "tasks" not in resources, rule
-        assert not re.search(r"--(gres|gpus)", str(resources.get("slurm_extra", ""))), rule
-    # cpus_per_task would override cpus_per_gpu in the plugin
-    assert "cpus_per_task" not in profile.get("default-resources", {})
+    # what a job asks for comes from the preset (config.yaml), never from the profile:
+    # the profile's requests would apply to every preset
+    assert not {"set-resources", "default-resources", "set-threads"} & profile.keys()
     assert not (ROOT / "profiles" / "default").exists()
 
 
@@ -78,9 +75,56 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_
             assert int(resources["cpus_per_gpu"]) > 0, rule
             assert "cpus_per_task" not in resources, rule
             assert resources["slurm_partition"] == "a100", rule
-        else:  # data, download, table, figure and report rules
+        elif rule != "all":  # data, download, table, figure and report rules
             assert "gpu" not in resources and "gres" not in resources, rule
-        assert "tasks" not in resources, rule
+            assert resources["slurm_partition"] == "cpu", rule
+        # never `tasks` (the plugin would start one copy of the job per task)
+        assert "tasks" not in resources and "slurm_extra" not in resources, rule
+
+
+def test_the_paper_presets_requests_are_the_paper_jobs_sizes(slurm_dry_run):
+    jobs = dict(job_resources(slurm_dry_run))
+    expected = {"sft": (480000, 1440), "base_sft": (480000, 2880), "stage2": (480000, 1440),
+                "ref_logps": (240000, 240), "eval_curve": (240000, 720),
+                "final_eval": (240000, 2160), "ood_eval": (240000, 480),
+                "length_filter": (64000, 240), "table": (16000, 120)}
+    for rule, (mem_mb, minutes) in expected.items():
+        assert (int(jobs[rule]["mem_mb"]), int(jobs[rule]["runtime"])) == (mem_mb, minutes), rule
+    assert jobs["length_filter"]["cpus_per_task"] == "16"
+
+
+def test_the_tiny_preset_asks_a_small_node_for_every_job(tmp_path):
+    """`--config preset=tiny` through the profile: every request fits a 2-core, 4 GB
+    node, and with no GPUs nothing asks for one or for the GPU partition."""
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "--profile", "slurm", "-n", "all", "--config", "preset=tiny",
+                     env=PLACEMENT)
+    jobs = job_resources(proc.stdout + proc.stderr)
+    assert len({rule for rule, _ in jobs}) > 25
+    for rule, resources in jobs:
+        if rule == "all":  # the target rule: no job
+            continue
+        assert int(resources["mem_mb"]) <= 4000 and int(resources["runtime"]) <= 60, rule
+        assert int(resources["cpus_per_task"]) <= 2 and "cpus_per_gpu" not in resources, rule
+        assert int(resources.get("gpu", 0)) == 0, rule
+        assert resources["slurm_partition"] == "cpu", rule
+
+
+def test_job_requests_follow_the_preset_and_the_gpus():
+    from redi import plan
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["preset"] = "paper"
+    env = {"REDI_SLURM_PARTITION": "cpu", "REDI_SLURM_GPU_PARTITION": "gpu"}
+    assert plan.job_resources(config, "stage2", gpu=8, threads=8, environ=env) == {
+        "gpu": 8, "mem_mb": 480000, "runtime": 1440, "cpus_per_gpu": 8, "slurm_partition": "gpu"}
+    # a GPU rule given no GPUs: no GPU request, no GPU partition, its threads as CPUs
+    assert plan.job_resources(config, "stage2", gpu=0, threads=3, environ=env) == {
+        "gpu": 0, "mem_mb": 480000, "runtime": 1440, "cpus_per_task": 3, "slurm_partition": "cpu"}
+    # a job without an entry gets `default`; a CPU job's own cpus_per_task wins over threads
+    assert plan.job_resources(config, "figure", environ={}) == {
+        "mem_mb": 16000, "runtime": 120, "cpus_per_task": 1}
+    assert plan.job_resources(config, "verify_labels", threads=2, environ={})["cpus_per_task"] == 32
 
 
 def test_account_and_partition_come_from_the_environment(slurm_dry_run, tmp_path):
