@@ -151,8 +151,9 @@ class Objective:
     log-probs; ``arity`` is the number of sequences per example (1: a response, the
     SFT data; 2: chosen and rejected, the pairs); ``token_mean`` normalises a step
     by its completion tokens (SFT) instead of its examples; ``shuffle`` draws a seeded
-    order per epoch (SFT) instead of the file order (stage 2; the authors' Trainer
-    draws a seeded permutation there, see docs/DEVIATIONS.md);
+    order per epoch (SFT) instead of the file order (stage 2) under ``data_order``
+    ``file``; ``authors`` (the paper preset's stage 2) draws the authors' Trainer's
+    permutation for any objective (``redi.train_data.run_plan``);
     ``epoch_checkpoints`` saves at every epoch end. ``rewards`` gives the implicit
     rewards (chosen, rejected) of the margin/accuracy log columns, if any.
     ``sequence_weights(lengths, params)``, for a loss LINEAR in the sums, gives the

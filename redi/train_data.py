@@ -9,6 +9,7 @@ each process's micro-batches take.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -136,12 +137,12 @@ def shard_batches(order: list[int], processes: int, micro_batch: int, rank: int)
 
 def authors_step_plan(n_items: int, seed: int, epochs: int, processes: int, micro_batch: int,
                       accum: int) -> list[list[int]]:
-    """Item indices of every optimizer step in the authors' order: per epoch the seedable
-    sampler's permutation, sharded as accelerate shards it over ``processes``; step k
-    holds micro-batches ``k·accum … k·accum + accum − 1`` of every process, laid out so
-    that ``rank_micro_batches(step, r, processes, accum)`` gives process r its own (with
-    one item per micro-batch). The last window of an epoch may be short (one step more
-    than the Trainer's floor, see docs/DEVIATIONS.md)."""
+    """Item indices of every accumulation window in the authors' order: per epoch the
+    seedable sampler's permutation, sharded as accelerate shards it over ``processes``;
+    window k holds micro-batches ``k·accum … k·accum + accum − 1`` of every process, micro-
+    batch by micro-batch and process by process within one, so that
+    ``authors_micro_batches`` gives process r its own. The last window of an epoch may be
+    short; ``authors_plan`` cuts the windows at the Trainer's step count."""
     plan = []
     for epoch in range(epochs):
         order = seedable_sampler_order(n_items, seed, epoch)
@@ -150,3 +151,74 @@ def authors_step_plan(n_items: int, seed: int, epochs: int, processes: int, micr
             plan.append([i for j in range(k, min(k + accum, len(shards[0])))
                          for r in range(processes) for i in shards[r][j]])
     return plan
+
+
+DATA_ORDERS = ("file", "authors")
+
+
+def batches_per_process(n_items: int, processes: int, micro_batch: int) -> int:
+    """Micro-batches per process and epoch of accelerate's sharded loader (even batches:
+    the stream padded to a multiple of ``processes × micro_batch``)."""
+    return math.ceil(n_items / (processes * micro_batch))
+
+
+def trainer_steps_per_epoch(n_items: int, processes: int, micro_batch: int, accum: int) -> int:
+    """The pinned Trainer's ``num_update_steps_per_epoch`` (transformers 4.50,
+    ``set_initial_training_values``): ``max(batches // accum, 1)``, a floor."""
+    return max(batches_per_process(n_items, processes, micro_batch) // accum, 1)
+
+
+def trainer_max_steps(n_items: int, processes: int, micro_batch: int, accum: int,
+                      epochs: int) -> int:
+    """The pinned Trainer's ``max_steps`` = epochs × its steps per epoch. Its loop stops
+    when ``global_step`` reaches it, so with one epoch the last partial accumulation
+    window is never stepped (with several, earlier epochs' partial windows are)."""
+    return epochs * trainer_steps_per_epoch(n_items, processes, micro_batch, accum)
+
+
+def authors_plan(n_items: int, seed: int, epochs: int, processes: int, micro_batch: int,
+                 accum: int) -> list[list[int]]:
+    """The optimizer steps the authors' Trainer takes: the sampler's windows
+    (``authors_step_plan``) up to its ``max_steps``. Exact for one epoch (stage 2). Over
+    several epochs the Trainer's last window of an epoch draws ``n_items mod accum``
+    micro-batches (its ``remainder`` counts examples, not micro-batches); where that is
+    fewer than the leftover ones it skips the rest, which this does not copy."""
+    plan = authors_step_plan(n_items, seed, epochs, processes, micro_batch, accum)
+    return plan[: trainer_max_steps(n_items, processes, micro_batch, accum, epochs)]
+
+
+def authors_micro_batches(indices: list[int], rank: int, world: int, accum: int,
+                          micro_batch: int) -> list[list[int]]:
+    """Process ``rank``'s ``accum`` micro-batches of one ``authors_step_plan`` step.
+    Every micro-batch of the step is full except, with one process, the epoch's last, so
+    cutting the step into ``micro_batch`` items gives them in order; a short window
+    leaves the rest empty (every process still runs ``accum`` forwards)."""
+    chunks = [indices[i : i + micro_batch] for i in range(0, len(indices), micro_batch)]
+    mine = chunks[rank::world]
+    return mine + [[] for _ in range(accum - len(mine))]
+
+
+def run_plan(n_items: int, params: dict[str, Any], shuffle: bool, world: int,
+             accum: int) -> tuple[list[list[int]], int]:
+    """(the item indices of every optimizer step, steps per epoch) for the run's
+    ``data_order``: ``file`` (``step_plan``: file order, or a seeded permutation per
+    epoch when the objective shuffles) or ``authors`` (``authors_plan`` over this run's
+    processes, with the Trainer's step arithmetic)."""
+    order = params.get("data_order", "file")
+    if order not in DATA_ORDERS:
+        raise ValueError(f"data_order {order!r} is not one of {DATA_ORDERS}")
+    if order == "authors":
+        plan = authors_plan(n_items, params["seed"], params["epochs"], world,
+                            params["micro_batch"], accum)
+        return plan, trainer_steps_per_epoch(n_items, world, params["micro_batch"], accum)
+    plan = step_plan(n_items, params["global_batch"], params["epochs"],
+                     params["seed"] if shuffle else None)
+    return plan, math.ceil(n_items / params["global_batch"])
+
+
+def micro_batches(indices: list[int], params: dict[str, Any], rank: int, world: int,
+                  accum: int) -> list[list[int]]:
+    """This process's ``accum`` micro-batches of one step of ``run_plan``'s plan."""
+    if params.get("data_order", "file") == "authors":
+        return authors_micro_batches(indices, rank, world, accum, params["micro_batch"])
+    return rank_micro_batches(indices, rank, world, accum)

@@ -9,12 +9,14 @@ fp32 on CPU. On GPUs micro-batches are packed without padding (PyTorch's varlen
 FlashAttention, ``redi.attention``); on a CPU they are padded rows under SDPA.
 
 An optimizer step sees ``global_batch`` examples (= ``micro_batch`` x accumulation
-x processes; ``redi.train_data``); its loss is the objective's per-example loss summed
-(``redi.step.micro_loss``) and normalised by the step's completion tokens (SFT) or
-examples (stage 2). The run folder (``redi.checkpoints``) keeps ``log.csv``,
-TensorBoard events, checkpoints and, while running, the latest resume state: a
-rerun of a killed job continues from it (``redi.resume``). A finished run writes
-``manifest.json`` last and deletes its resume state.
+x processes) in the order the run's ``data_order`` gives (``redi.train_data.run_plan``:
+the file's, or the permutation and step count of the authors' Trainer); its loss is
+the objective's per-example loss summed (``redi.step.micro_loss``) and normalised by
+the step's completion tokens (SFT) or examples (stage 2). The run folder
+(``redi.checkpoints``) keeps ``log.csv``, TensorBoard events, checkpoints and, while
+running, the latest resume state: a rerun of a killed job continues from it
+(``redi.resume``). A finished run writes ``manifest.json`` last and deletes its resume
+state.
 
 A stop signal (SIGTERM, SIGINT, or SIGUSR1: a scheduler's warning before the time
 limit) lets the step in progress finish, saves the state at that step boundary (a
@@ -48,7 +50,7 @@ from redi.provenance import provenance
 from redi.ref_logps import init_checkpoint, pad_id
 from redi.resume import find_resume_state, fingerprint
 from redi.step import Stats, micro_loss
-from redi.train_data import Item, pair_items, rank_micro_batches, sft_items, step_plan
+from redi.train_data import Item, micro_batches, pair_items, run_plan, sft_items
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +151,10 @@ class Trainer:
             gradient_accumulation_steps=self.accum,
         )
         set_seed(p["seed"])
-        shuffle = p["seed"] if self.objective.shuffle else None  # else file order
-        self.plan = step_plan(len(spec.items), p["global_batch"], p["epochs"], shuffle)
+        # the same plan on every process and on a rerun: a resumed run continues it
+        self.plan, self.steps_per_epoch = run_plan(len(spec.items), p, self.objective.shuffle,
+                                                   self.world, self.accum)
         self.total_steps = len(self.plan)
-        self.steps_per_epoch = math.ceil(len(spec.items) / p["global_batch"])
         self.attn, self.packed = attention.training_attention()
         self.pad_id = pad_id(spec.tokenizer)
         self._prepare_model()
@@ -259,7 +261,8 @@ class Trainer:
         # processes; undo both so the gradient is that of the step's global loss
         scale = self.accum * self.world / norm
         stats, lr = Stats(), self.scheduler.get_last_lr()[0]
-        for k, mb in enumerate(rank_micro_batches(indices, self.rank, self.world, self.accum)):
+        mine = micro_batches(indices, self.spec.params, self.rank, self.world, self.accum)
+        for k, mb in enumerate(mine):
             last = k == self.accum - 1
             with acc.accumulate(self.module):
                 # an empty micro-batch (short last step): a dummy forward with weight 0
