@@ -1,5 +1,9 @@
 """Loading Hugging Face model folders: one place for training, the reference pass and
-generation (same dtype handling, attention implementation and checkpointing rule)."""
+generation (same dtype handling, attention implementation and checkpointing rule).
+
+A run's checkpoint is checked against its manifest record before it is loaded, a
+missing local folder is reported as such, and a folder that fails to load is named
+in the error (``redi.checkpoints.check_model_folder``, ``JobFileError``)."""
 
 from __future__ import annotations
 
@@ -7,12 +11,24 @@ import os
 from typing import Any
 
 from redi import attention
+from redi.checkpoints import check_model_folder
+from redi.io import naming_file
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged folder raises from ``from_pretrained``: OSError (missing or
+    unreadable files, truncated JSON), safetensors' error (a bad weights header)."""
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError, UnicodeDecodeError)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    check_model_folder(path)
+    with naming_file(path, "loading the tokenizer of", _load_errors()):
+        return AutoTokenizer.from_pretrained(path)
 
 
 def load_causal_lm(
@@ -31,9 +47,11 @@ def load_causal_lm(
         dtype = getattr(torch, dtype)
     if attn_implementation == attention.VARLEN:
         attention.register()
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation
-    )
+    check_model_folder(path)
+    with naming_file(path, "loading the model", _load_errors()):
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=attn_implementation
+        )
     if gradient_checkpointing:
         # the gradient_checkpointing_* names are deprecated in transformers 5.24;
         # older 5.x releases have only those

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from redi import attention, batching, logprobs
+from redi import attention, batching, checkpoints, logprobs
 from redi.distributed import distributed_state
 from redi.io import atomic_path, read_json
 from redi.models import load_causal_lm, load_tokenizer
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def init_checkpoint(init_manifest: str | os.PathLike) -> str:
-    """The final checkpoint of the SFT run whose manifest is given."""
-    return read_json(init_manifest)["final_checkpoint"]
+    """The final checkpoint of the SFT run whose manifest is given, checked against its
+    record there (``redi.checkpoints.check_listed``)."""
+    manifest = read_json(init_manifest)
+    checkpoints.check_listed(manifest, manifest["final_checkpoint"], init_manifest)
+    return manifest["final_checkpoint"]
 
 
 def pad_id(tokenizer: Any) -> int:

@@ -43,7 +43,7 @@ import torch
 
 from redi import attention, batching, checkpoints, logprobs, losses
 from redi.distributed import distributed_state
-from redi.io import write_json
+from redi.io import naming_file, write_json
 from redi.models import load_causal_lm, load_tokenizer
 from redi.optim import make_optimizer, make_scheduler, step_with_update_norm
 from redi.provenance import provenance
@@ -206,7 +206,9 @@ class Trainer:
             acc.wait_for_everyone()
             return
         resume_dir, state = found
-        acc.load_state(str(resume_dir))
+        # its files match their record (find_resume_state): a failure here is named
+        with naming_file(resume_dir, "loading the resume state", checkpoints.TORCH_IO_ERRORS):
+            acc.load_state(str(resume_dir))
         self.start_step, self.rows = state["step"], state["rows"]
         self.checkpoints, self.elapsed_before = state["checkpoints"], state["elapsed_s"]
         log.info("resumed %s at step %d/%d from %s", self.spec.params.get("run"),
