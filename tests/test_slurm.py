@@ -1,0 +1,161 @@
+"""The slurm profile executed on a real one-node SLURM (scripts/slurm_one_node.sh).
+
+One smoke run (scripts/slurm_smoke.py) through the scheduler: the data stage, SFT ->
+reference log-probs -> a DPO run on 2 fake GPUs (2 CPU ranks), the evaluation of its
+checkpoints; its stage-2 job is cancelled after its first checkpoint and the profile's
+retry resumes it. The same jobs run locally beside it as the reference. Skipped, with
+the reason, only where SLURM cannot start (not root, packages missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from redi import slurm_smoke
+from tests.conftest import ROOT
+
+RUN = "dpo_b0.1_lr1e-6"
+SETUP = ROOT / "scripts" / "slurm_one_node.sh"
+SMOKE = ROOT / "scripts" / "slurm_smoke.py"
+# every snakemake call is bounded: the smoke script kills it and cancels its jobs
+SMOKE_TIMEOUT_MIN = 8
+
+
+def controller_up() -> bool:
+    if shutil.which("scontrol") is None:
+        return False
+    proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15,
+                          check=False)
+    return "is UP" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running controller: the one CI started (left running), else one started here
+    and stopped after the module."""
+    if controller_up():
+        yield
+        return
+    if shutil.which("slurmctld") is None or os.geteuid() != 0:
+        pytest.skip("SLURM cannot start here: needs root and Debian's slurmctld, slurmd, "
+                    "slurm-client, munge (bash scripts/slurm_one_node.sh start --install)")
+    start = subprocess.run(["bash", str(SETUP), "start", "--gpus", "2"], capture_output=True,
+                           text=True, timeout=120, check=False)
+    if start.returncode != 0:
+        pytest.skip(f"SLURM did not start: {start.stderr[-2000:]}")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SETUP), "stop"], check=False, timeout=120)
+
+
+def checkpoint_with_state(run_dir: Path) -> bool:
+    return any(run_dir.glob("checkpoints/step-*/resume/trainer_state.json"))
+
+
+def cancel_stage2_after_first_checkpoint(workdir: Path, cancelled: list[str],
+                                         deadline: float) -> None:
+    """scancel the stage-2 job once it has saved a checkpoint (a preempted job)."""
+    run_dir = workdir / "results" / "train" / RUN
+    while time.monotonic() < deadline and not checkpoint_with_state(run_dir):
+        time.sleep(0.2)
+    queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"],
+                           capture_output=True, text=True, check=False).stdout
+    for line in queue.splitlines():
+        job_id, _, comment = line.partition(" ")
+        if comment.startswith("rule_stage2"):
+            subprocess.run(["scancel", job_id], check=True)
+            cancelled.append(job_id)
+
+
+def smoke(workdir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(SMOKE), "--workdir", str(workdir), "--train-gpus", "2",
+         "--eval-gpus", "0", "--timeout-min", str(SMOKE_TIMEOUT_MIN), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm")
+    slurm_dir, local_dir = root / "slurm", root / "local"
+    started = time.monotonic()
+    on_slurm = smoke(slurm_dir, "--status-seconds", "1")
+    cancelled: list[str] = []
+    canceller = threading.Thread(target=cancel_stage2_after_first_checkpoint,
+                                 args=(slurm_dir, cancelled, started + SMOKE_TIMEOUT_MIN * 60))
+    canceller.start()
+    local = smoke(local_dir, "--local")  # the reference, beside it
+    local_out, _ = local.communicate()
+    slurm_out, _ = on_slurm.communicate()
+    canceller.join()
+    print(f"SLURM smoke run with the local reference beside it: "
+          f"{time.monotonic() - started:.0f} s")
+    return {"slurm": slurm_dir, "local": local_dir, "cancelled": cancelled,
+            "slurm_rc": on_slurm.returncode, "slurm_out": slurm_out,
+            "local_rc": local.returncode, "local_out": local_out}
+
+
+def test_the_smoke_run_passes_through_slurm_and_locally(runs):
+    assert runs["local_rc"] == 0, runs["local_out"]
+    assert runs["slurm_rc"] == 0, runs["slurm_out"] + (runs["slurm"] / "smoke.log").read_text()
+    report = runs["slurm_out"]
+    for check in ("ok   data stage", "ok   training sft_3ep: 2 rank(s)",
+                  f"ok   training {RUN}: 2 rank(s)", "ok   evaluation", "smoke test: passed"):
+        assert check in report, report
+    # the jobs really went through the scheduler (the stage-2 job twice: its retry)
+    submitted, finished, failed = slurm_smoke.job_counts(
+        (runs["slurm"] / "smoke.log").read_text())
+    assert {rule: submitted[rule] for rule in ("toy_corpus", "filter_data", "sft",
+                                               "ref_logps", "stage2", "eval_curve")} == {
+        "toy_corpus": 1, "filter_data": 1, "sft": 1, "ref_logps": 1, "stage2": 2,
+        "eval_curve": 2}
+    assert finished["stage2"] == 1 and failed["stage2"] == 1
+
+
+def test_the_data_stage_equals_the_local_run(runs):
+    for name in ("sft.parquet", "pairs.parquet"):
+        on_slurm = pd.read_parquet(runs["slurm"] / "results" / "data" / name)
+        local = pd.read_parquet(runs["local"] / "results" / "data" / name)
+        assert len(on_slurm) > 0
+        pd.testing.assert_frame_equal(on_slurm, local)
+
+
+def final_weights(workdir: Path, run: str) -> dict[str, torch.Tensor]:
+    manifest = json.loads((workdir / "results" / "train" / run / "manifest.json").read_text())
+    return load_file(workdir / manifest["final_checkpoint"] / "model.safetensors")
+
+
+def test_the_preempted_stage2_job_is_retried_and_resumes_to_the_local_weights(runs):
+    assert len(runs["cancelled"]) == 1, "the stage-2 job was never seen running"
+    # the retry's job log (the cancelled attempt's is in its SLURM log)
+    log = (runs["slurm"] / "results" / "logs" / "stage2" / f"{RUN}.log").read_text()
+    assert f"resumed {RUN} at step" in log, log[-3000:]
+    for run in ("sft_3ep", RUN):
+        manifest = json.loads(
+            (runs["slurm"] / "results" / "train" / run / "manifest.json").read_text())
+        assert manifest["world_size"] == 2, run
+        on_slurm, local = final_weights(runs["slurm"], run), final_weights(runs["local"], run)
+        assert on_slurm.keys() == local.keys()
+        assert all(torch.equal(on_slurm[k], local[k]) for k in local), run
+
+
+def test_the_evaluation_job_gives_the_local_curve(runs):
+    curve = f"results/eval/curves/{RUN}.csv"
+    on_slurm = pd.read_csv(runs["slurm"] / curve)
+    local = pd.read_csv(runs["local"] / curve)
+    assert len(on_slurm) == len(local) >= 3
+    timing = ["tokens_per_s", "elapsed_s"]  # of the training steps, measured
+    pd.testing.assert_frame_equal(on_slurm.drop(columns=timing), local.drop(columns=timing))
