@@ -98,8 +98,9 @@ def runs(cluster, tmp_path_factory):
                                  args=(slurm_dir, cancelled, started + SMOKE_TIMEOUT_MIN * 60))
     canceller.start()
     local = smoke(local_dir, "--local")  # the reference, beside it
-    local_out, _ = local.communicate()
-    slurm_out, _ = on_slurm.communicate()
+    # the smoke script kills its snakemake at SMOKE_TIMEOUT_MIN; this bounds the script
+    local_out, _ = local.communicate(timeout=SMOKE_TIMEOUT_MIN * 60 + 120)
+    slurm_out, _ = on_slurm.communicate(timeout=SMOKE_TIMEOUT_MIN * 60 + 120)
     canceller.join()
     print(f"SLURM smoke run with the local reference beside it: "
           f"{time.monotonic() - started:.0f} s")
@@ -159,3 +160,58 @@ def test_the_evaluation_job_gives_the_local_curve(runs):
     assert len(on_slurm) == len(local) >= 3
     timing = ["tokens_per_s", "elapsed_s"]  # of the training steps, measured
     pd.testing.assert_frame_equal(on_slurm.drop(columns=timing), local.drop(columns=timing))
+
+
+# ------------------------------------------------- the smoke script's parts, no cluster
+
+
+def test_the_overlay_splits_the_batch_over_the_gpus():
+    assert slurm_smoke.overlay(2, 0, None) == {"presets": {"tiny": {
+        "resources": {"train_gpus": 2, "eval_gpus": 0},
+        "sft": {"micro_batch": 8}, "stage2": {"micro_batch": 8}}}}
+    vllm = slurm_smoke.overlay(0, 0, "/env/bin/python")["presets"]["tiny"]
+    assert vllm["eval"] == {"backend": "vllm", "python": "/env/bin/python", "cpu_engines": 2,
+                            "dtype": "float32"}
+    assert vllm["resources"]["jobs"]["final_eval"]["mem_mb"] == 10000
+    with pytest.raises(ValueError, match="--train-gpus 3"):
+        slurm_smoke.overlay(3, 0, None)
+
+
+def test_the_command_puts_the_targets_before_options_that_take_many_words(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no conda
+    cmd = slurm_smoke.snakemake_command("dpo_x", False, "squeue", ["-p"], status_seconds=2)
+    assert cmd[1:4] == slurm_smoke.targets("dpo_x")
+    assert cmd[cmd.index("--slurm-status-command") + 1] == "squeue"
+    assert cmd[cmd.index("--slurm-init-seconds-before-status-checks") + 1] == "2"
+    assert cmd[cmd.index("--software-deployment-method") + 1] == "env-modules"
+    assert cmd[-1] == "-p" and "--profile" in cmd
+    local = slurm_smoke.snakemake_command("dpo_x", True, None, [])
+    assert "--profile" not in local and "--cores" in local
+
+
+def test_job_counts_read_snakemake_s_log():
+    log = """Job 5 has been submitted with SLURM jobid 2 (log: /w/.snakemake/slurm_logs/rule_toy_corpus/2.log).
+Finished jobid: 5 (Rule: toy_corpus)
+Job 6 has been submitted with SLURM jobid 3 (log: /w/.snakemake/slurm_logs/rule_stage2/dpo/3.log).
+Error in rule stage2:
+Job 6 has been submitted with SLURM jobid 4 (log: /w/.snakemake/slurm_logs/rule_stage2/dpo/4.log).
+Finished jobid: 6 (Rule: stage2)
+Finished jobid: 7 (Rule: tokenizer)
+"""
+    submitted, finished, failed = slurm_smoke.job_counts(log)
+    assert dict(submitted) == {"toy_corpus": 1, "stage2": 2}
+    assert dict(finished) == {"toy_corpus": 1, "stage2": 1, "tokenizer": 1}
+    assert dict(failed) == {"stage2": 1}
+    result = slurm_smoke.SmokeResult(0, submitted, finished, failed,
+                                     [("training x", False, "1 rank(s)")])
+    assert not result.ok and "FAIL training x: 1 rank(s)" in slurm_smoke.render(result)
+
+
+def test_the_smoke_run_is_a_dpo_run_from_sft_3ep():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    run = slurm_smoke.smoke_run(config)
+    assert config["runs"][run]["objective"] == "dpo" and run == RUN
+    with pytest.raises(ValueError, match="no DPO run"):
+        slurm_smoke.smoke_run({"runs": {}})
