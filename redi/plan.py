@@ -80,10 +80,13 @@ def job_resources(config: Config, job: str, gpu: int | None = None, threads: int
     what this preset's job needs: memory, time, and for a GPU job (``gpu`` not None,
     read by the training launcher even when 0) ``gpu`` GPUs with ``threads`` CPUs each,
     else ``cpus_per_task`` CPUs (default ``threads``). No GPUs asked, no GPU partition.
-    Local runs ignore all but ``gpu``."""
+    ``stop_warning_s`` becomes ``--signal=USR1@N``. Local runs ignore all but ``gpu``."""
     jobs = rc.preset(config)["resources"]["jobs"]
     request = dict(jobs.get(job, jobs["default"]))
     cpus_per_task = request.pop("cpus_per_task", threads)
+    if warning := request.pop("stop_warning_s", None):
+        # to the job's steps, i.e. the trainer (not B:, the batch shell only)
+        request["slurm_extra"] = f"--signal=USR1@{warning}"
     if gpu is None:
         return {**request, "cpus_per_task": cpus_per_task, **slurm_placement(False, environ)}
     # the slurm plugin passes cpus_per_task in preference to cpus_per_gpu

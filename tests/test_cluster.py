@@ -78,8 +78,11 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(slurm_dry_
         elif rule != "all":  # data, download, table, figure and report rules
             assert "gpu" not in resources and "gres" not in resources, rule
             assert resources["slurm_partition"] == "cpu", rule
-        # never `tasks` (the plugin would start one copy of the job per task)
-        assert "tasks" not in resources and "slurm_extra" not in resources, rule
+        # never `tasks` (the plugin would start one copy of the job per task); training
+        # jobs are warned 10 minutes before their limit, to their steps (the trainer)
+        assert "tasks" not in resources, rule
+        warned = rule in {"sft", "base_sft", "stage2"}
+        assert resources.get("slurm_extra") == ("--signal=USR1@600" if warned else None), rule
 
 
 def test_the_paper_presets_requests_are_the_paper_jobs_sizes(slurm_dry_run):
@@ -116,11 +119,14 @@ def test_job_requests_follow_the_preset_and_the_gpus():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["preset"] = "paper"
     env = {"REDI_SLURM_PARTITION": "cpu", "REDI_SLURM_GPU_PARTITION": "gpu"}
+    warning = {"slurm_extra": "--signal=USR1@600"}
     assert plan.job_resources(config, "stage2", gpu=8, threads=8, environ=env) == {
-        "gpu": 8, "mem_mb": 480000, "runtime": 1440, "cpus_per_gpu": 8, "slurm_partition": "gpu"}
+        "gpu": 8, "mem_mb": 480000, "runtime": 1440, "cpus_per_gpu": 8, "slurm_partition": "gpu",
+        **warning}
     # a GPU rule given no GPUs: no GPU request, no GPU partition, its threads as CPUs
     assert plan.job_resources(config, "stage2", gpu=0, threads=3, environ=env) == {
-        "gpu": 0, "mem_mb": 480000, "runtime": 1440, "cpus_per_task": 3, "slurm_partition": "cpu"}
+        "gpu": 0, "mem_mb": 480000, "runtime": 1440, "cpus_per_task": 3, "slurm_partition": "cpu",
+        **warning}
     # a job without an entry gets `default`; a CPU job's own cpus_per_task wins over threads
     assert plan.job_resources(config, "figure", environ={}) == {
         "mem_mb": 16000, "runtime": 120, "cpus_per_task": 1}

@@ -395,7 +395,9 @@ def test_the_real_engine_overlay(cfg, tmp_path):
     python.write_text("")
     vllm = copy.deepcopy(cfg)
     vllm["presets"]["tiny"]["eval"].update(overlay["presets"]["tiny"]["eval"], python=str(python))
-    vllm["presets"]["tiny"]["resources"].update(overlay["presets"]["tiny"]["resources"])
+    resources = overlay["presets"]["tiny"]["resources"]
+    vllm["presets"]["tiny"]["resources"]["jobs"].update(resources.pop("jobs"))  # as --configfile
+    vllm["presets"]["tiny"]["resources"].update(resources)
     rc.validate_config(vllm, root=tmp_path)
     rc.validate_config(cfg)
     assert plan.eval_python(cfg) == "python" and plan.eval_python(vllm) == str(python)

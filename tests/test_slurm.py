@@ -2,8 +2,8 @@
 
 One smoke run (scripts/slurm_smoke.py) through the scheduler: the data stage, SFT ->
 reference log-probs -> a DPO run on 2 fake GPUs (2 CPU ranks), the evaluation of its
-checkpoints; its stage-2 job is cancelled after its first checkpoint and the profile's
-retry resumes it. The same jobs run locally beside it as the reference. Skipped, with
+checkpoints; its stage-2 job gets SLURM's time-limit warning (SIGUSR1) after its first
+checkpoint, stops at a step boundary, and the profile's retry resumes it. The same jobs run locally beside it as the reference. Skipped, with
 the reason, only where SLURM cannot start (not root, packages missing).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,9 +66,10 @@ def checkpoint_with_state(run_dir: Path) -> bool:
     return any(run_dir.glob("checkpoints/step-*/resume/trainer_state.json"))
 
 
-def cancel_stage2_after_first_checkpoint(workdir: Path, cancelled: list[str],
-                                         deadline: float) -> None:
-    """scancel the stage-2 job once it has saved a checkpoint (a preempted job)."""
+def warn_stage2_after_first_checkpoint(workdir: Path, warned: list[str],
+                                       deadline: float) -> None:
+    """Once the stage-2 job has saved a checkpoint, send its steps SIGUSR1, as SLURM does
+    ``stop_warning_s`` before a job's time limit (``--signal=USR1@N``)."""
     run_dir = workdir / "results" / "train" / RUN
     while time.monotonic() < deadline and not checkpoint_with_state(run_dir):
         time.sleep(0.2)
@@ -76,8 +78,8 @@ def cancel_stage2_after_first_checkpoint(workdir: Path, cancelled: list[str],
     for line in queue.splitlines():
         job_id, _, comment = line.partition(" ")
         if comment.startswith("rule_stage2"):
-            subprocess.run(["scancel", job_id], check=True)
-            cancelled.append(job_id)
+            subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
+            warned.append(job_id)
 
 
 def smoke(workdir: Path, *args: str) -> subprocess.Popen:
@@ -93,18 +95,18 @@ def runs(cluster, tmp_path_factory):
     slurm_dir, local_dir = root / "slurm", root / "local"
     started = time.monotonic()
     on_slurm = smoke(slurm_dir, "--status-seconds", "1")
-    cancelled: list[str] = []
-    canceller = threading.Thread(target=cancel_stage2_after_first_checkpoint,
-                                 args=(slurm_dir, cancelled, started + SMOKE_TIMEOUT_MIN * 60))
-    canceller.start()
+    warned: list[str] = []
+    warner = threading.Thread(target=warn_stage2_after_first_checkpoint,
+                              args=(slurm_dir, warned, started + SMOKE_TIMEOUT_MIN * 60))
+    warner.start()
     local = smoke(local_dir, "--local")  # the reference, beside it
     # the smoke script kills its snakemake at SMOKE_TIMEOUT_MIN; this bounds the script
     local_out, _ = local.communicate(timeout=SMOKE_TIMEOUT_MIN * 60 + 120)
     slurm_out, _ = on_slurm.communicate(timeout=SMOKE_TIMEOUT_MIN * 60 + 120)
-    canceller.join()
+    warner.join()
     print(f"SLURM smoke run with the local reference beside it: "
           f"{time.monotonic() - started:.0f} s")
-    return {"slurm": slurm_dir, "local": local_dir, "cancelled": cancelled,
+    return {"slurm": slurm_dir, "local": local_dir, "warned": warned,
             "slurm_rc": on_slurm.returncode, "slurm_out": slurm_out,
             "local_rc": local.returncode, "local_out": local_out}
 
@@ -124,6 +126,8 @@ def test_the_smoke_run_passes_through_slurm_and_locally(runs):
         "toy_corpus": 1, "filter_data": 1, "sft": 1, "ref_logps": 1, "stage2": 2,
         "eval_curve": 2}
     assert finished["stage2"] == 1 and failed["stage2"] == 1
+    # the training jobs carried the warning request of the tiny preset
+    assert "--signal=USR1@120" in (runs["slurm"] / "smoke.log").read_text()
 
 
 def test_the_data_stage_equals_the_local_run(runs):
@@ -139,11 +143,15 @@ def final_weights(workdir: Path, run: str) -> dict[str, torch.Tensor]:
     return load_file(workdir / manifest["final_checkpoint"] / "model.safetensors")
 
 
-def test_the_preempted_stage2_job_is_retried_and_resumes_to_the_local_weights(runs):
-    assert len(runs["cancelled"]) == 1, "the stage-2 job was never seen running"
-    # the retry's job log (the cancelled attempt's is in its SLURM log)
+def test_the_warned_stage2_job_stops_is_retried_and_resumes_to_the_local_weights(runs):
+    assert len(runs["warned"]) == 1, "the stage-2 job was never seen running"
+    # the warned attempt stopped at a step boundary (its SLURM log), the retry resumed there
+    slurm_log = next((runs["slurm"] / ".snakemake" / "slurm_logs" / "rule_stage2").rglob(
+        f"{runs['warned'][0]}.log")).read_text()
+    stopped = re.search(rf"{RUN}: stopped by a signal after step (\d+)/", slurm_log)
+    assert stopped, slurm_log[-3000:]
     log = (runs["slurm"] / "results" / "logs" / "stage2" / f"{RUN}.log").read_text()
-    assert f"resumed {RUN} at step" in log, log[-3000:]
+    assert f"resumed {RUN} at step {stopped.group(1)}/" in log, log[-3000:]
     for run in ("sft_3ep", RUN):
         manifest = json.loads(
             (runs["slurm"] / "results" / "train" / run / "manifest.json").read_text())
