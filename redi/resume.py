@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from redi.io import JobFileError, read_json, verify_files
+from redi.workflow import PACKAGE, module_inputs
 
 log = logging.getLogger(__name__)
 
-# code whose change invalidates a resume state (besides params and inputs)
-CODE_MODULES = ("training", "train_data", "step", "optim", "resume", "batching", "logprobs",
-                "losses", "prompts", "attention", "models")
+# the training engine: it and every package module it imports (found from the imports,
+# as the rules' code inputs are) make the code whose change invalidates a resume state
+TRAINING_MODULE = f"{PACKAGE}/training.py"
 _HASH_LIMIT = 64 * 2**20  # bigger input files are fingerprinted by size + mtime
 STATE_FILE = "trainer_state.json"
 STATE_KEYS = ("step", "rows", "checkpoints", "elapsed_s", "files")
@@ -47,13 +48,21 @@ def _digest(path: Path) -> Any:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def fingerprint(params: dict[str, Any], inputs: list[str | os.PathLike]) -> str:
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def training_code(checkout: Path = _CHECKOUT) -> tuple[str, ...]:
+    """The package files of the training engine, relative to the checkout."""
+    return (TRAINING_MODULE, *module_inputs(TRAINING_MODULE, str(checkout)))
+
+
+def fingerprint(params: dict[str, Any], inputs: list[str | os.PathLike],
+                checkout: Path = _CHECKOUT) -> str:
     """What a resume state must match: params, input files and the training code."""
-    code_dir = Path(__file__).parent
     blob = {
         "params": params,
         "inputs": {str(p): _digest(Path(p)) for p in inputs},
-        "code": {m: _digest(code_dir / f"{m}.py") for m in CODE_MODULES},
+        "code": {m: _digest(checkout / m) for m in training_code(checkout)},
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 

@@ -1,0 +1,23 @@
+"""The resume fingerprint: which code a resume state depends on."""
+
+from __future__ import annotations
+
+import shutil
+
+from redi import resume
+from redi.workflow import module_inputs
+from tests.conftest import ROOT
+
+
+def test_the_resume_fingerprint_covers_every_module_training_imports(tmp_path):
+    code = set(resume.training_code())
+    assert code == {"redi/training.py", *module_inputs("redi/training.py", str(ROOT))}
+    assert {"redi/checkpoints.py", "redi/io.py", "redi/models.py", "redi/losses.py"} <= code
+    # an edit to any of them (here: one the old hand-kept list missed) changes it
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "redi", checkout / "redi")
+    before = resume.fingerprint({"lr": 1}, [], checkout)
+    with (checkout / "redi" / "checkpoints.py").open("a") as module:
+        module.write("\n# edited\n")
+    assert resume.fingerprint({"lr": 1}, [], checkout) != before
+    assert resume.fingerprint({"lr": 1}, [], ROOT) == resume.fingerprint({"lr": 1}, [])
