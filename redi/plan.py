@@ -275,6 +275,15 @@ def base_model_params(config: Config, base: str | None = None) -> dict[str, Any]
     return preset["base_model"] if base is None else preset["base_models"][base]["model"]
 
 
+def downloads_base_models(config: Config, others: bool = False) -> bool:
+    """Whether the primary base model (``others``: any of Table 4's) comes from the Hub:
+    its tokenizer and model jobs are then downloads, run where snakemake runs (compute
+    nodes may be offline); generated ones (the tiny preset: tokenizer training and
+    pretraining, minutes of CPU) go to the scheduler like the other jobs."""
+    bases = base_models(config) if others else [None]
+    return any(rc.hub_id(base_model_params(config, b)["source"]) for b in bases)
+
+
 def tokenizer_params(config: Config, base: str | None = None) -> dict[str, Any]:
     """What makes a tokenizer: tiny, its vocabulary size (trained on the toy corpus, an
     input) and family; otherwise the base model's Hub id or folder and its revision;

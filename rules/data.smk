@@ -4,14 +4,27 @@
 
 localrules:
     download_raw,
-    tokenizer,  # paper: a Hub download (compute nodes may be offline), tiny: seconds of CPU
-    base_model,  # paper: a Hub download, tiny: minutes of CPU
-    base_tokenizer,  # as tokenizer and base_model, for Table 4's other base models
-    other_base_model,
     data_report,
     toy_ood,
     validate_benchmarks,
     validate_ood,
+
+
+# The base models and their tokenizers: Hub downloads run where snakemake runs (compute
+# nodes may be offline); generated ones (tiny: pretraining, minutes of CPU) are submitted
+# like any job. A cluster run does not limit its local jobs to the local cores.
+if plan.downloads_base_models(config):
+
+    localrules:
+        tokenizer,
+        base_model,
+
+
+if plan.downloads_base_models(config, others=True):
+
+    localrules:
+        base_tokenizer,
+        other_base_model,
 
 
 # Table 5's generated out-of-domain sets (tiny preset)

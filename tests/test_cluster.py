@@ -264,3 +264,21 @@ def test_table4_dry_run_plans_its_jobs_on_gpus_and_changes_no_existing_job(tmp_p
     new = set(after) - set(before)
     assert "results/train/qwen7b_sft_3ep/manifest.json, results/train/qwen7b_sft_3ep/log.csv" in new
     assert len(new) == 18
+
+
+def test_base_models_are_local_downloads_on_the_paper_preset_and_jobs_on_the_tiny():
+    """Downloads run where snakemake runs (compute nodes may be offline); the tiny
+    preset's pretraining is CPU work for the scheduler (a cluster run does not limit
+    its local jobs to the local cores)."""
+    from redi import config as rc
+    from redi import plan
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    rc.validate_config(config)
+    assert not plan.downloads_base_models(config)
+    assert not plan.downloads_base_models(config, others=True)
+    config["preset"] = "paper"
+    assert plan.downloads_base_models(config) and plan.downloads_base_models(config, others=True)
+    data_rules = (ROOT / "rules" / "data.smk").read_text()
+    assert re.search(r"if plan.downloads_base_models\(config\):\n\n    localrules:\n"
+                     r"        tokenizer,\n        base_model,", data_rules)

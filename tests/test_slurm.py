@@ -121,10 +121,13 @@ def test_the_smoke_run_passes_through_slurm_and_locally(runs):
     # the jobs really went through the scheduler (the stage-2 job twice: its retry)
     submitted, finished, failed = slurm_smoke.job_counts(
         (runs["slurm"] / "smoke.log").read_text())
-    assert {rule: submitted[rule] for rule in ("toy_corpus", "filter_data", "sft",
-                                               "ref_logps", "stage2", "eval_curve")} == {
-        "toy_corpus": 1, "filter_data": 1, "sft": 1, "ref_logps": 1, "stage2": 2,
-        "eval_curve": 2}
+    # (the tiny base model's pretraining too: CPU work, not a download)
+    assert {rule: submitted[rule] for rule in ("toy_corpus", "tokenizer", "base_model",
+                                               "filter_data", "sft", "ref_logps", "stage2",
+                                               "eval_curve")} == {
+        "toy_corpus": 1, "tokenizer": 1, "base_model": 1, "filter_data": 1, "sft": 1,
+        "ref_logps": 1, "stage2": 2, "eval_curve": 2}
+    assert submitted["data_report"] == 0 and finished["data_report"] == 1  # a local rule
     assert finished["stage2"] == 1 and failed["stage2"] == 1
     # the training jobs carried the warning request of the tiny preset
     assert "--signal=USR1@120" in (runs["slurm"] / "smoke.log").read_text()
