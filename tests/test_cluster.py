@@ -47,6 +47,8 @@ def test_profile_is_found_by_its_bare_name_and_selects_the_paper_preset():
     # what a job asks for comes from the preset (config.yaml), never from the profile:
     # the profile's requests would apply to every preset
     assert not {"set-resources", "default-resources", "set-threads"} & profile.keys()
+    # job states that a cluster without accounting can give (sacct would hang the run)
+    assert profile["slurm-status-command"] == "squeue"
     assert not (ROOT / "profiles" / "default").exists()
 
 
