@@ -213,7 +213,8 @@ GAMMA = HyperParam("gamma", "γ", {"type": "number", "minimum": 0})
 CPO_ALPHA = HyperParam("cpo_alpha", "λ_NLL", {"type": "number", "minimum": 0}, default=0.0)
 
 OBJECTIVES: dict[str, Objective] = {
-    # stage 1: completion-only NLL, a token mean over the step's completion tokens
+    # stage 1: completion-only NLL, a token mean over the step's completion tokens (over
+    # all processes, or per process as the authors: `redi.training.loss_divisor`)
     "sft": Objective(
         label="SFT", loss=lambda b, p: -b.chosen, arity=1, token_mean=True, shuffle=True,
         epoch_checkpoints=True, sequence_weights=sft_sequence_weights,

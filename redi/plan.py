@@ -30,7 +30,7 @@ from typing import Any
 
 from redi import config as rc
 from redi.losses import OBJECTIVES, stage2_objectives
-from redi.plotting import FIGURES
+from redi.plotting import FIGURES, STEP_SIZES
 from redi.workflow import module_inputs
 
 Config = Mapping[str, Any]
@@ -998,8 +998,9 @@ def figure_params(config: Config, figure: str) -> dict[str, Any]:
         "specs": {r: _figure_spec(config, r, r in own) for r in palette},
         "labels": {r: run_label(config, r) for r in own},
         "benchmark": _preset_benchmark(preset, preset[FIGURES[figure].benchmark]),
-        # the paper's "gradient step size" as the AdamW update norm (report/fig3.rst)
-        "step_size": "update_norm",
+        # the step-size panels (redi.plotting.STEP_SIZES): the authors' LR x grad norm,
+        # then the update norm (report/fig3.rst)
+        "step_sizes": list(STEP_SIZES),
     }
 
 

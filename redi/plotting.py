@@ -6,9 +6,10 @@ Inputs (see docs/ARCHITECTURE.md):
 - curves ``results/eval/curves/<run>.csv``: ``step, epoch, accuracy, sem, ...``,
   accuracy and SEM as fractions (pass@1 over the intermediate samples);
 - training logs ``results/train/<run>/log.csv``: one row per optimizer step,
-  ``chosen_logps, rejected_logps`` (mean per-token log-probs), ``update_norm``
-  (‖Δθ‖₂ of the optimizer step) and ``lr_x_grad_norm``. The LogPS and step-size
-  panels use these per-step logs (denser than the evaluated checkpoints);
+  ``chosen_logps, rejected_logps`` (mean per-token log-probs), ``lr_x_grad_norm``
+  (LR × pre-clip gradient norm: the step size as the authors computed it) and
+  ``update_norm`` (‖Δθ‖₂ of the optimizer step). The LogPS and step-size panels use
+  these per-step logs (denser than the evaluated checkpoints);
 - generation statistics ``results/eval/genstats/<run>.csv`` (Figure 8).
 
 Every run keeps one colour in every figure (``run_styles``); the line style
@@ -72,11 +73,15 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf"]
 SFT_COLORS = ["#000000", "#7f7f7f"]
 
-# the step-size panel: which log column, its title and axis label
+# the step-size panels: which log column, its title and axis label
 STEP_SIZE = {
+    "lr_x_grad_norm": ("Step size (LR × grad norm)", "LR × ‖∇L‖₂ (pre-clip)"),
     "update_norm": ("Update norm", "‖Δθ‖₂ per step"),
-    "lr_x_grad_norm": ("LR × gradient norm", "LR × ‖∇L‖₂ (pre-clip)"),
 }
+# the paper's "gradient step size" as the authors computed it (LR × pre-clip gradient
+# norm: it scales with DPO's β, so Figure 3's runs start at matched sizes), then the
+# AdamW update norm, the literal "norm of the parameter update" (nearly β-invariant)
+STEP_SIZES = ("lr_x_grad_norm", "update_norm")
 
 
 @dataclass(frozen=True)
@@ -196,37 +201,40 @@ def plot_fig2(curves: Mapping[str, pd.DataFrame], styles: Mapping[str, RunStyle]
 
 def _dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
               styles: Mapping[str, RunStyle], benchmark_label: str,
-              step_size: str) -> Figure:
-    """Four panels vs training step: accuracy, chosen LogPS, rejected LogPS, step size."""
-    if step_size not in STEP_SIZE:
-        raise ValueError(f"step_size must be one of {list(STEP_SIZE)}, not {step_size!r}")
+              step_sizes: Sequence[str]) -> Figure:
+    """Panels vs training step: accuracy, chosen LogPS, rejected LogPS, then one panel
+    per step-size column of the log (``STEP_SIZE``)."""
+    unknown = [c for c in step_sizes if c not in STEP_SIZE]
+    if unknown or not step_sizes:
+        raise ValueError(f"step sizes must be some of {list(STEP_SIZE)}, not {list(step_sizes)}")
     fig = _new_figure(figsize=(FULL_WIDTH, PANEL_HEIGHT + 0.3))
-    axes = fig.subplots(1, 4)
-    positive = True
+    axes = fig.subplots(1, 3 + len(step_sizes))
+    positive = dict.fromkeys(step_sizes, True)
     for run, curve in curves.items():
         curve = _require(curve, ["step", "accuracy"], f"curve {run}")
-        log = _require(logs[run], ["step", "chosen_logps", "rejected_logps", step_size],
+        log = _require(logs[run], ["step", "chosen_logps", "rejected_logps", *step_sizes],
                        f"log {run}")
         kw = styles[run].kw()
         axes[0].plot(curve["step"], _percent(curve["accuracy"], f"curve {run}"), marker="o",
                      **kw)
         axes[1].plot(log["step"], log["chosen_logps"], **kw)
         axes[2].plot(log["step"], log["rejected_logps"], **kw)
-        axes[3].plot(log["step"], log[step_size], **kw)
-        positive &= bool((log[step_size].dropna() > 0).all())
-    title, ylabel = STEP_SIZE[step_size]
+        for ax, column in zip(axes[3:], step_sizes, strict=True):
+            ax.plot(log["step"], log[column], **kw)
+            positive[column] &= bool((log[column].dropna() > 0).all())
     panels = [
         (f"{benchmark_label} accuracy", "accuracy (%)"),
         ("Chosen LogPS", "mean log-prob per token (nats)"),
         ("Rejected LogPS", "mean log-prob per token (nats)"),
-        (title, ylabel),
+        *(STEP_SIZE[c] for c in step_sizes),
     ]
     for ax, (panel_title, panel_ylabel) in zip(axes, panels, strict=True):
         ax.set_title(panel_title)
         ax.set_ylabel(panel_ylabel)
         ax.set_xlabel("training step")
-    if positive:  # step sizes of runs with 10-100x different LRs share the panel
-        axes[3].set_yscale("log")
+    for ax, column in zip(axes[3:], step_sizes, strict=True):
+        if positive[column]:  # step sizes of runs with 10-100x different LRs share a panel
+            ax.set_yscale("log")
     _legend_below(fig, axes, ncol=min(len(curves), 4))
     return fig
 
@@ -234,10 +242,10 @@ def _dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFram
 @_styled
 def plot_dynamics(curves: Mapping[str, pd.DataFrame], logs: Mapping[str, pd.DataFrame],
                   styles: Mapping[str, RunStyle], benchmark_label: str,
-                  step_size: str = "update_norm") -> Figure:
+                  step_sizes: Sequence[str] = STEP_SIZES) -> Figure:
     """Figures 3, 5, 6, 7 (DPO dynamics for β with matched initial step sizes; SimPO;
     symmetric REDI vs REDI α = 0.8; the α ablation): one layout, the runs differ."""
-    return _dynamics(curves, logs, styles, benchmark_label, step_size)
+    return _dynamics(curves, logs, styles, benchmark_label, step_sizes)
 
 
 @_styled
@@ -422,7 +430,7 @@ class FigureKind:
 
 def _draw_dynamics(data: FigureData) -> Figure:
     return plot_dynamics(data.curves, data.logs, data.styles, data.benchmark["label"],
-                         data.params["step_size"])
+                         data.params["step_sizes"])
 
 
 def _draw_fig8(data: FigureData) -> Figure:
@@ -481,7 +489,7 @@ def _read(kind: FigureKind, params: Mapping[str, Any],
 def make_figure(params: Mapping[str, Any], inputs: Mapping[str, Sequence[str | Path]],
                 png: str | Path, pdf: str | Path) -> None:
     """The figure job. ``params``: figure, runs, palette, specs, labels, benchmark
-    ({name, label}) and step_size (``redi.plan.figure_params``); ``inputs``: paths by
+    ({name, label}) and step_sizes (``redi.plan.figure_params``); ``inputs``: paths by
     ``READS`` kind."""
     figure = params["figure"]
     if figure not in FIGURES:

@@ -12,7 +12,8 @@ An optimizer step sees ``global_batch`` examples (= ``micro_batch`` x accumulati
 x processes) in the order the run's ``data_order`` gives (``redi.train_data.run_plan``:
 the file's, or the permutation and step count of the authors' Trainer); its loss is
 the objective's per-example loss summed (``redi.step.micro_loss``) and normalised by
-the step's completion tokens (SFT) or examples (stage 2). The run folder
+the step's completion tokens (SFT; ``loss_normalisation``: over all processes, or per
+process as the authors' Trainer, ``loss_divisor``) or examples (stage 2). The run folder
 (``redi.checkpoints``) keeps ``log.csv``, TensorBoard events, checkpoints and, while
 running, the latest resume state: a rerun of a killed job continues from it
 (``redi.resume``). A finished run writes ``manifest.json`` last and deletes its resume
@@ -125,6 +126,38 @@ class RunSpec:
         return self.params.get("objective", "sft")
 
 
+# how a token-mean objective (SFT) normalises a step (`sft.loss_normalisation`)
+LOSS_NORMALISATIONS = ("global_tokens", "authors")
+
+
+def loss_normalisation(params: dict[str, Any]) -> str:
+    """The run's ``loss_normalisation``; params without it (written before the key
+    existed, hand-made in tests) mean the global token mean."""
+    name = params.get("loss_normalisation", "global_tokens")
+    if name not in LOSS_NORMALISATIONS:
+        raise ValueError(f"loss_normalisation {name!r} is not one of {list(LOSS_NORMALISATIONS)}")
+    return name
+
+
+def loss_divisor(normalisation: str, own_tokens: float, step_tokens: float, world: int) -> float:
+    """The divisor ``d`` of one process's summed token losses: the step's loss is the
+    sum over processes of (their summed losses) / d.
+
+    ``global_tokens``: the step's completion tokens on all processes (one token mean).
+    ``authors``: the pinned HF Trainer's (transformers 4.50): each process divides by
+    its own completion tokens of the accumulation window (``num_items_in_batch``,
+    not gathered: ``average_tokens_across_devices`` is off by default) and DDP/ZeRO
+    average the processes' gradients, so d = own tokens x processes. A process with
+    no tokens (only padding micro-batches) contributes 0; 1 keeps d finite.
+    """
+    if normalisation == "global_tokens":
+        return step_tokens
+    if normalisation == "authors":
+        return max(own_tokens, 1.0) * world
+    raise ValueError(f"loss_normalisation {normalisation!r} is not one of "
+                     f"{list(LOSS_NORMALISATIONS)}")
+
+
 def accumulation_steps(params: dict[str, Any], world: int) -> int:
     per_step = params["micro_batch"] * world
     if params["global_batch"] % per_step:
@@ -143,6 +176,7 @@ class Trainer:
         self.spec, p = spec, spec.params
         self.objective = losses.objective(spec.objective)
         losses.check_sequence_weights(spec.objective, self.objective, p)
+        self.normalisation = loss_normalisation(p)
         state = distributed_state()
         self.world, self.rank = state.num_processes, state.process_index
         self.accum = accumulation_steps(p, self.world)
@@ -232,11 +266,16 @@ class Trainer:
             if self.objective.needs_ref else None
         return micro_loss(self.module, batch, self.objective, self.spec.params, refs)
 
-    def _normaliser(self, indices: list[int]) -> float:
-        """The step's completion tokens (token mean) or examples (example mean)."""
-        if self.objective.token_mean:
-            return float(sum(s.n_completion for i in indices for s in self.spec.items[i].seqs))
-        return float(len(indices))
+    def _tokens(self, indices: list[int]) -> float:
+        return float(sum(s.n_completion for i in indices for s in self.spec.items[i].seqs))
+
+    def _normaliser(self, indices: list[int], mine: list[list[int]]) -> float:
+        """This process's divisor of its summed losses (``loss_divisor``): a token mean
+        under the run's ``loss_normalisation`` (SFT), else the step's examples."""
+        if not self.objective.token_mean:
+            return float(len(indices))
+        own = self._tokens([i for mb in mine for i in mb])
+        return loss_divisor(self.normalisation, own, self._tokens(indices), self.world)
 
     def _apply_update(self, before: list[torch.Tensor] | None) -> tuple[float, torch.Tensor]:
         """Clip, step (DeepSpeed already stepped inside the last backward) and measure
@@ -258,12 +297,13 @@ class Trainer:
     def _step(self, step: int) -> dict[str, Any]:
         acc, t0 = self.accelerator, time.perf_counter()
         indices = self.plan[step]
-        norm = self._normaliser(indices)
+        mine = micro_batches(indices, self.spec.params, self.rank, self.world, self.accum)
+        norm = self._normaliser(indices, mine)
         # accelerate/DeepSpeed divide by the accumulation steps and average over
-        # processes; undo both so the gradient is that of the step's global loss
+        # processes; undo both so the gradient is that of the step's loss, the sum over
+        # processes of their summed losses / norm
         scale = self.accum * self.world / norm
         stats, lr = Stats(), self.scheduler.get_last_lr()[0]
-        mine = micro_batches(indices, self.spec.params, self.rank, self.world, self.accum)
         for k, mb in enumerate(mine):
             last = k == self.accum - 1
             with acc.accumulate(self.module):

@@ -82,6 +82,7 @@ def test_schema_lookup(key: str, exists: bool) -> None:
 def test_every_key_named_in_deviations_exists_in_the_schema() -> None:
     keys = [k for cell in config_key_cells(DOC.read_text()) for k in named_keys(cell)]
     assert "presets.<preset>.eval.response_budget" in keys and "runs.<run>.cpo_alpha" in keys
+    assert "presets.<preset>.sft.loss_normalisation" in keys
     assert [k for k in keys if not schema_has(k)] == []
 
 

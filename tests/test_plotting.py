@@ -113,24 +113,51 @@ def test_dynamics_figures(tmp_path, cfg, name):
     fig = make()
     axes = fig.axes
     assert [a.get_title() for a in axes] == ["Toy-Arith accuracy", "Chosen LogPS",
-                                             "Rejected LogPS", "Update norm"]
+                                             "Rejected LogPS", "Step size (LR × grad norm)",
+                                             "Update norm"]
     assert [a.get_ylabel() for a in axes] == ["accuracy (%)", "mean log-prob per token (nats)",
-                                              "mean log-prob per token (nats)", "‖Δθ‖₂ per step"]
-    assert axes[3].get_yscale() == "log"
-    assert [len(a.lines) for a in axes] == [len(runs)] * 4
+                                              "mean log-prob per token (nats)",
+                                              "LR × ‖∇L‖₂ (pre-clip)", "‖Δθ‖₂ per step"]
+    assert axes[3].get_yscale() == axes[4].get_yscale() == "log"
+    assert [len(a.lines) for a in axes] == [len(runs)] * 5
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == [plan.run_label(cfg, r) for r in runs]
     assert fig.get_size_inches().tolist() == pytest.approx([7.0, 2.2])
     assert_images(tmp_path, make, name)
 
 
-def test_dynamics_step_size_alternative(cfg):
+def test_step_size_panels_plot_the_logged_columns(cfg):
+    """The step-size panel plots the log's LR x grad norm (the authors' quantity), the
+    next one its update norm, each run's values unchanged."""
+    styles, _ = styles_for(cfg)
+    runs = cfg["figures"]["fig3"]
+    logs = {}
+    for i, run in enumerate(runs):
+        log = train_log(steps=4, lr=cfg["runs"][run]["lr"])
+        log["lr_x_grad_norm"] = [1e-9 * (i + 1) * k for k in (1.0, 2.0, 3.0, 4.0)]
+        log["update_norm"] = [1e-4 * (i + 1) * k for k in (4.0, 3.0, 2.0, 1.0)]
+        logs[run] = log
+    fig = plotting.plot_dynamics({r: curve(r) for r in runs}, logs, styles, "Toy-Arith")
+    step_size, update = fig.axes[3], fig.axes[4]
+    for i, run in enumerate(runs):
+        assert step_size.lines[i].get_label() == update.lines[i].get_label() == styles[run].label
+        assert list(step_size.lines[i].get_xdata()) == [1, 2, 3, 4]
+        assert list(step_size.lines[i].get_ydata()) == pytest.approx(
+            [1e-9 * (i + 1) * k for k in (1, 2, 3, 4)], rel=1e-12)
+        assert list(update.lines[i].get_ydata()) == pytest.approx(
+            [1e-4 * (i + 1) * k for k in (4, 3, 2, 1)], rel=1e-12)
+
+
+def test_dynamics_step_size_panels_are_an_option(cfg):
     styles, _ = styles_for(cfg)
     run = cfg["figures"]["fig6"][0]
     fig = plotting.plot_dynamics({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
-                                 step_size="lr_x_grad_norm")
-    assert fig.axes[3].get_ylabel() == "LR × ‖∇L‖₂ (pre-clip)"
-    assert fig.axes[3].lines[0].get_ydata()[0] == pytest.approx(2e-6)
+                                 step_sizes=["update_norm"])
+    assert len(fig.axes) == 4 and fig.axes[3].get_ylabel() == "‖Δθ‖₂ per step"
+    assert fig.axes[3].lines[0].get_ydata()[0] == pytest.approx(1e-3)  # 1e3 x lr 1e-6
+    with pytest.raises(ValueError, match="step sizes must be some of"):
+        plotting.plot_dynamics({run: curve(run)}, {run: train_log()}, styles, "Toy-Arith",
+                               step_sizes=["grad_norm"])
 
 
 def test_fig4_splits_by_beta(tmp_path, cfg):

@@ -428,7 +428,7 @@ def test_figure_params(cfg):
     fig3 = plan.figure_params(cfg, "fig3")
     assert fig3["runs"] == ["dpo_b0.001_lr1e-6", "dpo_b0.01_lr1e-7", "dpo_b0.1_lr1e-8"]
     assert fig3["benchmark"] == {"name": "toy_arith", "label": "Toy-Arith"}
-    assert fig3["step_size"] == "update_norm"
+    assert fig3["step_sizes"] == ["lr_x_grad_norm", "update_norm"]
     # the palette: SFT runs, then every run of any figure in order of appearance (20 runs)
     assert fig3["palette"][:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
     assert len(fig3["palette"]) == 20
