@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from redi import ood_kinds
 from redi.io import BenchmarkFileError
 
 log = logging.getLogger(__name__)
 
 ID_FIELDS = ("unique_id", "id", "idx")
-OOD_KINDS = ("code", "multiple_choice")
 
 
 def benchmark_path(spec: dict[str, Any]) -> Path:
@@ -148,20 +148,28 @@ def validate_benchmark_file(path: str | Path, name: str | None = None) -> int:
 
 
 def validate_ood_file(path: str | Path | None, kind: str) -> int:
-    """Check one out-of-domain file (``code``: HumanEval's schema, None = the packaged
-    HumanEval; ``multiple_choice``: GPQA's); returns its number of items."""
-    if kind == "code":
-        from redi import code_eval
+    """Check one out-of-domain file by its kind's validator (``redi.ood_kinds``; ``code``:
+    HumanEval's schema, None = the packaged HumanEval; ``multiple_choice``: GPQA's);
+    returns its number of items."""
+    try:
+        entry = ood_kinds.get(kind)
+    except ValueError as exc:
+        raise BenchmarkFileError(f"{path}: {exc}") from None
+    return entry.function("validate")(path)
 
-        return code_eval.validate_code_file(path)
-    if kind == "multiple_choice":
-        from redi import multiple_choice
 
-        if path is None:
-            raise BenchmarkFileError("multiple-choice benchmark without a file")
-        return multiple_choice.validate_file(path)
-    raise BenchmarkFileError(f"{path}: unknown out-of-domain kind {kind!r}; expected one of "
-                             f"{OOD_KINDS}")
+def validate_code(path: str | Path | None) -> int:
+    from redi import code_eval
+
+    return code_eval.validate_code_file(path)
+
+
+def validate_multiple_choice(path: str | Path | None) -> int:
+    from redi import multiple_choice
+
+    if path is None:
+        raise BenchmarkFileError("multiple-choice benchmark without a file")
+    return multiple_choice.validate_file(path)
 
 
 def validate_all(params: dict[str, Any]) -> dict[str, Any]:

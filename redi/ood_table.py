@@ -1,6 +1,7 @@
 """Table 5 (paper appendix D.2): out-of-domain pass@1 ± SEM of each model, and the
 relative improvement of every row over the first one (the reference, SFT-3ep by
-default): ``(value - reference) / reference`` of pass@1, beside the paper's.
+default): ``(value - reference) / reference`` of pass@1, beside the paper's (the
+benchmark kind's ``paper`` figure, ``redi.ood_kinds``).
 
 Inputs are the out-of-domain summaries ``results/eval/ood/<label>/summary.json``
 (``redi.ood``; fractions); the table holds percentages. The job parameters come from
@@ -22,19 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from redi import ood_kinds
 from redi.io import write_csv, write_text
 from redi.metrics import relative_improvement
 from redi.reporting import DECIMALS, _fmt, _md_table, load_summaries, percent
 
 log = logging.getLogger(__name__)
 
-# The paper's relative improvements of Qwen-REDI-1.5B over Qwen-SFT-1.5B-3ep, in percent
-# (v2, appendix D.2, "Generalization to Out-of-Domain Tasks": "REDI achieves a 26.8%
-# relative improvement on GPQA and a 181.2% improvement in pass@1 on HumanEval"; Table 5's
-# cells did not survive the text extraction). By benchmark kind, so that the tiny
-# preset's stand-ins are shown beside them too.
-PAPER_RELATIVE: dict[str, tuple[str, float]] = {"code": ("HumanEval", 181.2),
-                                                "multiple_choice": ("GPQA", 26.8)}
 TRACE_COLUMNS = ["kind", "run", "step", "checkpoint", "label"]
 
 
@@ -71,7 +66,7 @@ def table5_frame(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> p
             rec[f"{name}_sem"] = percent(_pass1(summary, row["label"], name)["pass@1_sem"])
             rec[f"{name}_rel"] = math.nan if own else relative_improvement(ours, ref)
             paper = row["label"] == spec["paper_row"] and not own
-            rec[f"{name}_rel_paper"] = PAPER_RELATIVE[bench["kind"]][1] if paper else math.nan
+            rec[f"{name}_rel_paper"] = ood_kinds.get(bench["kind"]).paper[1] if paper else math.nan
         records.append({**rec, **_trace(row, summary)})
     numbers = [f"{b['name']}{s}" for b in spec["benchmarks"]
                for s in ("", "_sem", "_rel", "_rel_paper")]
@@ -99,7 +94,7 @@ def table5_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], n_samples: str
                     "not comparable with its numbers.")
     header, rows = ["Model"], []
     for bench in spec["benchmarks"]:
-        paper_name = PAPER_RELATIVE[bench["kind"]][0]
+        paper_name = ood_kinds.get(bench["kind"]).paper[0]
         header += [bench["label"], f"vs {reference}", f"paper ({paper_name})"]
     for _, rec in frame.iterrows():
         own = rec["label"] == spec["reference"]

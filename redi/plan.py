@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from redi import config as rc
+from redi import ood_kinds
 from redi.losses import OBJECTIVES, stage2_objectives
 from redi.plotting import FIGURES, STEP_SIZES
 from redi.workflow import module_inputs
@@ -629,9 +630,10 @@ def toy_ood_params(config: Config, name: str) -> dict[str, Any]:
 
 
 def toy_ood_inputs(config: Config, name: str) -> dict[str, list[str]]:
-    """Multiple-choice questions are toy arithmetic chains: kept out of the toy corpus and
-    the toy benchmarks, so the job reads both; code problems need neither."""
-    if _ood_entry(config, name)["kind"] != "multiple_choice":
+    """A kind whose toy set is kept out of the toy corpus and the toy benchmarks
+    (``OodKind.toy_reads_corpus``: multiple-choice questions are toy arithmetic chains)
+    reads both; the others (code problems) need neither."""
+    if not ood_kinds.get(_ood_entry(config, name)["kind"]).toy_reads_corpus:
         return {"corpus": [], "benchmarks": []}
     return {"corpus": [RAW_PATHS["toy"]], "benchmarks": [TOY_BENCHMARKS_DIR]}
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redi import ood_kinds
 from redi.toy import fmt, make_problem
 
 DISTRACTOR_OFFSETS = (-10, -3, -2, -1, 1, 2, 3, 10)
@@ -160,18 +161,26 @@ def known_questions(corpus: str | Path | None, benchmarks_dir: str | Path | None
     return {q for text in texts for q in _QUESTION.findall(text)}
 
 
+def toy_code(seed: int, n: int, corpus: str | Path | None = None,
+             benchmarks_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """The ``code`` kind's toy set: it shares no text with the toy corpus, so reads none."""
+    return generate_toy_code(seed, n)
+
+
+def toy_mc(seed: int, n: int, corpus: str | Path | None = None,
+           benchmarks_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """The ``multiple_choice`` kind's toy set, none of its questions in the corpus or the
+    toy benchmarks."""
+    return generate_toy_mc(seed, n, exclude=known_questions(corpus, benchmarks_dir))
+
+
 def run(params: dict[str, Any], out: str | Path, corpus: str | Path | None = None,
         benchmarks_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The toy_ood job: one generated set (``kind``, ``n``, ``seed``) as JSONL."""
     import logging
 
     kind, n, seed = params["kind"], params["n"], params["seed"]
-    if kind == "code":
-        rows = generate_toy_code(seed, n)
-    elif kind == "multiple_choice":
-        rows = generate_toy_mc(seed, n, exclude=known_questions(corpus, benchmarks_dir))
-    else:
-        raise ValueError(f"unknown out-of-domain kind {kind!r}; expected code or multiple_choice")
+    rows = ood_kinds.get(kind).function("toy")(seed, n, corpus, benchmarks_dir)
     write_jsonl(out, rows)
     logging.getLogger(__name__).info("toy %s set: %d items (seed %d) -> %s", kind, len(rows),
                                      seed, out)
