@@ -96,7 +96,8 @@ def targets(run: str) -> list[str]:
 
 def status_command() -> str | None:
     """``squeue`` where the cluster has no job accounting (``sacct`` fails), else None
-    (the plugin's default, sacct): without it the run would wait forever."""
+    (the profile's choice, squeue): explicit where sacct fails, so that a copy of the
+    profile set back to sacct cannot make the smoke test wait forever."""
     if shutil.which("sacct") is None:
         return "squeue"
     proc = subprocess.run(["sacct", "-X", "-n", "-S", "now"], capture_output=True, text=True,
