@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from redi import ood_kinds
-from redi.io import BenchmarkFileError
+from redi.io import BenchmarkFileError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,7 @@ def validate_all(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sha256(path: str | Path | None) -> str | None:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    return sha256_file(path) if path else None
 
 
 def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -115,16 +115,24 @@ def _looks_local(name: str) -> bool:
     return Path(name).is_absolute() or name.startswith(".") or len(Path(name).parts) > 2
 
 
+def _listed_files(manifest: dict[str, Any], folder: str | os.PathLike
+                  ) -> dict[str, Any] | None:
+    """The file record of the checkpoint ``folder`` in ``manifest``, if it has one."""
+    name = Path(folder).name
+    for entry in manifest.get("checkpoints", []):
+        if Path(entry["path"]).name == name and "files" in entry:
+            return entry["files"]
+    return None
+
+
 def recorded_files(folder: Path) -> tuple[dict[str, Any], Path] | None:
     """The record of a run's checkpoint (``<run>/checkpoints/step-N``) in its run's
     ``manifest.json`` and that manifest's path; None for any other folder."""
     manifest = folder.parent.parent / "manifest.json"
     if folder.parent.name != "checkpoints" or not manifest.is_file():
         return None
-    for entry in read_json(manifest).get("checkpoints", []):
-        if Path(entry["path"]).name == folder.name and "files" in entry:
-            return entry["files"], manifest
-    return None
+    files = _listed_files(read_json(manifest), folder)
+    return None if files is None else (files, manifest)
 
 
 def check_model_folder(path: str | os.PathLike) -> None:
@@ -143,11 +151,11 @@ def check_model_folder(path: str | os.PathLike) -> None:
 def check_listed(manifest: dict[str, Any], path: str, source: str | os.PathLike) -> None:
     """Check the checkpoint ``path`` against its entry in ``manifest`` (read from
     ``source``), wherever the manifest lies."""
-    for entry in manifest.get("checkpoints", []):
-        if Path(entry["path"]).name == Path(path).name and "files" in entry:
-            verify_files(path, entry["files"], source)
-            return
-    check_model_folder(path)
+    files = _listed_files(manifest, path)
+    if files is None:
+        check_model_folder(path)
+    else:
+        verify_files(path, files, source)
 
 
 def drop_later_checkpoints(ckpt_dir: Path, step: int) -> None:

@@ -32,7 +32,7 @@ from redi.backends import make_backend
 from redi.benchmarks import benchmark_path, load_benchmark
 from redi.generation import Backend, Completion, Sampling
 from redi.grading import MODES, Grade, Grader
-from redi.io import read_json, write_csv, write_json, write_parquet
+from redi.io import read_json, sha256_file, write_csv, write_json, write_parquet
 from redi.metrics import summarize, wait_count
 from redi.models import load_tokenizer
 from redi.prompts import THINK_CLOSE, render_eval_prompt
@@ -170,14 +170,6 @@ def load_benchmarks(params: dict[str, Any]) -> list[tuple[dict[str, Any], list[d
 # ------------------------------------------------------------- resumable units
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_identity(model: str) -> list[Any]:
     """What identifies a model's weights without reading gigabytes: every file of its
     folder with its size and modification time (a retrained, replaced or re-downloaded
@@ -197,7 +189,7 @@ def unit_key(model: str, params: dict[str, Any], spec: dict[str, Any],
     grading modes). JSON-normalised, so it compares equal to its saved copy."""
     key = {"model": model, "weights": model_identity(model),
            "params": {k: v for k, v in params.items() if k != "benchmarks"},
-           "benchmark": spec, "benchmark_sha256": file_sha256(benchmark_path(spec)), **extra}
+           "benchmark": spec, "benchmark_sha256": sha256_file(benchmark_path(spec)), **extra}
     return json.loads(json.dumps(key, sort_keys=True))
 
 

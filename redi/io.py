@@ -94,7 +94,8 @@ class FileIntegrityError(JobFileError):
 _HASHED: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256 (hex), read in chunks."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -106,7 +107,7 @@ def file_records(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     with naming_file(root, "recording"), ThreadPoolExecutor(min(8, len(files) or 1)) as pool:
-        digests = list(pool.map(_sha256, files))
+        digests = list(pool.map(sha256_file, files))
     return {f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": d}
             for f, d in zip(files, digests, strict=True)}
 
@@ -125,7 +126,7 @@ def _file_problem(path: Path, want: dict[str, Any]) -> str | None:
     key = (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHED:
         try:
-            _HASHED[key] = _sha256(path)
+            _HASHED[key] = sha256_file(path)
         except OSError as err:
             return f"cannot be read ({_why(err)})"
     if _HASHED[key] != want["sha256"]:

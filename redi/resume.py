@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from redi.io import JobFileError, read_json, verify_files
+from redi.io import JobFileError, read_json, sha256_file, verify_files
 from redi.workflow import PACKAGE, module_inputs
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _digest(path: Path) -> Any:
     stat = path.stat()
     if stat.st_size > _HASH_LIMIT:
         return [stat.st_size, stat.st_mtime_ns]
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 _CHECKOUT = Path(__file__).resolve().parents[1]

@@ -186,8 +186,8 @@ def test_stage2_init_is_checked_against_the_sft_manifest(run_copy, tmp_path):
 
 def test_hashes_once_per_job_sizes_every_time(run_copy, monkeypatch):
     hashed: list[str] = []
-    real = io._sha256
-    monkeypatch.setattr(io, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = io.sha256_file
+    monkeypatch.setattr(io, "sha256_file", lambda p: hashed.append(p.name) or real(p))
     folder = ckpt(run_copy, 2)
     n_files = len(read_json(run_copy / "manifest.json")["checkpoints"][1]["files"])
     check_model_folder(folder)
