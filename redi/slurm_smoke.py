@@ -25,12 +25,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "redi", "envs", "slurm",
-                  "configs", "report")
+from redi.workflow import CHECKOUT, copy_workflow
+
 OVERLAY = "configs/slurm_smoke.yaml"
-# the tiny preset's global batches: each rank's micro-batch is this / GPUs
-TINY_GLOBAL_BATCH = 16
 
 
 @dataclass
@@ -48,28 +45,22 @@ class SmokeResult:
         return self.returncode == 0 and not self.timed_out and all(ok for _, ok, _ in self.checks)
 
 
-def copy_workflow(dest: Path) -> None:
-    """The workflow's files into ``dest`` (results and Snakemake's state stay there)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
+def _micro_batch(stage: str, global_batch: int, train_gpus: int) -> dict[str, int]:
+    """One micro-batch per rank and step: the tiny preset's batch split over the ranks."""
+    ranks = max(1, train_gpus)
+    if global_batch % ranks:
+        raise ValueError(f"--train-gpus {train_gpus}: the tiny {stage} batch of {global_batch} "
+                         f"must split evenly over the ranks")
+    return {"micro_batch": global_batch // ranks}
 
 
 def overlay(train_gpus: int, eval_gpus: int, vllm_python: str | None) -> dict[str, Any]:
     """The GPU part of the smoke test's config (the rest is configs/slurm_smoke.yaml)."""
-    ranks = max(1, train_gpus)
-    if TINY_GLOBAL_BATCH % ranks:
-        raise ValueError(f"--train-gpus {train_gpus}: the tiny batch of {TINY_GLOBAL_BATCH} "
-                         f"must split evenly over the ranks (1, 2, 4, 8 or 16 GPUs)")
-    micro = {"micro_batch": TINY_GLOBAL_BATCH // ranks}
+    preset = yaml.safe_load((CHECKOUT / "config.yaml").read_text())["presets"]["tiny"]
     tiny: dict[str, Any] = {
         "resources": {"train_gpus": train_gpus, "eval_gpus": eval_gpus},
-        "sft": dict(micro), "stage2": dict(micro)}
+        **{stage: _micro_batch(stage, preset[stage]["global_batch"], train_gpus)
+           for stage in ("sft", "stage2")}}
     if vllm_python:
         tiny["eval"] = {"backend": "vllm", "python": vllm_python}
         if eval_gpus == 0:  # CPU engines, as configs/tiny_vllm.yaml

@@ -9,10 +9,30 @@ import it (and a ``touch`` or ``git checkout`` reruns nothing).
 from __future__ import annotations
 
 import ast
+import shutil
 from functools import cache
 from pathlib import Path
 
 PACKAGE = "redi"
+CHECKOUT = Path(__file__).resolve().parents[1]
+# what a copy of the workflow needs to run (results/ and .snakemake/ are made there)
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "redi", "envs", "slurm",
+                  "configs", "report")
+
+
+def copy_workflow(dest: str | Path, root: Path = CHECKOUT) -> Path:
+    """The workflow's files into ``dest`` (a scratch run folder; an existing copy is
+    refreshed, its results kept)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 @cache  # every rule's scripts share most modules: parse each file once per Snakefile parse

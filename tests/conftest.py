@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from redi import workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BENCHMARKS_DIR = SHARED / "benchmarks"
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "redi", "envs", "slurm", "configs",
-                  "report")
 
 
 # the venv of scripts/setup_vllm_cpu.sh (configs/tiny_vllm.yaml's eval.python)
@@ -36,14 +35,7 @@ def require_vllm() -> Path:
 
 def copy_workflow(dest: Path) -> Path:
     """A private copy of the workflow (Snakemake writes .snakemake/ and results/ there)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
+    return workflow.copy_workflow(dest)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,

@@ -35,11 +35,8 @@ SMOKE_TIMEOUT_MIN = 8
 
 
 def controller_up() -> bool:
-    if shutil.which("scontrol") is None:
-        return False
-    proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15,
-                          check=False)
-    return "is UP" in proc.stdout
+    return subprocess.run(["bash", str(SETUP), "status"], capture_output=True,
+                          timeout=30, check=False).returncode == 0
 
 
 @pytest.fixture(scope="module")
