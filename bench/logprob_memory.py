@@ -2,7 +2,7 @@
 
 Vocabulary 151,936, hidden 1,536, T = 4,096 and 8,192 tokens, fp32, forward + backward
 (a fixed random upstream gradient, as a per-token weighted loss): our chunked path
-(``redi.logprobs.chunked_token_logps``) vs naive full logits (``hidden @ W.T``,
+(``redi.train.logprobs.chunked_token_logps``) vs naive full logits (``hidden @ W.T``,
 ``log_softmax``, ``gather``). Every measurement runs in a FRESH process: its peak is
 VmHWM minus the RSS after the inputs exist (VmHWM is reset there where the kernel
 allows; glibc's mmap threshold is fixed at 1 MiB so that RSS follows the live
@@ -14,7 +14,7 @@ in the log-probs, SFT and REDI) against the naive weighted sum. Beside the ratio
 the table gives the ratio beyond the [V, H] weight gradient, which both paths must hold.
 
 ``--what entropy`` measures the per-token entropy of ``chunked_token_entropy`` (it
-returns (log-probs, entropy)) the same way, if ``redi.logprobs`` has it; adding another
+returns (log-probs, entropy)) the same way, if ``redi.train.logprobs`` has it; adding another
 quantity = one naive function and one entry of ``QUANTITIES``.
 
     python bench/logprob_memory.py            # the default sizes (naive logps T=8192: 14 GiB;
@@ -63,7 +63,7 @@ def naive_entropy(hidden: Any, weight: Any, targets: Any) -> Any:
 
 
 def chunked(name: str) -> Callable[..., Any] | None:
-    from redi import logprobs
+    from redi.train import logprobs
 
     return getattr(logprobs, name, None)
 
@@ -71,7 +71,7 @@ def chunked(name: str) -> Callable[..., Any] | None:
 @dataclass(frozen=True)
 class Quantity:
     naive: Callable[..., Any]
-    chunked_name: str  # a function of redi.logprobs: (hidden, weight[, targets], ...)
+    chunked_name: str  # a function of redi.train.logprobs: (hidden, weight[, targets], ...)
     output: int | None = None  # which element, when the chunked function returns a tuple
     naive_blocks: float = 3.1  # [T, V] fp32 blocks alive at the naive peak (measured)
     weighted: bool = False  # the chunked function takes the upstream as token weights
@@ -227,7 +227,7 @@ def bench_one(what: str, tokens: int, sizes: dict[str, Any], threads: int, tmp: 
 
 def measurable(what: str) -> bool:
     if chunked(QUANTITIES[what].chunked_name) is None:
-        print(f"   {what}: redi.logprobs.{QUANTITIES[what].chunked_name} is not there: "
+        print(f"   {what}: redi.train.logprobs.{QUANTITIES[what].chunked_name} is not there: "
               f"not measured")
         return False
     return True

@@ -36,7 +36,7 @@ def profiled_run(objective: str, spec: dict[str, Any], workdir: Path) -> dict[st
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from redi import ref_logps, training
+    from redi.train import ref_logps, training
 
     params = spec["params"]["sft" if objective == "sft" else objective]
     run_dir = workdir / "runs" / objective

@@ -4,9 +4,9 @@ Three ways of running one program, each ``--runs`` times one after the other, th
 ``--runs`` programs ``--workers`` at a time (what ``code_eval.grade`` does):
 
 * ``bare``: ``python -I -c`` in a subprocess, no isolation at all (the floor);
-* ``before``: ``redi/sandbox.py`` as of ``--before`` (a git revision; the sandbox
+* ``before``: ``redi/eval/sandbox.py`` as of ``--before`` (a git revision; the sandbox
   of rlimits, a network + PID namespace via ``unshare`` and a host run folder);
-* ``after``: the current ``redi.sandbox`` (bubblewrap: mount, PID, IPC, network,
+* ``after``: the current ``redi.eval.sandbox`` (bubblewrap: mount, PID, IPC, network,
   UTS and user namespaces, tmpfs /tmp, per-run uid, the audit hook).
 
 Two programs: ``pass`` (an empty program: start-up and tear-down only) and
@@ -38,7 +38,7 @@ DEFAULT_BEFORE = "55d02a3"  # the last revision with the unshare-based sandbox
 
 def load_before(revision: str):
     """The sandbox module as it was at ``revision``, imported from a temporary file."""
-    source = subprocess.run(["git", "show", f"{revision}:redi/sandbox.py"], cwd=ROOT,
+    source = subprocess.run(["git", "show", f"{revision}:redi/eval/sandbox.py"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp(prefix="sandbox-before-")) / "sandbox_before.py"
     path.write_text(source)
@@ -51,7 +51,7 @@ def load_before(revision: str):
 
 def programs() -> dict[str, tuple[str, str]]:
     """name -> (program, epilogue); the epilogue is appended where a runner has none."""
-    from redi import code_eval
+    from redi.eval import code_eval
 
     problem = code_eval.load_problems()[0]
     return {"pass": ("pass\n", ""),
@@ -59,7 +59,7 @@ def programs() -> dict[str, tuple[str, str]]:
 
 
 def runners(before_rev: str) -> dict[str, Callable[[str, str], bool]]:
-    from redi import sandbox
+    from redi.eval import sandbox
 
     before = load_before(before_rev)
     folder = tempfile.mkdtemp(prefix="sandbox-bench-")

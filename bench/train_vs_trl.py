@@ -11,12 +11,12 @@ Configurations, each in a FRESH process (peak RSS = its VmHWM), A/B alternated,
 median of ``--reps`` repetitions; global batch 8, micro-batch 2, fp32, one process,
 ``torch.set_num_threads(--threads)``, gradient checkpointing off on both sides:
 
-* ``sft_ours``: ``redi.training.run_sft`` (completion-only token-mean NLL);
+* ``sft_ours``: ``redi.train.training.run_sft`` (completion-only token-mean NLL);
 * ``sft_trl`` / ``sft_trl_pf``: ``trl.SFTTrainer`` with ``completion_only_loss=True``,
   padded / ``padding_free=True``;
 * ``ref_ours``: redi's ``compute_ref_logps`` (whole call: tokenisation and
   model load included);
-* ``dpo_ours``: ``redi.training.run_stage2`` (DPO, beta 0.1) on ``ref_ours``'s file;
+* ``dpo_ours``: ``redi.train.training.run_stage2`` (DPO, beta 0.1) on ``ref_ours``'s file;
 * ``dpo_trl``: ``trl.DPOTrainer(precompute_ref_log_probs=True)``; its precompute is timed
   separately (peak RSS reset after it, where the kernel allows);
 * ``redi_ours``: ``run_stage2`` with REDI (alpha 0.8).
@@ -93,7 +93,7 @@ def build_tokenizer(vocab_size: int) -> Any:
     from tokenizers import pre_tokenizers
     from transformers import Qwen2Tokenizer
 
-    from redi.prompts import ENDOFTEXT, IM_END, IM_START, QWEN_MATH_CHAT_TEMPLATE
+    from redi.data.prompts import ENDOFTEXT, IM_END, IM_START, QWEN_MATH_CHAT_TEMPLATE
 
     specials = [ENDOFTEXT, IM_START, IM_END]
     vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
@@ -138,7 +138,7 @@ def word_list(vocab_size: int) -> list[str]:
 
 
 def build_model(tokenizer: Any, sizes: dict[str, Any], out: Path) -> None:
-    from redi import base_model
+    from redi.model import base_model
 
     params = {k: sizes[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                     "num_attention_heads", "num_key_value_heads")}
@@ -172,7 +172,7 @@ def write_data(sizes: dict[str, Any], workdir: Path) -> None:
 
 
 def our_params(sizes: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from redi.config import OPTIMIZER
+    from redi.workflow.config import OPTIMIZER
 
     common = {"epochs": 1, "lr": LR, "global_batch": sizes["global_batch"],
               "micro_batch": sizes["micro_batch"], "save_every_steps": NO_SAVE,
@@ -190,7 +190,7 @@ def token_ids(workdir: Path, params: dict[str, dict[str, Any]]) -> dict[str, Any
     """The ids our engine trains on, in our step order (what TRL will be given)."""
     from transformers import AutoTokenizer
 
-    from redi import train_data
+    from redi.train import train_data
 
     tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
     sft = [it.seqs[0] for it in train_data.sft_items(tokenizer, workdir / "sft.parquet", 8192)]
@@ -270,7 +270,7 @@ def ours_summary(log_csv: Path, hwm_before_save: list[int]) -> dict[str, Any]:
 
 
 def child_ours(spec: dict[str, Any], config: str, rep: int) -> dict[str, Any]:
-    from redi import training
+    from redi.train import training
 
     work = Path(spec["workdir"])
     run_dir = work / "runs" / f"{config}-{rep}"
@@ -301,7 +301,7 @@ def child_ours(spec: dict[str, Any], config: str, rep: int) -> dict[str, Any]:
 
 
 def child_ref_ours(spec: dict[str, Any], rep: int) -> dict[str, Any]:
-    from redi import ref_logps
+    from redi.train import ref_logps
 
     work = Path(spec["workdir"])
     out = work / f"ref_ours-{rep}.parquet"
@@ -323,7 +323,8 @@ def ref_setup_seconds(spec: dict[str, Any]) -> float:
     import torch
     from transformers import AutoTokenizer
 
-    from redi import models, train_data
+    from redi.model import models
+    from redi.train import train_data
 
     work = Path(spec["workdir"])
     p = spec["params"]["dpo"]

@@ -30,8 +30,8 @@ import benchlib
 import yaml
 
 sys.path.insert(0, str(benchlib.ROOT))
-from redi import config as rc  # noqa: E402
-from redi import plan  # noqa: E402
+from redi.workflow import config as rc  # noqa: E402
+from redi.workflow import plan  # noqa: E402
 
 VLLM_PYTHON = Path(os.environ.get("REDI_VLLM_PYTHON",
                                   benchlib.ROOT / ".venv-vllm" / "bin" / "python"))

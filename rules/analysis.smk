@@ -1,6 +1,6 @@
 # Token-level analysis of a REDI run (paper appendix E): Figure 9's entropy of
 # every checkpoint and Figure 10's per-token log-probs, one job per run, whose two
-# outputs both figures reuse (redi/token_analysis.py). The generated sample type
+# outputs both figures reuse (redi/eval/token_analysis.py). The generated sample type
 # reuses the run's gen_stats responses (Figure 8's generations): nothing is
 # generated again. A forward-only pass over each checkpoint: GPUs on the cluster,
 # sharded over the job's processes (scripts/launch.sh).

@@ -1,4 +1,4 @@
-# The claims check: each finding the paper states (redi.claims.CLAIMS) as an explicit
+# The claims check: each finding the paper states (redi.report.claims.CLAIMS) as an explicit
 # rule over this run's tables and curves, with its verdict and the paper's figure.
 # Cheap CPU work: a local rule, never submitted to a cluster.
 

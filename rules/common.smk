@@ -1,5 +1,5 @@
 # Shared set-up: config validation, the names every stage uses and the rules' input
-# functions. Names and job parameters come from redi/plan.py (unit-tested); this
+# functions. Names and job parameters come from redi/workflow/plan.py (unit-tested); this
 # file binds them to the config.
 import os
 import shutil
@@ -11,9 +11,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from redi import config as rc
-from redi import plan
-from redi.plan import final_args, hp, shell_args
+from redi.workflow import config as rc
+from redi.workflow import plan
+from redi.workflow.plan import final_args, hp, shell_args
 
 # jobs import redi from this checkout too: the conda envs do not install it
 # (Snakemake copies env files into .snakemake/conda/, so `-e ..` cannot work)
@@ -61,7 +61,7 @@ wildcard_constraints:
 
 
 def job_resources(job, gpu=None, threads=1):
-    """The job's scheduler request, from the active preset (redi.plan.job_resources)."""
+    """The job's scheduler request, from the active preset (redi.workflow.plan.job_resources)."""
     return plan.job_resources(config, job, gpu, threads)
 
 

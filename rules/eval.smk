@@ -2,7 +2,7 @@
 # checkpoint (best-checkpoint selection), final evaluations of the table models
 # (16 samples, forced <think>, the paper's rllm grader), Figure 8's generation
 # statistics and Table 5's out-of-domain evaluations (appendix D.2). Logic:
-# redi/evaluation.py, redi/ood.py; formats: docs/ARCHITECTURE.md.
+# redi/eval/evaluation.py, redi/eval/ood.py; formats: docs/ARCHITECTURE.md.
 #
 # The backend is the preset's (`eval.backend`): hf (tiny, CPU) or vllm (one
 # engine per GPU of the job, or CPU engines); the conda env follows it, and

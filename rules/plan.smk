@@ -1,5 +1,5 @@
 # The cost plan: GPU-hours, wall time and disk of every table and figure target of
-# this config, from the plan module and the paper's measured times (redi/cost_plan.py).
+# this config, from the plan module and the paper's measured times (redi/workflow/cost_plan.py).
 # Reads only the config and the package: it runs before any download, on any machine.
 
 

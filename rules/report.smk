@@ -2,14 +2,14 @@
 # comparison with the paper's numbers, the grader agreement table, the figures and the
 # HTML report
 # (`snakemake --report results/report.html`). Tables and figures come from their
-# registries (redi.plan.TABLES, redi.plotting.FIGURES), one wildcard rule each; a
-# caption is report/<name>.rst, looked up by name (redi.plan.Caption).
+# registries (redi.workflow.plan.TABLES, redi.report.plotting.FIGURES), one wildcard rule each; a
+# caption is report/<name>.rst, looked up by name (redi.workflow.plan.Caption).
 # Cheap CPU work: local rules, never submitted to a cluster.
 #
-# Table and comparison jobs import redi/reporting.py, figure jobs
-# redi/plotting.py: editing one replans only its own jobs.
+# Table and comparison jobs import redi/report/, figure jobs
+# redi/report/plotting.py: editing one replans only its own jobs.
 
-from redi.plotting import FIGURES
+from redi.report.plotting import FIGURES
 
 
 localrules:
@@ -26,7 +26,7 @@ TABLE_SPECS = {t: plan.table_spec(config, t) for t in plan.tables(config)}
 
 
 rule table:
-    """A table of redi.plan.TABLES: pass@1 ± SEM and pass@16, as CSV and markdown."""
+    """A table of redi.workflow.plan.TABLES: pass@1 ± SEM and pass@16, as CSV and markdown."""
     input:
         code=code("scripts/make_tables.py"),
         summaries=get_table_inputs,
@@ -190,7 +190,7 @@ rule grader_agreement:
 
 
 rule figure:
-    """A figure of redi.plotting.FIGURES as PNG and PDF; its inputs are those its
+    """A figure of redi.report.plotting.FIGURES as PNG and PDF; its inputs are those its
     registry entry reads (curves, training logs, generation statistics)."""
     input:
         unpack(get_figure_inputs),

@@ -1,5 +1,5 @@
 # Training: SFT (stage 1), DPO reference log-probs, stage 2 (DPO/SimPO/REDI).
-# One engine (redi/training.py); run folders results/train/<run>/ (docs/ARCHITECTURE.md).
+# One engine (redi/train/training.py); run folders results/train/<run>/ (docs/ARCHITECTURE.md).
 # Only manifest.json and log.csv are declared outputs: Snakemake deletes a
 # job's outputs before rerunning it, and checkpoints/ must survive a killed
 # job so that the rerun resumes from its last checkpoint.

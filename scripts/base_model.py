@@ -3,7 +3,7 @@ with the tokenizer stage's files."""
 
 from pathlib import Path
 
-from redi import base_model
+from redi.model import base_model
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import atomic_path, setup_logging
 

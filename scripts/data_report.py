@@ -1,6 +1,6 @@
 """Merge the data-stage reports into results/data/report.json."""
 
-from redi import data
+from redi.data import stage_report
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_report(args.filter, args.length, args.sft_length, args.verify, args.out)
+    stage_report.run_report(args.filter, args.length, args.sft_length, args.verify, args.out)
 
 
 if __name__ == "__main__":

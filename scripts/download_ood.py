@@ -2,7 +2,7 @@
 (offline) the Hugging Face cache, as JSONL in the Hub's columns (what the evaluation's
 local loader reads), and record what was fetched (``--record``)."""
 
-from redi import multiple_choice
+from redi.eval import multiple_choice
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 

@@ -2,7 +2,8 @@
 the Hub or (offline) the Hugging Face cache, and record what was fetched (``--record``:
 repository, revision, resolved commit)."""
 
-from redi import data, hub
+from redi.data import loading
+from redi import hub
 from redi.cli import job_parser, run_job
 from redi.io import atomic_path, setup_logging, write_json
 
@@ -19,7 +20,7 @@ def main() -> None:
 
     repo, revision = args.params["repo_id"], args.params["revision"]
     ds, commit = hub.load_dataset(repo, None, "train", revision, INSTEAD)
-    data.check_columns(ds.column_names, repo)
+    loading.check_columns(ds.column_names, repo)
     log.info("loaded %s@%s (commit %s): %d rows; columns %s", repo, revision, commit, len(ds),
              ds.column_names)
     with atomic_path(args.out) as tmp:

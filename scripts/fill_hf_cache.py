@@ -24,8 +24,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere, like the rules' PYTHONPATH
 
-from redi import config as rc  # noqa: E402
-from redi import hub, plan  # noqa: E402
+from redi.workflow import config as rc  # noqa: E402
+from redi import hub  # noqa: E402
+from redi.workflow import plan  # noqa: E402
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Apply the authors' filters and pairing rule to the raw corpus."""
 
-from redi import data
+from redi.data import filters
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_filter(args.raw, args.params, args.sft, args.pairs, args.report)
+    filters.run_filter(args.raw, args.params, args.sft, args.pairs, args.report)
 
 
 if __name__ == "__main__":

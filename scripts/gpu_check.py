@@ -1,8 +1,8 @@
 """Prepared single-GPU check: the project's Trainer at paper scale, and hf generation speed.
 
 Builds a Qwen2.5-Math-1.5B-shaped ``Qwen2ForCausalLM`` with random weights,
-saves it as a Hugging Face folder and trains it with ``redi.training.Trainer``
-itself (its optimizer from ``redi.config.OPTIMIZER``, its losses, its batching
+saves it as a Hugging Face folder and trains it with ``redi.train.training.Trainer``
+itself (its optimizer from ``redi.workflow.config.OPTIMIZER``, its losses, its batching
 and its attention choice), on 16,384-token micro-batches:
 
 1. SFT steps (4 sequences of ~4k tokens per step);
@@ -14,7 +14,7 @@ each once with ``REDI_ATTENTION=varlen`` (one packed row through PyTorch's
 the first step's loss must agree up to bf16 tolerance (fp32 on a CPU); a
 separate isolation check (per-token log-probs of short packed sequences vs each
 alone vs one leaking segment) shows that packed sequences do not see each other.
-Then generation with the ``hf`` backend of ``redi.generation``.
+Then generation with the ``hf`` backend of ``redi.eval.generation``.
 
 What the check changes in the Trainer (``CheckTrainer``): per-step wall times
 (CUDA synchronised) and the peak-memory reset at the first timed step; and no
@@ -87,9 +87,9 @@ from redi import (  # noqa: E402
     train_data,
     training,
 )
-from redi.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
-from redi.batching import TokenSeq  # noqa: E402
-from redi.prompts import (  # noqa: E402
+from redi.model.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
+from redi.train.batching import TokenSeq  # noqa: E402
+from redi.data.prompts import (  # noqa: E402
     ENDOFTEXT,
     EVAL_USER_TEMPLATE,
     QWEN_MATH_CHAT_TEMPLATE,
@@ -164,7 +164,7 @@ TINY_PLAN = Plan(2048, 4, 0.25, 8, 64, 1, 2, 4, 2, 8)
 
 
 def non_embedding_params(shape: Shape) -> int:
-    """Qwen2 parameters without the (tied) embedding (``redi.cost``, as Table 3 counts)."""
+    """Qwen2 parameters without the (tied) embedding (``redi.report.table3``, as Table 3 counts)."""
     return cost.non_embedding_params({
         "model_type": "qwen2", "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
         "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
@@ -266,7 +266,7 @@ def pack_seqs(pack: list[train_data.Item]) -> list[TokenSeq]:
 
 
 def run_params(stage: str, plan: Plan, gradient_checkpointing: bool) -> dict[str, Any]:
-    """Params as ``redi.config.sft_params``/``stage2_params`` build them; the optimizer
+    """Params as ``redi.workflow.config.sft_params``/``stage2_params`` build them; the optimizer
     settings are the project's (read at call time, never copied)."""
     steps = plan.warmup + plan.steps
     max_len = math.ceil(plan.pack_tokens / plan.items_per_step * (1 + plan.jitter)) + 1
@@ -619,7 +619,7 @@ def run_generation(
                                    max_new_tokens=plan.gen_tokens, seed=0)
     problems = (PROBLEMS * plan.gen_prompts)[: plan.gen_prompts]
     prompts = [render_eval_prompt(tokenizer, p, force_think=True) for p in problems]
-    seeds = [1000 * i for i in range(len(prompts))]  # per-request seeds, as redi.evaluation
+    seeds = [1000 * i for i in range(len(prompts))]  # per-request seeds, as redi.eval.evaluation
     backend = backends.make_backend("hf", sampling, batch_size=plan.gen_prompts * plan.gen_samples)
 
     if device == "cuda":
@@ -747,7 +747,7 @@ def runnable_attentions(setup: Setup) -> tuple[tuple[str, ...], str | None]:
                              "packed varlen phases skipped, padded SDPA only")
     error = varlen_preflight(setup.device)
     if error is not None:
-        return padded_only, (f"redi.attention.varlen_attention failed its preflight ({error}): "
+        return padded_only, (f"redi.model.attention.varlen_attention failed its preflight ({error}): "
                              "packed varlen phases skipped, padded SDPA only")
     return setup.attentions, None
 

@@ -1,7 +1,7 @@
 """Grader agreement: the tables' grader vs Math-Verify's, per model and benchmark
-(see redi.reporting.run_agreement)."""
+(see redi.report.agreement.run_agreement)."""
 
-from redi import reporting
+from redi.report import agreement
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--md", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    reporting.run_agreement(args.params, args.samples, args.csv, args.examples, args.md)
+    agreement.run_agreement(args.params, args.samples, args.csv, args.examples, args.md)
 
 
 if __name__ == "__main__":

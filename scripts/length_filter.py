@@ -1,6 +1,6 @@
 """Token-length filter of the preference pairs (authors' measurement)."""
 
-from redi import data
+from redi.data import length_filter
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_length_filter(args.tokenizer, args.params, args.pairs_in, args.pairs_out,
+    length_filter.run_length_filter(args.tokenizer, args.params, args.pairs_in, args.pairs_out,
                            args.report, args.filter_report)
 
 

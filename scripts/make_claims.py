@@ -1,6 +1,6 @@
-"""The paper's findings checked against this run's tables and curves (see redi.claims)."""
+"""The paper's findings checked against this run's tables and curves (see redi.report.claims)."""
 
-from redi import claims
+from redi.report import claims
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 

@@ -1,6 +1,6 @@
 """Table 3: training cost per stage, measured from the workflow's records, beside the paper's."""
 
-from redi import reporting
+from redi.report import table3
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -12,7 +12,7 @@ def main() -> None:
     parser.add_argument("--md", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    reporting.run_table3(args.params, args.training_times, args.csv, args.md)
+    table3.run_table3(args.params, args.training_times, args.csv, args.md)
 
 
 if __name__ == "__main__":

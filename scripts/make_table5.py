@@ -1,6 +1,6 @@
 """Table 5: out-of-domain pass@1 ± SEM and the relative improvement, beside the paper's."""
 
-from redi import ood_table
+from redi.report import table5
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--md", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    ood_table.run_table5(args.params, args.summaries, args.csv, args.md)
+    table5.run_table5(args.params, args.summaries, args.csv, args.md)
 
 
 if __name__ == "__main__":

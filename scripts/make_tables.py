@@ -1,6 +1,6 @@
 """Table 1 or 2: pass@1 ± SEM and pass@16 as CSV and markdown (see redi.reporting)."""
 
-from redi import reporting
+from redi.report import tables
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--pass16-md", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    reporting.run_tables(args.params, args.summaries, args.csv, args.md, args.pass16_csv,
+    tables.run_tables(args.params, args.summaries, args.csv, args.md, args.pass16_csv,
                          args.pass16_md)
 
 

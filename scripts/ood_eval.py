@@ -1,6 +1,6 @@
 """Out-of-domain evaluation of one model (Table 5): per-benchmark parquet + summary.json."""
 
-from redi import ood
+from redi.eval import ood
 from redi.cli import job_parser, run_job, set_threads
 from redi.io import setup_logging
 

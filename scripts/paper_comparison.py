@@ -1,6 +1,6 @@
 """Reproduced vs reported numbers for every cell of the paper's tables."""
 
-from redi import reporting
+from redi.report import comparison
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -21,7 +21,7 @@ def main() -> None:
     setup_logging(args.log)
     tables = {"table1": args.table1, "table2": args.table2, "table1_pass16": args.table1_pass16,
               "table2_pass16": args.table2_pass16}
-    reporting.run_comparison(args.params, args.reported, tables, args.training_times, args.manifests,
+    comparison.run_comparison(args.params, args.reported, tables, args.training_times, args.manifests,
                              args.csv, args.md)
 
 

@@ -1,6 +1,6 @@
 """The SFT length rule on D_SFT: counts what training truncates, drops what it cannot train."""
 
-from redi import data
+from redi.data import length_filter
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_sft_length(args.tokenizer, args.params, args.sft_in, args.sft_out, args.report,
+    length_filter.run_sft_length(args.tokenizer, args.params, args.sft_in, args.sft_out, args.report,
                         args.filter_report)
 
 

@@ -1,4 +1,4 @@
-"""The cluster smoke test (redi.slurm_smoke): the tiny preset through your SLURM in minutes.
+"""The cluster smoke test (redi.workflow.slurm_smoke): the tiny preset through your SLURM in minutes.
 
     python scripts/slurm_smoke.py                       # CPU jobs only
     python scripts/slurm_smoke.py --gpus 2              # + 2-rank training, 2-GPU evaluation
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from redi import slurm_smoke
+    from redi.workflow import slurm_smoke
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

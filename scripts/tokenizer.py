@@ -4,7 +4,7 @@ at the pinned revision (download.json), with the params' chat template and a pad
 
 from pathlib import Path
 
-from redi import base_model
+from redi.model import base_model
 from redi.cli import dump_params, job_parser, run_job
 from redi.io import atomic_path, setup_logging
 

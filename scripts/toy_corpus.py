@@ -1,6 +1,6 @@
 """Generate the toy corpus and the toy benchmarks (tiny preset)."""
 
-from redi import toy
+from redi.data import toy
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 

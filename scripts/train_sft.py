@@ -1,6 +1,6 @@
 """SFT (stage 1): completion-only training on D_SFT from the base model."""
 
-from redi import training
+from redi.train import training
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import setup_logging
 

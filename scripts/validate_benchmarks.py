@@ -1,11 +1,11 @@
 """Check every benchmark file of the run (math benchmarks and out-of-domain sets) against
 its schema before any generation job starts; writes what was checked to ``--out``.
 
-``--params``: ``{"benchmarks": redi.plan.benchmark_specs(config),
-"ood": redi.plan.ood_benchmarks(config)}``. A bad file fails the job with one error
-per file naming the file, the item and the rule (redi.benchmarks.validate_all)."""
+``--params``: ``{"benchmarks": redi.workflow.plan.benchmark_specs(config),
+"ood": redi.workflow.plan.ood_benchmarks(config)}``. A bad file fails the job with one error
+per file naming the file, the item and the rule (redi.eval.benchmarks.validate_all)."""
 
-from redi.benchmarks import validate_all
+from redi.eval.benchmarks import validate_all
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging, write_json
 

@@ -1,6 +1,6 @@
 """Re-run Math-Verify on every raw generation and compare with the corpus labels."""
 
-from redi import data
+from redi.data import verify_labels
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
 
@@ -11,7 +11,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     setup_logging(args.log)
-    data.run_verify(args.raw, args.params, args.out, workers=args.threads)
+    verify_labels.run_verify(args.raw, args.params, args.out, workers=args.threads)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from redi import workflow
+from redi import sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -35,7 +35,7 @@ def require_vllm() -> Path:
 
 def copy_workflow(dest: Path) -> Path:
     """A private copy of the workflow (Snakemake writes .snakemake/ and results/ there)."""
-    return workflow.copy_workflow(dest)
+    return sources.copy_workflow(dest)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,
@@ -105,7 +105,7 @@ def toy_rows(n: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A tiny base model folder (tokenizer + random Qwen2), sft.parquet and pairs.parquet."""
-    from redi import base_model
+    from redi.model import base_model
 
     root = tmp_path_factory.mktemp("tiny_train")
     rows = toy_rows(20, seed=0)

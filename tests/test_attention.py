@@ -1,4 +1,4 @@
-"""Padding-free varlen attention (redi.attention): packed = padded log-probs and gradients.
+"""Padding-free varlen attention (redi.model.attention): packed = padded log-probs and gradients.
 
 On a CPU the registered ``redi_varlen`` function runs its per-segment SDPA
 reference (the CUDA kernel path is exercised by scripts/gpu_check.sh); what is
@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from redi import attention, batching, logprobs
+from redi.model import attention
+from redi.train import batching, logprobs
 from tests.test_logprobs import reference_logps, sequences, tiny_model
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import plan, training
-from redi.train_data import (
+from redi.workflow import config as rc
+from redi.workflow import plan
+from redi.train import training
+from redi.train.train_data import (
     authors_micro_batches,
     authors_plan,
     authors_step_plan,

@@ -7,20 +7,20 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from redi import batching, train_data
-from redi.prompts import ENDOFTEXT, IM_END
+from redi.train import batching, train_data
+from redi.data.prompts import ENDOFTEXT, IM_END
 
 from .conftest import toy_rows
 from .test_prompts import QWEN25_MATH_TEMPLATE
 
 TEXTS = ["some text to train on", "1 + 2 = 3", "<think>\n1+2\n=3\n</think>\n$\\boxed{3}$"]
-# the constants redi.batching had before the suffixes came from the chat template
+# the constants redi.train.batching had before the suffixes came from the chat template
 OLD_SFT_SUFFIX = IM_END + "\n"
 OLD_STAGE2_SUFFIX = IM_END + "\n" + ENDOFTEXT
 
 
 def tokenizer_of(family: str, template: str | None = None):
-    from redi.base_model import train_tokenizer
+    from redi.model.base_model import train_tokenizer
 
     tokenizer = train_tokenizer(TEXTS * 5, vocab_size=320, family=family)
     if template is not None:

@@ -11,9 +11,10 @@ import sys
 import pytest
 import yaml
 
-from redi import benchmarks, plan
-from redi import config as rc
-from redi.benchmarks import HUB_SOURCES, download_benchmarks, load_benchmark, normalize_items
+from redi.eval import benchmarks
+from redi.workflow import plan
+from redi.workflow import config as rc
+from redi.eval.benchmarks import HUB_SOURCES, download_benchmarks, load_benchmark, normalize_items
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 PAPER = {  # name -> (file, problems, answer type)

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from redi import evaluation, io, training
-from redi.checkpoints import check_model_folder
+from redi.eval import evaluation
+from redi import io
+from redi.train import training
+from redi.model.checkpoints import check_model_folder
 from redi.io import FileIntegrityError, JobFileError, read_json, write_json
-from redi.models import load_causal_lm, load_tokenizer
-from redi.ref_logps import init_checkpoint
-from redi.resume import STATE_FILE, find_resume_state
+from redi.model.models import load_causal_lm, load_tokenizer
+from redi.train.ref_logps import init_checkpoint
+from redi.train.resume import STATE_FILE, find_resume_state
 from tests.test_training import sft_params
 
 # 20 toy rows, global batch 8: 3 steps an epoch, 6 in all; a checkpoint at every step
@@ -256,7 +258,7 @@ DAMAGE = {
 def test_damaged_resume_state_falls_back_to_the_older_one(killed_copy, damage, caplog):
     assert found_step(killed_copy) == 4
     DAMAGE[damage](ckpt(killed_copy, 4))
-    with caplog.at_level(logging.WARNING, logger="redi.resume"):
+    with caplog.at_level(logging.WARNING, logger="redi.train.resume"):
         assert found_step(killed_copy) == 2
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"resume state {ckpt(killed_copy, 4) / 'resume'} is unusable" in warning
@@ -265,7 +267,7 @@ def test_damaged_resume_state_falls_back_to_the_older_one(killed_copy, damage, c
 def test_no_usable_state_starts_afresh(killed_copy, caplog):
     for step in (2, 4):
         flip_bytes(ckpt(killed_copy, step) / "resume" / "optimizer.bin")
-    with caplog.at_level(logging.WARNING, logger="redi.resume"):
+    with caplog.at_level(logging.WARNING, logger="redi.train.resume"):
         assert found_step(killed_copy) is None
     messages = [r.getMessage() for r in caplog.records]
     for step in (2, 4):

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import claims, plan
-from redi.claims import FAILS, HOLDS, UNKNOWN, Claim, Evidence, Verdict
+from redi.report import claims
+from redi.workflow import plan
+from redi.report.claims import FAILS, HOLDS, UNKNOWN, Claim, Evidence, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -116,7 +116,7 @@ def test_the_tiny_preset_asks_a_small_node_for_every_job(tmp_path):
 
 
 def test_job_requests_follow_the_preset_and_the_gpus():
-    from redi import plan
+    from redi.workflow import plan
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["preset"] = "paper"
@@ -272,8 +272,8 @@ def test_base_models_are_local_downloads_on_the_paper_preset_and_jobs_on_the_tin
     """Downloads run where snakemake runs (compute nodes may be offline); the tiny
     preset's pretraining is CPU work for the scheduler (a cluster run does not limit
     its local jobs to the local cores)."""
-    from redi import config as rc
-    from redi import plan
+    from redi.workflow import config as rc
+    from redi.workflow import plan
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     rc.validate_config(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from redi import code_eval
+from redi.eval import code_eval
 
 # hand-written completions (the body after each problem's prompt)
 CLOSE_ELEMENTS_RIGHT = ("    ordered = sorted(numbers)\n"
@@ -133,7 +133,7 @@ def test_hostile_completions_are_graded_wrong_and_the_right_one_right(problems):
 
 
 def test_grade_never_raises_for_a_sample(problems, monkeypatch):
-    from redi import sandbox
+    from redi.eval import sandbox
 
     def broken(*_a, **_k):
         raise RecursionError("maximum recursion depth exceeded while calling a Python object")
@@ -145,7 +145,7 @@ def test_grade_never_raises_for_a_sample(problems, monkeypatch):
 
 
 def test_grade_refuses_where_there_is_no_sandbox(problems, monkeypatch):
-    from redi import sandbox
+    from redi.eval import sandbox
 
     ran = []
     monkeypatch.setattr(sandbox, "_CAPS", None)

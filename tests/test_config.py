@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import plan
+from redi.workflow import config as rc
+from redi.workflow import plan
 
 from .conftest import ROOT, copy_workflow, snakemake
 
@@ -217,8 +217,8 @@ INVALID = [
      "(write 1.0e+4: YAML 1.1 reads 1.0e4 as a string)"),
     ("presets.tiny.sft.micro_batch",
      lambda c, _: tiny(c)["sft"].update(micro_batch=16.0), "is not of type 'integer' (write 16)"),
-    # issue 12: runs against the objective registry (redi.losses), figures against the
-    # figure registry (redi.plotting), Hub benchmarks against the loaders
+    # issue 12: runs against the objective registry (redi.train.losses), figures against the
+    # figure registry (redi.report.plotting), Hub benchmarks against the loaders
     ("runs.redi_a0.8_lr1e-6.objective",
      lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(objective="sft"), "trained on pairs"),
     ("runs.simpo_b2_g1_lr5e-7",
@@ -350,7 +350,7 @@ CLI_CASES = [
      "runs:\n  ref_logps: {objective: redi, init: sft_3ep, lr: 1.0e-6, alpha: 0.5}\n"),
     ("presets.paper.baselines.0.revision", ["--config", "preset=paper"],
      "presets:\n  paper:\n    baselines:\n      - {name: x, label: X, model: org/model}\n"),
-    # a benchmark the Hub download has no loader for (redi.benchmarks.HUB_SOURCES)
+    # a benchmark the Hub download has no loader for (redi.eval.benchmarks.HUB_SOURCES)
     ("presets.paper.benchmarks.0.hub", ["--config", "preset=paper"],
      "presets:\n  paper:\n    intermediate_benchmark: m\n    fig8_benchmark: m\n"
      "    benchmarks:\n      - {name: m, label: M, file: m.json, hub: someone/else, revision: main}\n"),
@@ -432,7 +432,7 @@ def test_ood_sources_and_local_files(cfg, tmp_path):
     assert [rc.ood_source(b) for b in cfg["presets"]["tiny"]["ood"]["benchmarks"]] == [
         "toy", "toy"]
     # the shipped Hub loader is the one the config check knows
-    from redi import multiple_choice
+    from redi.eval import multiple_choice
 
     assert rc.OOD_HUB_DATASETS == (multiple_choice.HUB_REPO,)
     # local files in the benchmark's schema, any name: no Hub, no revision needed

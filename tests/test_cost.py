@@ -1,4 +1,4 @@
-"""Table 3's arithmetic (redi.cost): device-hours, tokens/s per device, MFU, shares."""
+"""Table 3's arithmetic (redi.report.table3): device-hours, tokens/s per device, MFU, shares."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from redi import cost
+from redi.report import table3
 
 QWEN_1_5B = {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
              "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2}
@@ -17,7 +17,7 @@ def test_non_embedding_params_of_qwen_1_5b():
     # per layer: q 1536^2+1536, k/v 2 x (1536*256+256), o 1536^2, MLP 3*1536*8960, 2 norms
     per_layer = (1536 * 1536 + 1536) + 2 * (1536 * 256 + 256) + 1536 * 1536 \
         + 3 * 1536 * 8960 + 2 * 1536
-    assert cost.non_embedding_params(QWEN_1_5B) == 28 * per_layer + 1536 == 1_310_340_608
+    assert table3.non_embedding_params(QWEN_1_5B) == 28 * per_layer + 1536 == 1_310_340_608
 
 
 def write_run(tmp_path, name, tokens, tokens_sq, seconds, world=8, device="NVIDIA A100-SXM4-80GB"):
@@ -47,7 +47,7 @@ def test_stage_rows_by_hand(tmp_path):
                         "shared": {str(ref): 2}}]}
     paper = pd.DataFrame([{"stage": "dpo_1ep", "duration_hours": 5.17, "gpu_hours": 41.3,
                            "hardware": "8xA100-80GB"}])
-    (row,) = cost.cost_table(spec, paper).to_dict("records")
+    (row,) = table3.cost_table(spec, paper).to_dict("records")
     seconds = (3600 + 900 + 5400 + 900) / 2  # each run + half the reference job
     assert row["wall_h"] == pytest.approx(seconds / 3600) == pytest.approx(1.5)
     assert row["devices"] == 8 and row["device"] == "NVIDIA A100-SXM4-80GB"
@@ -66,12 +66,12 @@ def test_cpu_runs_have_no_mfu(tmp_path):
     manifest["provenance"]["device"] = {"type": "cpu", "name": "x86_64"}
     (tmp_path / "sft" / "manifest.json").write_text(json.dumps(manifest))
     spec = {"stages": [{"label": "SFT 3 ep", "paper": "sft_3ep", "runs": [run]}]}
-    (row,) = cost.cost_table(spec, pd.DataFrame(columns=["stage"])).to_dict("records")
+    (row,) = table3.cost_table(spec, pd.DataFrame(columns=["stage"])).to_dict("records")
     assert row["device"] == "CPU" and row["mfu"] is None and row["paper_hours"] is None
     assert row["device_hours"] == pytest.approx(60 / 3600)
 
 
 def test_device_peaks():
-    assert cost.device_peak("NVIDIA H100 80GB HBM3") == 989e12
-    assert cost.device_peak("NVIDIA A100-SXM4-80GB") == 312e12
-    assert cost.device_peak("Tesla T4") is None and cost.device_peak(None) is None
+    assert table3.device_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert table3.device_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert table3.device_peak("Tesla T4") is None and table3.device_peak(None) is None

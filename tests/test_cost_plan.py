@@ -9,11 +9,11 @@ import math
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import cost_plan as cp
+from redi.workflow import config as rc
+from redi.workflow import cost_plan as cp
 from tests.conftest import ROOT, copy_workflow, snakemake
 
-TIMES = cp.load_times(ROOT / "redi/data/training_times.csv")
+TIMES = cp.load_times(ROOT / "redi/report/paper/training_times.csv")
 
 
 def load_config(preset: str) -> dict:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from redi import data
-from redi.prompts import QWEN_MATH_CHAT_TEMPLATE, authors_token_lengths
+from redi.data import filters, length_filter, loading, stage_report
+from redi.data.prompts import QWEN_MATH_CHAT_TEMPLATE, authors_token_lengths
 
 
 def row(**over):
@@ -80,20 +80,20 @@ def labels(llama, mv):
     ],
 )
 def test_drop_reason(over, reason):
-    assert data.drop_reason(row(**over)) == reason
+    assert filters.drop_reason(row(**over)) == reason
 
 
 def test_drop_reasons_are_the_declared_ones():
-    assert data.DROP_REASONS[:3] == data.LINE_REASONS
-    assert len(set(data.DROP_REASONS)) == len(data.DROP_REASONS) == 28
-    assert data.drop_reason([1, 2]) == "line_not_object"
-    assert data.drop_reason(data.BadLine("line_invalid_json", 3, "x")) == "line_invalid_json"
+    assert filters.DROP_REASONS[:3] == loading.LINE_REASONS
+    assert len(set(filters.DROP_REASONS)) == len(filters.DROP_REASONS) == 28
+    assert filters.drop_reason([1, 2]) == "line_not_object"
+    assert filters.drop_reason(loading.BadLine("line_invalid_json", 3, "x")) == "line_invalid_json"
 
 
 def test_dual_verifier_rule_none_is_false():
     r = row(generations=["a", "b", "c", "d", "e"],
             correctness=labels([True, True, False, None, True], [True, False, True, True, None]))
-    assert data.correct_flags(r) == [True, False, False, False, False]
+    assert filters.correct_flags(r) == [True, False, False, False, False]
 
 
 def _index(rows):
@@ -110,7 +110,7 @@ def test_pairing_first_correct_and_first_incorrect():
         # none correct -> neither
         row(problem="p3", generations=["w0"], correctness=labels([None], [True])),
     ])
-    sft, pairs, report = data.build_sets(rows)
+    sft, pairs, report = filters.build_sets(rows)
     assert [(s["original_index"], s["response"], s["chosen_gen_idx"]) for s in sft] == [
         (0, "r1", 1), (1, "r0", 0)]
     assert len(pairs) == 1
@@ -134,7 +134,7 @@ def test_wrong_types_are_counted_under_their_reason_and_never_reach_the_sets():
         row(problem=5),
         row(correctness=labels(["yes", True], [True, False])),
     ])
-    sft, pairs, report = data.build_sets(rows)
+    sft, pairs, report = filters.build_sets(rows)
     assert {k: v for k, v in report["dropped"].items() if v} == {
         "problem_not_str": 1, "generations_not_list": 1, "generations_not_list_of_str": 1,
         "labels_not_bool_llama_verification": 2}
@@ -152,7 +152,7 @@ def test_empty_generations_are_never_a_target_or_a_side():
         row(generations=["", ""], correctness=labels([True, False], [True, False])),
         row(generations=["w0", "", "r2"], correctness=labels([False, True, True], [False, True, True])),
     ])
-    sft, pairs, report = data.build_sets(rows)
+    sft, pairs, report = filters.build_sets(rows)
     assert [(s["original_index"], s["response"], s["chosen_gen_idx"]) for s in sft] == [
         (0, "r1", 1), (1, "r0", 0), (3, "r2", 2)]
     assert [(p["original_index"], p["chosen"], p["rejected"]) for p in pairs] == [(3, "r2", "w0")]
@@ -170,7 +170,7 @@ def test_identical_pairs_and_duplicate_problems_are_counted_and_kept():
         row(problem="2 + 2?", correctness=labels([True, True], [True, True])),
         row(problem="2 + 2?", generations=["w"], correctness=labels([False], [False])),
     ])
-    sft, pairs, report = data.build_sets(rows)
+    sft, pairs, report = filters.build_sets(rows)
     assert (len(sft), len(pairs)) == (3, 2)
     assert (pairs[0]["chosen"], pairs[0]["rejected"]) == (same, same)
     c = report["counts"]
@@ -186,9 +186,9 @@ def write_jsonl(path, rows, extra: bytes = b""):
 def test_bad_jsonl_lines_are_counted_naming_the_line(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [row()],
                       b"\n{not json\n\xff\xfeoops\n[1, 2]\n" + json.dumps(row()).encode() + b"\n\n")
-    corpus = data.load_raw(raw)
+    corpus = loading.load_raw(raw)
     assert len(corpus) == 5 and corpus.line_numbers.tolist() == [1, 3, 4, 5, 6]
-    sft, pairs, report = data.build_sets(data.shuffled_rows(corpus, 42))
+    sft, pairs, report = filters.build_sets(loading.shuffled_rows(corpus, 42))
     assert {k: v for k, v in report["dropped"].items() if v} == {
         "line_not_utf8": 1, "line_invalid_json": 1, "line_not_object": 1}
     ex = report["drop_examples"]
@@ -201,7 +201,7 @@ def test_bad_jsonl_lines_are_counted_naming_the_line(tmp_path):
 
 def test_dropped_jsonl_rows_are_named_by_line(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [row(), row(problem=3)])
-    report = data.run_filter(raw, {"shuffle_seed": 42}, str(tmp_path / "sft.parquet"),
+    report = filters.run_filter(raw, {"shuffle_seed": 42}, str(tmp_path / "sft.parquet"),
                              str(tmp_path / "pairs.parquet"), str(tmp_path / "filter.json"))
     assert report["drop_examples"] == {"problem_not_str": [{"original_index": 1, "line": 2}]}
 
@@ -220,15 +220,15 @@ def test_dropped_jsonl_rows_are_named_by_line(tmp_path):
 def test_unreadable_jsonl_is_an_error_naming_the_file(tmp_path, content, message):
     path = tmp_path / "my raw.jsonl"
     path.write_bytes(content)
-    with pytest.raises(data.RawDataError) as err:
-        data.load_raw(str(path))
+    with pytest.raises(loading.RawDataError) as err:
+        loading.load_raw(str(path))
     assert repr(str(path)) in str(err.value) and message in str(err.value)
 
 
 def test_utf8_bom_and_crlf_are_read(tmp_path):
     path = tmp_path / "raw.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row()).encode() + b"\r\n")
-    sft, _, report = data.build_sets(data.shuffled_rows(data.load_raw(str(path)), 42))
+    sft, _, report = filters.build_sets(loading.shuffled_rows(loading.load_raw(str(path)), 42))
     assert report["counts"]["rows_kept"] == 1 and len(sft) == 1
 
 
@@ -237,22 +237,22 @@ def test_unreadable_parquet_is_an_error_naming_the_file(tmp_path):
 
     empty = tmp_path / "empty.parquet"
     empty.write_bytes(b"")
-    with pytest.raises(data.RawDataError, match=r"empty\.parquet' is not a readable parquet file"):
-        data.load_raw(str(empty))
+    with pytest.raises(loading.RawDataError, match=r"empty\.parquet' is not a readable parquet file"):
+        loading.load_raw(str(empty))
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"PAR1 not really")
-    with pytest.raises(data.RawDataError, match=r"garbage\.parquet' is not a readable parquet"):
-        data.load_raw(str(garbage))
+    with pytest.raises(loading.RawDataError, match=r"garbage\.parquet' is not a readable parquet"):
+        loading.load_raw(str(garbage))
     no_rows = tmp_path / "no_rows.parquet"
-    pd.DataFrame({c: pd.Series([], dtype=str) for c in data.REQUIRED_COLUMNS}).to_parquet(no_rows)
-    with pytest.raises(data.RawDataError, match=r"no_rows\.parquet' has no rows"):
-        data.load_raw(str(no_rows))
+    pd.DataFrame({c: pd.Series([], dtype=str) for c in loading.REQUIRED_COLUMNS}).to_parquet(no_rows)
+    with pytest.raises(loading.RawDataError, match=r"no_rows\.parquet' has no rows"):
+        loading.load_raw(str(no_rows))
     csv = tmp_path / "raw.csv"
     csv.write_text("a,b\n")
-    with pytest.raises(data.RawDataError, match=r"raw\.csv': expected a .jsonl or .parquet file"):
-        data.load_raw(str(csv))
-    with pytest.raises(data.RawDataError, match="is not a file"):
-        data.load_raw(str(tmp_path))
+    with pytest.raises(loading.RawDataError, match=r"raw\.csv': expected a .jsonl or .parquet file"):
+        loading.load_raw(str(csv))
+    with pytest.raises(loading.RawDataError, match="is not a file"):
+        loading.load_raw(str(tmp_path))
 
 
 def test_wrongly_typed_parquet_columns_are_counted(tmp_path):
@@ -260,8 +260,8 @@ def test_wrongly_typed_parquet_columns_are_counted(tmp_path):
 
     rows = [row(correctness=labels([1, 0], [1, 0]), problem=p) for p in ("a", "b", "c", None)]
     pd.DataFrame(rows).to_parquet(tmp_path / "raw.parquet")  # labels: list<int64>
-    sft, pairs, report = data.build_sets(
-        data.shuffled_rows(data.load_raw(str(tmp_path / "raw.parquet")), 42))
+    sft, pairs, report = filters.build_sets(
+        loading.shuffled_rows(loading.load_raw(str(tmp_path / "raw.parquet")), 42))
     assert {k: v for k, v in report["dropped"].items() if v} == {
         "problem_missing": 1, "labels_not_bool_llama_verification": 3}
     assert (sft, pairs) == ([], [])
@@ -272,14 +272,14 @@ def test_jsonl_order_is_the_authors_datasets_shuffle(tmp_path):
 
     rows = [row(problem=f"p{i}") for i in range(40)]
     raw = write_jsonl(tmp_path / "raw.jsonl", rows)
-    ours = [r["original_index"] for r in data.shuffled_rows(data.load_raw(raw), 42)]
+    ours = [r["original_index"] for r in loading.shuffled_rows(loading.load_raw(raw), 42)]
     ds = datasets.load_dataset("json", data_files=raw, split="train")
     ds = ds.add_column("original_index", list(range(len(ds)))).shuffle(seed=42)
     assert ours == ds["original_index"] and sorted(ours) == list(range(40))
 
 
 def _run_filter(tmp_path, raw):
-    return data.run_filter(raw, {"shuffle_seed": 42}, str(tmp_path / "sft.parquet"),
+    return filters.run_filter(raw, {"shuffle_seed": 42}, str(tmp_path / "sft.parquet"),
                            str(tmp_path / "pairs.parquet"), str(tmp_path / "filter_report.json"))
 
 
@@ -287,7 +287,7 @@ def test_a_corpus_without_sft_examples_stops_with_the_report_written(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [
         row(problem_is_valid="No"), row(source="cn_k12"),
         row(correctness=labels([False, True], [True, False]))])
-    with pytest.raises(data.UnusableCorpusError) as err:
+    with pytest.raises(loading.UnusableCorpusError) as err:
         _run_filter(tmp_path, raw)
     expected = (f"the corpus gives no SFT example: of the 3 rows read from {raw!r}, 2 were "
                 "dropped (problem_is_valid_not_yes: 1, source_cn_k12: 1) and 1 kept; none of "
@@ -303,7 +303,7 @@ def test_a_corpus_without_sft_examples_stops_with_the_report_written(tmp_path):
 def test_a_corpus_without_pairs_stops_with_the_report_written(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [
         row(correctness=labels([True, True], [True, True])), row(generations=[None, "x"])])
-    with pytest.raises(data.UnusableCorpusError, match=(
+    with pytest.raises(loading.UnusableCorpusError, match=(
             "the corpus gives no preference pair: of the 2 rows read from .*, 1 were dropped "
             r"\(generations_not_list_of_str: 1\) and 1 kept; each of the 1 problems with a "
             "correct generation has no incorrect non-empty one")):
@@ -327,7 +327,7 @@ class CharTokenizer:
 
 
 def test_sft_length_rule_truncates_as_the_authors_and_drops_only_untrainable_rows():
-    keep, report = data.sft_length_rule([(10, 5), (10, 6), (16, 1), (15, 100)], 16, [7, 8, 9, 10])
+    keep, report = length_filter.sft_length_rule([(10, 5), (10, 6), (16, 1), (15, 100)], 16, [7, 8, 9, 10])
     assert keep.tolist() == [True, True, False, True]
     assert {k: report[k] for k in ("sft_in", "sft_out", "truncated", "dropped_prompt_too_long",
                                    "truncated_examples", "dropped_examples")} == {
@@ -338,12 +338,12 @@ def test_sft_length_rule_truncates_as_the_authors_and_drops_only_untrainable_row
 def test_sft_lengths_are_what_the_sft_job_trains_on(tmp_path):
     import pandas as pd
 
-    from redi.train_data import sft_items
+    from redi.train.train_data import sft_items
 
     tok = CharTokenizer()
     rows = [{"problem": "1+1", "response": "r" * 30}, {"problem": "2+2" * 20, "response": "ok"}]
     pd.DataFrame(rows).to_parquet(tmp_path / "sft.parquet")
-    lengths = data.sft_sequence_lengths(tok, rows, chunk=1)
+    lengths = length_filter.sft_sequence_lengths(tok, rows, chunk=1)
     items = sft_items(tok, tmp_path / "sft.parquet", max_length=10_000)
     assert [(s.n_prompt, s.n_completion) for item in items for s in item.seqs] == lengths
     assert lengths[0][1] == 30 + len("<|im_end|>\n")
@@ -362,12 +362,12 @@ def _data_stage(tmp_path, rows, limits):
     raw, d = write_jsonl(tmp_path / "raw.jsonl", rows), tmp_path
     _run_filter(tmp_path, raw)
     filt = str(d / "filter_report.json")
-    data.run_sft_length("tok", {"max_length": limits["sft_max_length"]}, str(d / "sft.parquet"),
+    length_filter.run_sft_length("tok", {"max_length": limits["sft_max_length"]}, str(d / "sft.parquet"),
                         str(d / "sft_out.parquet"), str(d / "sft_length.json"), filt)
     pair_limits = {k: limits[k] for k in ("max_prompt_tokens", "max_response_tokens")}
-    data.run_length_filter("tok", pair_limits, str(d / "pairs.parquet"),
+    length_filter.run_length_filter("tok", pair_limits, str(d / "pairs.parquet"),
                            str(d / "pairs_out.parquet"), str(d / "length_report.json"), filt)
-    return data.run_report(filt, str(d / "length_report.json"), str(d / "sft_length.json"), None,
+    return stage_report.run_report(filt, str(d / "length_report.json"), str(d / "sft_length.json"), None,
                            str(d / "report.json"))
 
 
@@ -393,7 +393,7 @@ def test_a_5mb_generation_is_counted_as_truncated(tmp_path, char_tokenizer):
 
 
 def test_a_length_filter_leaving_no_pair_stops_with_the_report_written(tmp_path, char_tokenizer):
-    with pytest.raises(data.UnusableCorpusError, match=(
+    with pytest.raises(loading.UnusableCorpusError, match=(
             r"the length filter dropped all 1 pairs \(prompt > 10 tokens: 1, chosen > 10000: 0, "
             r"rejected > 10000: 0\)")):
         _data_stage(tmp_path, [row()], {**LIMITS, "max_prompt_tokens": 10})
@@ -405,7 +405,7 @@ def test_a_length_filter_leaving_no_pair_stops_with_the_report_written(tmp_path,
 
 def test_an_sft_length_rule_leaving_no_example_stops_with_the_report_written(
         tmp_path, char_tokenizer):
-    with pytest.raises(data.UnusableCorpusError, match=(
+    with pytest.raises(loading.UnusableCorpusError, match=(
             "the SFT length rule dropped all 1 SFT examples: each prompt alone has >= "
             "sft.max_length 20 tokens")):
         _data_stage(tmp_path, [row()], {**LIMITS, "sft_max_length": 20})
@@ -434,7 +434,7 @@ def test_a_failing_data_job_logs_its_traceback(tmp_path):
     assert proc.returncode == 1
     text = log.read_text()
     assert "Traceback (most recent call last)" in text
-    assert "redi.data.UnusableCorpusError: the corpus gives no SFT example" in text
+    assert "redi.data.loading.UnusableCorpusError: the corpus gives no SFT example" in text
     assert "problem_is_valid_not_yes: 1" in text
     assert json.loads((tmp_path / "report.json").read_text())["status"] == "failed"
 
@@ -442,15 +442,15 @@ def test_a_failing_data_job_logs_its_traceback(tmp_path):
 def test_missing_column_is_named(tmp_path):
     path = tmp_path / "raw.jsonl"
     path.write_text(json.dumps({"problem": "x", "generations": ["a"]}) + "\n")
-    with pytest.raises(data.RawDataError, match="correctness"):
-        data.load_raw(str(path))
+    with pytest.raises(loading.RawDataError, match="correctness"):
+        loading.load_raw(str(path))
 
 
 def test_keep_by_length_boundaries():
-    assert data.keep_by_length((800, 19000, 19000), 800, 19000)
-    assert not data.keep_by_length((801, 10, 10), 800, 19000)
-    assert not data.keep_by_length((10, 19001, 10), 800, 19000)
-    assert not data.keep_by_length((10, 10, 19001), 800, 19000)
+    assert length_filter.keep_by_length((800, 19000, 19000), 800, 19000)
+    assert not length_filter.keep_by_length((801, 10, 10), 800, 19000)
+    assert not length_filter.keep_by_length((10, 19001, 10), 800, 19000)
+    assert not length_filter.keep_by_length((10, 10, 19001), 800, 19000)
 
 
 def test_authors_lengths_render_separately_with_system_prompt_and_eos():
@@ -464,6 +464,6 @@ def test_authors_lengths_render_separately_with_system_prompt_and_eos():
 
 
 def test_percentiles():
-    p = data.percentiles(range(1, 101))
+    p = length_filter.percentiles(range(1, 101))
     assert (p["n"], p["mean"], p["p50"], p["max"]) == (100, 50.5, 50.5, 100.0)
-    assert data.percentiles([]) == {"n": 0}
+    assert length_filter.percentiles([]) == {"n": 0}

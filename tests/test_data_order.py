@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from redi.train_data import (
+from redi.train.train_data import (
     authors_step_plan,
     rank_micro_batches,
     seedable_sampler_order,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redi import data
+from redi.data import filters, loading
 
 # derandomized: the same examples on every run (CI never flakes on a new draw)
 FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -151,7 +151,7 @@ def check_sets(rows: list[Any], sft: list[dict], pairs: list[dict], report: dict
     assert counts["rows_kept"] == (counts["problems_without_correct"]
                                    + counts["problems_all_correct"]
                                    + counts["problems_correct_and_incorrect"])
-    assert set(dropped) == set(data.DROP_REASONS)
+    assert set(dropped) == set(filters.DROP_REASONS)
     for s in sft:
         r = rows[s["original_index"]]
         assert s["original_index"] in good and s["problem"] == r["problem"]
@@ -173,7 +173,7 @@ def check_sets(rows: list[Any], sft: list[dict], pairs: list[dict], report: dict
 @given(st.lists(raw_rows(), max_size=12))
 def test_filter_never_raises_and_accounts_for_every_row(rows):
     indexed = [{**r, "original_index": i} for i, r in enumerate(rows)]
-    sft, pairs, report = data.build_sets(indexed)
+    sft, pairs, report = filters.build_sets(indexed)
     check_sets(indexed, sft, pairs, report)
     json.dumps(report, allow_nan=False)  # the report is writable as is
 
@@ -183,7 +183,7 @@ def test_filter_never_raises_and_accounts_for_every_row(rows):
 def test_any_json_value_as_a_row_is_counted(rows):
     indexed = [{**r, "original_index": i} if isinstance(r, dict) else r
                for i, r in enumerate(rows)]
-    sft, pairs, report = data.build_sets(indexed)
+    sft, pairs, report = filters.build_sets(indexed)
     check_sets(indexed, sft, pairs, report)
     assert report["dropped"]["line_not_object"] == sum(not isinstance(r, dict) for r in rows)
 
@@ -220,19 +220,19 @@ def test_any_jsonl_file_is_read_or_refused_naming_it(tmp_path_factory, lines):
     rows = [parsed(b) if parsed(b) is not None else b for b in lines if b.strip()]
     columns = {k for r in rows if isinstance(r, dict) for k in r}
     try:
-        corpus = data.load_raw(str(raw))
-    except data.RawDataError as e:  # only an unreadable file: no object, or a column nowhere
+        corpus = loading.load_raw(str(raw))
+    except loading.RawDataError as e:  # only an unreadable file: no object, or a column nowhere
         assert repr(str(raw)) in str(e)
-        assert not columns or not set(data.REQUIRED_COLUMNS) <= columns
+        assert not columns or not set(loading.REQUIRED_COLUMNS) <= columns
         return
-    assert rows and set(data.REQUIRED_COLUMNS) <= columns
-    shuffled = list(data.shuffled_rows(corpus, 42))
+    assert rows and set(loading.REQUIRED_COLUMNS) <= columns
+    shuffled = list(loading.shuffled_rows(corpus, 42))
     assert len(shuffled) == len(rows)
     indexed = [{**r, "original_index": i} if isinstance(r, dict) else r
                for i, r in enumerate(rows)]
-    sft, pairs, report = data.build_sets(shuffled)
+    sft, pairs, report = filters.build_sets(shuffled)
     check_sets(indexed, sft, pairs, report)
-    n_lines = sum(report["dropped"][r] for r in data.LINE_REASONS)
+    n_lines = sum(report["dropped"][r] for r in loading.LINE_REASONS)
     assert n_lines == sum(not isinstance(r, dict) for r in rows)
     run_and_check(tmp, raw, report, sft, pairs)
 
@@ -241,8 +241,8 @@ def run_and_check(tmp, raw, report: dict, sft: list, pairs: list) -> None:
     """run_filter: the sets written as parquet, or a stop with the report written."""
     outs = [str(tmp / name) for name in ("sft.parquet", "pairs.parquet", "filter.json")]
     try:
-        data.run_filter(str(raw), {"shuffle_seed": 42}, *outs)
-    except data.UnusableCorpusError:
+        filters.run_filter(str(raw), {"shuffle_seed": 42}, *outs)
+    except loading.UnusableCorpusError:
         assert not sft or not pairs
         written = json.loads((tmp / "report.json").read_text())
         assert written["status"] == "failed" and written["filter"]["counts"] == report["counts"]
@@ -263,7 +263,7 @@ def test_a_good_row_among_bad_ones_is_kept_whatever_the_order(tmp_path, seed):
              .encode()]
     raw = tmp_path / "raw.jsonl"
     raw.write_bytes(b"\n".join(lines))  # no final newline
-    sft, pairs, report = data.build_sets(data.shuffled_rows(data.load_raw(str(raw)), seed))
+    sft, pairs, report = filters.build_sets(loading.shuffled_rows(loading.load_raw(str(raw)), seed))
     assert [(s["original_index"], s["response"]) for s in sft] == [(0, "a")]
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a", "b")]
     assert {k: v for k, v in report["dropped"].items() if v} == {

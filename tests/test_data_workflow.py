@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from redi import data
+from redi.data import filters, loading
 
 from .conftest import planned_jobs, snakemake
 
@@ -23,8 +23,8 @@ def clone_run(src: Path, dst: Path) -> Path:
 
 def test_report_counts_match_the_filters(data_workflow):
     report = json.loads((data_workflow / REPORT).read_text())
-    ds = data.load_raw(str(data_workflow / "results/data/raw_toy.parquet"))
-    sft, pairs, expected = data.build_sets(data.shuffled_rows(ds, 42))
+    ds = loading.load_raw(str(data_workflow / "results/data/raw_toy.parquet"))
+    sft, pairs, expected = filters.build_sets(loading.shuffled_rows(ds, 42))
     assert report["filter"]["counts"] == expected["counts"]
     assert report["filter"]["dropped"] == expected["dropped"]
     assert report["sizes"]["sft_examples"] == len(sft)
@@ -93,7 +93,7 @@ def test_editing_a_module_reruns_only_its_users(data_workflow, tmp_path):
     data_py = work / "redi" / "data.py"
     data_py.write_text(data_py.read_text() + "\n# an edit\n")
     proc = snakemake(work, "-n", REPORT)
-    # toy_corpus and tokenizer do not import redi/data.py
+    # toy_corpus and tokenizer do not import redi/data/
     assert planned_jobs(proc) == {"filter_data": 1, "sft_length": 1, "length_filter": 1,
                                   "data_report": 1}
 

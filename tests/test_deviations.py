@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import plan
-from redi.losses import OBJECTIVES
+from redi.workflow import config as rc
+from redi.workflow import plan
+from redi.train.losses import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "DEVIATIONS.md"

@@ -195,7 +195,7 @@ def test_changing_one_lr_replans_that_run_and_its_descendants(tiny_run, tmp_path
 
 
 def test_editing_the_plotting_module_replans_only_figures(tiny_run):
-    plotting = tiny_run / "redi/plotting.py"
+    plotting = tiny_run / "redi/report/plotting.py"
     text, stat = plotting.read_text(), plotting.stat()
     try:
         plotting.write_text(text + "\n# an edit\n")

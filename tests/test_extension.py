@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from redi import losses, training
+from redi.train import losses, training
 from tests.test_training import read_log, stage2_params, weights
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from redi.backends import make_backend
-from redi.generation import (
+from redi.eval.backends import make_backend
+from redi.eval.generation import (
     STOP_TOKENS,
     HFBackend,
     Sampling,
@@ -23,9 +23,9 @@ from redi.generation import (
     sample_next,
     stop_token_ids,
 )
-from redi.models import load_causal_lm, load_tokenizer
-from redi.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
-from redi.vllm_engine import VLLMBackend, _join_or_stop, _max_tokens, engine_placements
+from redi.model.models import load_causal_lm, load_tokenizer
+from redi.data.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
+from redi.eval.vllm_engine import VLLMBackend, _join_or_stop, _max_tokens, engine_placements
 
 PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
 
@@ -33,7 +33,7 @@ PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init Qwen2 (2 layers, GQA) with the project's tokenizer and chat template."""
-    from redi.base_model import save, tiny_model, train_tokenizer
+    from redi.model.base_model import save, tiny_model, train_tokenizer
 
     texts = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, "<think>\n1+2\n=3\n</think>\n$\\boxed{3}$",
              *PROBLEMS] * 10
@@ -77,8 +77,8 @@ def test_a_llama_tokenizer_stops_on_eot() -> None:
     (a Llama base model's config.json, which the vLLM backend reads)."""
     from types import SimpleNamespace
 
-    from redi.base_model import train_tokenizer
-    from redi.generation import template_stop_tokens
+    from redi.model.base_model import train_tokenizer
+    from redi.eval.generation import template_stop_tokens
 
     tok = train_tokenizer(PROBLEMS * 5, vocab_size=300, family="llama")
     eot, end = tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")

@@ -17,7 +17,8 @@ from types import ModuleType
 import pytest
 import torch
 
-from redi import config, train_data, training
+from redi.workflow import config
+from redi.train import train_data, training
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -151,7 +152,7 @@ def test_phase_runs_the_trainer_with_the_project_settings(
     gpu_check: ModuleType, tiny_setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup, tokenizer = tiny_setup
-    # the settings are read from redi.config at run time, not copied into the script
+    # the settings are read from redi.workflow.config at run time, not copied into the script
     monkeypatch.setitem(config.OPTIMIZER, "weight_decay", 0.0123)
     losses: list[float] = []
     micro_loss = training.micro_loss
@@ -170,7 +171,7 @@ def test_phase_runs_the_trainer_with_the_project_settings(
     assert phase.optimizer["weight_decay"] == 0.0123
     assert phase.layout == "packed" and phase.attention == "redi_varlen"
     steps = setup.plan.warmup + setup.plan.steps
-    assert len(losses) == steps  # one micro-batch per step, through redi.step.micro_loss
+    assert len(losses) == steps  # one micro-batch per step, through redi.train.step.micro_loss
     # the reported loss is the Trainer's: the pair-loss sum over the step's pairs
     assert phase.first_loss == pytest.approx(losses[0] / setup.plan.items_per_step, rel=1e-12)
     run_dir = setup.work_dir / "redi_varlen"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from redi import grading
-from redi.grading import (
+from redi.eval import grading
+from redi.eval.grading import (
     Grader,
     gold_candidates,
     gold_latex,

@@ -201,7 +201,8 @@ def written(rows: list[dict], kind: str) -> bytes:
 @functools.cache
 def model_files(family: str) -> dict[str, bytes]:
     """A tiny model of ``family`` with its tokenizer, as save_pretrained writes them."""
-    from redi import base_model, prompts
+    from redi.model import base_model
+    from redi.data import prompts
 
     texts = ["1 + 2 = 3, so the answer is \\boxed{3}.", prompts.SYSTEM_PROMPT] * 20
     tokenizer = base_model.train_tokenizer(texts, 300, family)
@@ -228,7 +229,7 @@ def gpqa_row(i: int) -> dict:
             "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3", "Subdomain": "Physics"}
 
 
-BENCH_ROWS = {  # the Hub's columns of each benchmark (redi.benchmarks.HUB_SOURCES maps them)
+BENCH_ROWS = {  # the Hub's columns of each benchmark (redi.eval.benchmarks.HUB_SOURCES maps them)
     "HuggingFaceH4/MATH-500": [{"problem": "1+1?", "solution": "2", "answer": "2",
                                 "subject": "Algebra", "level": 1, "unique_id": "test/a/1.json"}],
     "HuggingFaceH4/aime_2024": [{"id": 60, "problem": "AIME?", "solution": "...",

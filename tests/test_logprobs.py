@@ -13,8 +13,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from redi import batching, logprobs
-from redi.batching import TokenSeq
+from redi.train import batching, logprobs
+from redi.train.batching import TokenSeq
 
 
 def naive_token_logps(hidden, weight, targets):

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from redi import losses
-from redi.losses import PairLogps, dpo_loss, redi_loss, simpo_loss
+from redi.train import losses
+from redi.train.losses import PairLogps, dpo_loss, redi_loss, simpo_loss
 
 
 def t(*values: float) -> torch.Tensor:

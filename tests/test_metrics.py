@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from redi.metrics import average_sem, pass_at_k, summarize, wait_count
+from redi.eval.metrics import average_sem, pass_at_k, summarize, wait_count
 
 # 3 problems x 4 samples; per-sample accuracies P_j = [2/3, 1/3, 0, 0]
 MATRIX = [[1, 1, 0, 0],

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from redi import multiple_choice as mc
+from redi.eval import multiple_choice as mc
 
 ROW = {"Record ID": "rec1", "Question": "Which gas do plants absorb for photosynthesis?",
        "Correct Answer": "Carbon dioxide", "Incorrect Answer 1": "Oxygen",

@@ -1,6 +1,6 @@
-"""Table 5's out-of-domain evaluation (redi.ood) with scripted generations of known
+"""Table 5's out-of-domain evaluation (redi.eval.ood) with scripted generations of known
 verdicts on a tiny model, the job script on the real hf backend, the toy_ood job, and
-the table's relative-improvement arithmetic (redi.ood_table)."""
+the table's relative-improvement arithmetic (redi.report.table5)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import code_eval, multiple_choice, ood, ood_table, plan, toy_ood
-from redi import config as rc
-from redi.evaluation import request_seed
-from redi.generation import Backend, Completion
+from redi.eval import code_eval, multiple_choice, ood, toy_ood
+from redi.report import table5
+from redi.workflow import plan
+from redi.workflow import config as rc
+from redi.eval.evaluation import request_seed
+from redi.eval.generation import Backend, Completion
 from tests.conftest import ROOT
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
 
@@ -147,7 +149,7 @@ def test_ood_job_numbers_prompts_and_files(tmp_path, data, tiny_model_dir):  # n
 
 
 def test_chat_prompt_think_layouts(tiny_model_dir):  # noqa: F811
-    from redi.models import load_tokenizer
+    from redi.model.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     authors = ood.chat_prompt(tok, "Q?", True, "<think>\n", think_prefix_newline=False)
@@ -221,7 +223,7 @@ def test_relative_improvement_arithmetic(tmp_path):
         (tmp_path / label).mkdir()
         (tmp_path / label / "summary.json").write_text(json.dumps(summary(label, run, values)))
         paths.append(tmp_path / label / "summary.json")
-    frame = ood_table.run_table5(SPEC, paths, tmp_path / "t5.csv", tmp_path / "t5.md")
+    frame = table5.run_table5(SPEC, paths, tmp_path / "t5.csv", tmp_path / "t5.md")
     # (0.45 - 0.16) / 0.16 = +181.25 %; (0.317 - 0.25) / 0.25 = +26.8 %; (0.12 - 0.16) / 0.16
     assert frame["humaneval_rel"].tolist()[1:] == [-25.0, 181.25]
     assert frame["gpqa_rel"].tolist()[1:] == [0.0, 26.8]
@@ -248,11 +250,11 @@ def test_a_zero_reference_has_no_relative_improvement():
                  "table1-final": summary("table1-final", "redi_f", {"humaneval": (0.05, 0.01),
                                                                     "gpqa": (0.1, 0.01)})}
     spec = {**SPEC, "preset": "tiny", "rows": [SPEC["rows"][0], SPEC["rows"][2]]}
-    frame = ood_table.table5_frame(spec, summaries)
+    frame = table5.table5_frame(spec, summaries)
     assert math.isnan(frame["humaneval_rel"][1]) and frame["gpqa_rel"][1] == 0.0
-    md = ood_table.table5_markdown(frame, spec, "16")
+    md = table5.table5_markdown(frame, spec, "16")
     assert "| 5.0 ± 1.0 | n/a (reference 0) | +181.2 % |" in md and "not comparable" in md
     stale = {**summaries, "table1-final": summary("table1-final", "other",
                                                   {"humaneval": (0.1, 0.0), "gpqa": (0.1, 0.0)})}
     with pytest.raises(ValueError, match="names run 'other'"):
-        ood_table.table5_frame(spec, stale)
+        table5.table5_frame(spec, stale)

@@ -1,6 +1,6 @@
-"""Adding an out-of-domain benchmark kind is one ``redi.ood_kinds.KINDS`` entry: a toy
+"""Adding an out-of-domain benchmark kind is one ``redi.eval.ood_kinds.KINDS`` entry: a toy
 exact-match kind registered here is accepted by the config check, planned, validated,
-generated, evaluated by ``redi.ood`` through its own functions and shown in Table 5; an
+generated, evaluated by ``redi.eval.ood`` through its own functions and shown in Table 5; an
 unregistered kind is refused everywhere with the known kinds named."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import benchmarks, ood, ood_kinds, ood_table, plan, toy_ood
-from redi import config as rc
-from redi.generation import Backend, Completion
+from redi.eval import benchmarks, ood, ood_kinds, toy_ood
+from redi.report import table5
+from redi.workflow import plan
+from redi.workflow import config as rc
+from redi.eval.generation import Backend, Completion
 from redi.io import BenchmarkFileError
 from tests.conftest import ROOT
 
@@ -150,9 +152,9 @@ def test_table5_shows_the_kinds_paper_figure(registered):
     summaries = {label: {"label": label, "model": {"kind": "sft", "run": label},
                          "benchmarks": {"em": {"pass@1": p, "pass@1_sem": 0.0}}}
                  for label, p in (("a", 0.2), ("b", 0.3))}
-    frame = ood_table.table5_frame(spec, summaries)
+    frame = table5.table5_frame(spec, summaries)
     assert math.isnan(frame["em_rel_paper"][0]) and frame["em_rel_paper"][1] == 12.5
-    assert "paper (SomeQA)" in ood_table.table5_markdown(frame, spec, "2")
+    assert "paper (SomeQA)" in table5.table5_markdown(frame, spec, "2")
 
 
 def test_an_unknown_kind_is_refused_naming_the_known_ones(tmp_path):

@@ -1,12 +1,12 @@
-"""The optimizer (redi.optim): AdamW groups, the LR schedule, the update norm."""
+"""The optimizer (redi.train.optim): AdamW groups, the LR schedule, the update norm."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from redi import optim
-from redi.config import OPTIMIZER
+from redi.train import optim
+from redi.workflow.config import OPTIMIZER
 
 
 def model_with_grads(seed: int = 0) -> torch.nn.Module:

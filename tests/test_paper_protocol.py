@@ -5,7 +5,7 @@ Figure 8's generation statistics, Table 5's out-of-domain evaluations) is checke
 against the paper's protocol (section 3.3, appendix C.5): samples, temperature,
 top-p, token budget, forced ``<think>`` per model, grader per table, benchmarks and
 their sizes, and which checkpoints a run's curve evaluates. The parameters come
-from ``redi.plan`` exactly as the rules pass them to the job scripts.
+from ``redi.workflow.plan`` exactly as the rules pass them to the job scripts.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from redi import benchmarks, evaluation, plan
-from redi import config as rc
+from redi.eval import benchmarks, evaluation
+from redi.workflow import plan
+from redi.workflow import config as rc
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 

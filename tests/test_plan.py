@@ -1,4 +1,4 @@
-"""redi.plan: the job plan the rules are built from (params, models, tables, figures),
+"""redi.workflow.plan: the job plan the rules are built from (params, models, tables, figures),
 on the shipped config for both presets; and the registries as the only place an
 objective or a figure is added."""
 
@@ -23,8 +23,10 @@ from snakemake.settings.types import (
     StorageSettings,
 )
 
-from redi import config as rc
-from redi import losses, plan, plotting
+from redi.workflow import config as rc
+from redi.train import losses
+from redi.workflow import plan
+from redi.report import plotting
 
 from .conftest import ROOT, copy_workflow, planned_jobs
 
@@ -76,8 +78,8 @@ def test_session_helpers():
 
 
 def test_the_plan_imports_no_heavy_package():
-    """The Snakefile imports redi.plan on every invocation (dry runs within seconds)."""
-    probe = ("import sys, redi.plan; "
+    """The Snakefile imports redi.workflow.plan on every invocation (dry runs within seconds)."""
+    probe = ("import sys, redi.workflow.plan; "
              "print([m for m in ('pandas', 'matplotlib', 'torch', 'numpy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import plan, plotting
+from redi.workflow import config as rc
+from redi.workflow import plan
+from redi.report import plotting
 
 from .conftest import ROOT, copy_workflow, planned_jobs, snakemake
 from .test_reporting import summary
@@ -319,7 +320,7 @@ def write_fake_upstream(workdir: Path, cfg: dict) -> None:
            genstats(preset["fig8_benchmark"]).to_csv(index=False), final_age)
 
 
-# one wildcard rule per registry (redi.plan.TABLES, redi.plotting.FIGURES)
+# one wildcard rule per registry (redi.workflow.plan.TABLES, redi.report.plotting.FIGURES)
 REPORT_RULES = {"table": 2, "paper_comparison": 1, "figure": len(FIGURES)}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redi.prompts import QWEN_MATH_CHAT_TEMPLATE, render_eval_prompt
+from redi.data.prompts import QWEN_MATH_CHAT_TEMPLATE, render_eval_prompt
 
 # Qwen/Qwen2.5-Math-1.5B's chat_template (tokenizer_config.json), verbatim
 QWEN25_MATH_TEMPLATE = """{%- if tools %}
@@ -79,7 +79,7 @@ HEAD = (
 
 @pytest.fixture(scope="module", params=["qwen2.5-math", "ours"])
 def tokenizer(request):
-    from redi.base_model import train_tokenizer
+    from redi.model.base_model import train_tokenizer
 
     tok = train_tokenizer(["some text to train on", "1 + 2 = 3"], vocab_size=300)
     tok.chat_template = QWEN25_MATH_TEMPLATE if request.param == "qwen2.5-math" else (
@@ -126,7 +126,7 @@ LLAMA_HEAD = (
 
 @pytest.fixture(scope="module")
 def llama_tokenizer():
-    from redi.base_model import train_tokenizer
+    from redi.model.base_model import train_tokenizer
 
     return train_tokenizer(["some text to train on", "1 + 2 = 3"], vocab_size=300,
                            family="llama")
@@ -135,7 +135,7 @@ def llama_tokenizer():
 def test_the_qwen_template_is_registered_unchanged() -> None:
     import hashlib
 
-    from redi.prompts import CHAT_TEMPLATES
+    from redi.data.prompts import CHAT_TEMPLATES
 
     assert CHAT_TEMPLATES["qwen_math"] is QWEN_MATH_CHAT_TEMPLATE
     # the bytes of the tiny preset's chat_template.jinja before the registry existed
@@ -145,7 +145,7 @@ def test_the_qwen_template_is_registered_unchanged() -> None:
 
 
 def test_llama3_template_renders_the_generation_prompt(llama_tokenizer) -> None:
-    from redi.prompts import render_generation_prompt
+    from redi.data.prompts import render_generation_prompt
 
     assert render_generation_prompt(llama_tokenizer, "What is 1+2?") == (
         LLAMA_HEAD + "<|start_header_id|>user<|end_header_id|>\n\nWhat is 1+2?<|eot_id|>"
@@ -165,7 +165,7 @@ def test_llama3_template_with_its_own_system_and_an_answer(llama_tokenizer) -> N
 def test_turn_end_and_stage2_suffix(tokenizer, llama_tokenizer) -> None:
     """Qwen (ours and the verbatim Qwen2.5-Math template): exactly the former literal
     suffixes; Llama 3: <|eot_id|> and <|eot_id|><|end_of_text|>."""
-    from redi.prompts import end_of_turn_token, stage2_suffix, turn_end
+    from redi.data.prompts import end_of_turn_token, stage2_suffix, turn_end
 
     assert turn_end(tokenizer) == "<|im_end|>\n"
     assert stage2_suffix(tokenizer) == "<|im_end|>\n<|endoftext|>"
@@ -176,7 +176,7 @@ def test_turn_end_and_stage2_suffix(tokenizer, llama_tokenizer) -> None:
 
 
 def test_turn_end_refuses_templates_it_cannot_read(llama_tokenizer) -> None:
-    from redi.prompts import chat_template, end_of_turn_token, turn_end
+    from redi.data.prompts import chat_template, end_of_turn_token, turn_end
 
     original = llama_tokenizer.chat_template
     try:

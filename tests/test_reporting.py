@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from redi import plan, reporting
+from redi.workflow import plan
+from redi.report import agreement, comparison, table3, tables
 
 BENCHMARKS = [{"name": "b1", "label": "Bench-1"}, {"name": "b2", "label": "Bench-2"}]
 
@@ -72,7 +73,7 @@ TABLE2_SUMMARIES = [
 def test_pass1_table_exact_csv(tmp_path):
     paths = write_summaries(tmp_path / "final", TABLE2_SUMMARIES)
     out = tmp_path / "out"
-    reporting.run_tables(TABLE2_SPEC, paths, out / "t.csv", out / "t.md", out / "t16.csv",
+    tables.run_tables(TABLE2_SPEC, paths, out / "t.csv", out / "t.md", out / "t16.csv",
                          out / "t16.md")
     # avg = (41 + 12.5)/2; avg_sem = sqrt(0.4^2 + 0.3^2)/2 = 0.25
     # avg = (46.25 + 10)/2 = 28.125; avg_sem = sqrt(0.5^2 + 0.6^2)/2 = 0.390512...
@@ -129,7 +130,7 @@ def test_table4_relative_improvement_of_avg_over_the_sft_row(tmp_path):
                  "paper_relative": 17.7}]}
     paths = write_summaries(tmp_path / "final", TABLE2_SUMMARIES)
     out = tmp_path / "out"
-    reporting.run_tables(spec, paths, out / "t.csv", out / "t.md", out / "t16.csv",
+    tables.run_tables(spec, paths, out / "t.csv", out / "t.md", out / "t16.csv",
                          out / "t16.md")
     frame = pd.read_csv(out / "t.csv")
     # Avg 26.75 -> 28.125: +1.375 / 26.75 = +5.1402 %
@@ -145,7 +146,7 @@ def test_table4_relative_improvement_of_avg_over_the_sft_row(tmp_path):
 
 def test_avg_is_mean_of_unrounded_values_and_avg_sem_the_paper_formula():
     # R1-Distill, paper Table 1: rounded cells give 48.54, the paper prints 48.6
-    assert reporting.average([83.2, 28.3, 62.1, 26.0, 43.1]) == pytest.approx(48.54)
+    assert tables.average([83.2, 28.3, 62.1, 26.0, 43.1]) == pytest.approx(48.54)
     # Avg SEM of the paper's REDI row (Table 2): sqrt(.2²+1.4²+.8²+.5²+.3²)/5 = sqrt(2.98)/5
     assert reporting.average_sem([0.2, 1.4, 0.8, 0.5, 0.3]) == pytest.approx(0.345254, abs=1e-6)
 
@@ -162,10 +163,10 @@ def test_baseline_rows_and_bold_ties():
                               {"b1": (0.4104, 0.004, 0.9), "b2": (0.2, 0.003, 0.5)}),
         "sft_3ep": TABLE2_SUMMARIES[0],
     }
-    frame = reporting.pass1_table(spec, summaries)
+    frame = tables.pass1_table(spec, summaries)
     assert frame.loc[0, ["run", "config", "checkpoint"]].tolist() == ["", "", "org/x"]
     assert pd.isna(frame.loc[0, "step"])
-    md = reporting.table_markdown(frame, spec, "pass@1", reporting.protocol(spec, summaries))
+    md = tables.table_markdown(frame, spec, "pass@1", tables.protocol(spec, summaries))
     # 41.04 and 41.0 both show as 41.0: both bold
     assert "| Model X | — | **41.0 ± 0.4** | **20.0 ± 0.3** |" in md
     assert "| SFT-3ep | 3 epochs | **41.0 ± 0.4** | 12.5 ± 0.3 |" in md
@@ -182,14 +183,14 @@ def test_rows_the_paper_quotes_are_marked():
     scores = {"b1": (0.5, 0.004, 0.9), "b2": (0.25, 0.003, 0.5)}
     summaries = {label: summary(label, {"kind": "baseline"}, scores)
                  for label in ("baseline-x", "baseline-y")}
-    frame = reporting.pass1_table(spec, summaries)
-    md = reporting.table_markdown(frame, spec, "pass@1", reporting.protocol(spec, summaries))
+    frame = tables.pass1_table(spec, summaries)
+    md = tables.table_markdown(frame, spec, "pass@1", tables.protocol(spec, summaries))
     assert "| Model X\\* | — | **50.0 ± 0.4** |" in md
     assert "| Model Y | — | **50.0 ± 0.4** |" in md
     assert "\\* The paper quotes this model's officially reported pass@1" in md
     unmarked = {**spec, "rows": [{**r, "quoted_in_paper": False} for r in spec["rows"]]}
-    assert "\\*" not in reporting.table_markdown(frame, unmarked, "pass@1",
-                                                  reporting.protocol(spec, summaries))
+    assert "\\*" not in tables.table_markdown(frame, unmarked, "pass@1",
+                                                  tables.protocol(spec, summaries))
 
 
 def test_stale_summary_naming_a_run_outside_the_group_is_refused():
@@ -197,21 +198,21 @@ def test_stale_summary_naming_a_run_outside_the_group_is_refused():
                                    "checkpoint": "c"}, {"b1": (0.5, 0.01, 0.9),
                                                         "b2": (0.5, 0.01, 0.9)})
     with pytest.raises(ValueError, match="names run 'dpo_b0.01_lr1e-7', not one of"):
-        reporting.pass1_table(TABLE2_SPEC, {"sft_3ep": TABLE2_SUMMARIES[0], "table2-dpo": stale})
+        tables.pass1_table(TABLE2_SPEC, {"sft_3ep": TABLE2_SUMMARIES[0], "table2-dpo": stale})
 
 
 def test_missing_benchmark_is_named():
     partial = summary("sft_3ep", TABLE2_SUMMARIES[0]["model"], {"b1": (0.5, 0.01, 0.9)})
     with pytest.raises(ValueError, match="summary of 'sft_3ep' has no benchmark 'b2'"):
-        reporting.pass1_table({**TABLE2_SPEC, "rows": TABLE2_SPEC["rows"][:1]},
+        tables.pass1_table({**TABLE2_SPEC, "rows": TABLE2_SPEC["rows"][:1]},
                               {"sft_3ep": partial})
 
 
 def test_config_text_strips_the_method():
-    assert reporting.config_text("DPO β=0.001 LR=2e-7") == "β=0.001 LR=2e-7"
-    assert reporting.config_text("REDI α=0.8 LR=1e-6 from sft_5ep") == "α=0.8 LR=1e-6 from sft_5ep"
-    assert reporting.config_text("SFT 5 epochs") == "5 epochs"
-    assert reporting.config_text("custom") == "custom"
+    assert tables.config_text("DPO β=0.001 LR=2e-7") == "β=0.001 LR=2e-7"
+    assert tables.config_text("REDI α=0.8 LR=1e-6 from sft_5ep") == "α=0.8 LR=1e-6 from sft_5ep"
+    assert tables.config_text("SFT 5 epochs") == "5 epochs"
+    assert tables.config_text("custom") == "custom"
 
 
 # ------------------------------------------------------------- comparison
@@ -219,15 +220,15 @@ def test_config_text_strips_the_method():
 
 def test_sem_units():
     # combined: 1.0 / sqrt(0.3² + 0.4²) = 2.0
-    assert reporting.sem_units(1.0, 0.3, 0.4) == (pytest.approx(2.0), "combined")
-    assert reporting.sem_units(-1.5, 0.5, None) == (pytest.approx(-3.0), "reproduced")
-    assert reporting.sem_units(-1.5, 0.5, math.nan) == (pytest.approx(-3.0), "reproduced")
-    assert reporting.sem_units(2.0, None, None) == (None, "none")
-    assert reporting.sem_units(2.0, 0.0, None) == (None, "reproduced")
+    assert comparison.sem_units(1.0, 0.3, 0.4) == (pytest.approx(2.0), "combined")
+    assert comparison.sem_units(-1.5, 0.5, None) == (pytest.approx(-3.0), "reproduced")
+    assert comparison.sem_units(-1.5, 0.5, math.nan) == (pytest.approx(-3.0), "reproduced")
+    assert comparison.sem_units(2.0, None, None) == (None, "none")
+    assert comparison.sem_units(2.0, 0.0, None) == (None, "reproduced")
 
 
 PAPER_BENCH = [{"name": n, "label": lab} for n, lab in zip(
-    ["math500", "aime24", "amc23", "minerva", "olympiadbench"], reporting.PAPER_BENCHMARKS,
+    ["math500", "aime24", "amc23", "minerva", "olympiadbench"], comparison.PAPER_BENCHMARKS,
     strict=True)]
 
 
@@ -264,7 +265,7 @@ REPORTED = pd.DataFrame(
         ["T4", "Qwen-REDI-1.5B", "alpha=0.8 lr=1e-6", "pass@16", 95.0, 66.7, 90.4, 57.0, 65.8,
          None],
     ],
-    columns=["table", "model", "config", "metric", *reporting.PAPER_BENCHMARKS, "Avg"],
+    columns=["table", "model", "config", "metric", *comparison.PAPER_BENCHMARKS, "Avg"],
 )
 
 
@@ -288,8 +289,8 @@ def _paper_tables() -> dict[str, pd.DataFrame]:
 
 
 def test_comparison_arithmetic_and_matching():
-    comp = reporting.compare_with_paper(REPORTED, _paper_tables(), PAPER_BENCH, "paper")
-    assert list(comp.columns) == reporting.COMPARISON_COLUMNS
+    comp = comparison.compare_with_paper(REPORTED, _paper_tables(), PAPER_BENCH, "paper")
+    assert list(comp.columns) == comparison.COMPARISON_COLUMNS
     assert len(comp) == 6 + 6 + 6 + 6 + 5  # every reported cell, pass@16 Avg left out
     cell = comp.set_index(["paper_table", "model", "benchmark"])
     # start row, MATH-500: (77.0 - 76.7) / sqrt(0.4² + 0.3²) = 0.3 / 0.5 = 0.6
@@ -322,8 +323,8 @@ def test_comparison_arithmetic_and_matching():
 
 
 def test_comparison_markdown_shows_paper_ours_and_delta():
-    comp = reporting.compare_with_paper(REPORTED, _paper_tables(), PAPER_BENCH, "paper")
-    md = reporting.comparison_markdown(comp, "paper", PAPER_BENCH, "strict")
+    comp = comparison.compare_with_paper(REPORTED, _paper_tables(), PAPER_BENCH, "paper")
+    md = comparison.comparison_markdown(comp, "paper", PAPER_BENCH, "strict")
     assert "Not comparable" not in md
     assert "## Table 2: ablation from SFT-3ep → `results/table2.csv` (pass@1, %)" in md
     assert ("| REDI (alpha=0.8 lr=1e-6) | paper | 81.7 ± 0.2 | 27.3 ± 1.4 | 58.8 ± 0.8 | "
@@ -339,13 +340,13 @@ def test_comparison_markdown_shows_paper_ours_and_delta():
 
 def test_tiny_preset_is_flagged_not_comparable():
     tiny = [{"name": "toy_arith", "label": "Toy-Arith"}, {"name": "toy_frac", "label": "Toy-Frac"}]
-    comp = reporting.compare_with_paper(REPORTED, _paper_tables(), tiny, "tiny")
+    comp = comparison.compare_with_paper(REPORTED, _paper_tables(), tiny, "tiny")
     assert len(comp) == 29
     assert set(comp["status"]) == {
         "not comparable: the tiny preset evaluates Toy-Arith, Toy-Frac, not the paper's "
         "benchmarks"}
     assert comp["reproduced"].isna().all() and comp["reported"].notna().all()
-    md = reporting.comparison_markdown(comp, "tiny", tiny, "strict")
+    md = comparison.comparison_markdown(comp, "tiny", tiny, "strict")
     assert md.startswith(
         "# Reproduced vs reported numbers (preset `tiny`)\n\n**Not comparable.** The `tiny` "
         "preset evaluates toy benchmarks (Toy-Arith, Toy-Frac), not the paper's (MATH-500, "
@@ -355,26 +356,26 @@ def test_tiny_preset_is_flagged_not_comparable():
 
 
 def test_shipped_reported_results_cover_the_papers_tables():
-    reported = reporting.load_reported()
+    reported = comparison.load_reported()
     values = reported[reported["metric"] != "sem"]
     assert values.groupby("table").size().to_dict() == {"T1": 5, "T2": 5, "T3": 5, "T4": 3}
     # REDI's Table 2 Avg reproduces from its cells and its Avg SEM from the formula
     redi = reported[(reported["table"] == "T2") & (reported["model"] == "REDI")]
     cells = redi[redi["metric"] == "pass@1"].iloc[0]
     sems = redi[redi["metric"] == "sem"].iloc[0]
-    bench = list(reporting.PAPER_BENCHMARKS)
-    assert round(reporting.average(cells[bench].tolist()), 1) == cells["Avg"]
+    bench = list(comparison.PAPER_BENCHMARKS)
+    assert round(tables.average(cells[bench].tolist()), 1) == cells["Avg"]
     assert round(reporting.average_sem(sems[bench].tolist()), 1) == sems["Avg"]
 
 
-# -------------------------------------- job parameters (redi.plan, for the rules)
+# -------------------------------------- job parameters (redi.workflow.plan, for the rules)
 
 
 @pytest.fixture()
 def cfg() -> dict:
     import yaml
 
-    from redi import config as rc
+    from redi.workflow import config as rc
 
     from .conftest import ROOT
 
@@ -421,7 +422,7 @@ def test_table1_spec_paper_preset(cfg):
     assert spec["selection"] == ("REDI (final): run `redi_a0.8_lr1e-6_sft5ep`, its last "
                                  "checkpoint; SFT-5ep: its final checkpoint; baselines as "
                                  "released.")
-    assert [b["label"] for b in spec["benchmarks"]] == list(reporting.PAPER_BENCHMARKS)
+    assert [b["label"] for b in spec["benchmarks"]] == list(comparison.PAPER_BENCHMARKS)
 
 
 def test_figure_params(cfg):
@@ -463,13 +464,13 @@ def test_training_time_table():
               "dpo_1ep": ["dpo_missing"]}
     manifests = {"sft_3ep": {"wall_time_s": 7200.0}, "redi_a": {"wall_time_s": 360.0},
                  "redi_b": {"wall_time_s": 720.0}, "redi_c": {"wall_time_s": 36000.0}}
-    times = reporting.training_time_table(paper, stages, manifests).set_index("stage")
+    times = table3.training_time_table(paper, stages, manifests).set_index("stage")
     assert times.loc["sft_3ep", ["paper_hours", "paper_gpu_hours", "our_runs",
                                  "our_hours_median"]].tolist() == [8.0, 64.0, 1, 2.0]
     assert times.loc["redi_1ep", "our_hours_median"] == pytest.approx(0.2)  # median of 3
     assert times.loc["dpo_1ep", "our_runs"] == 0 and pd.isna(times.loc["dpo_1ep",
                                                                         "our_hours_median"])
-    md = reporting.training_time_markdown(times.reset_index(), "tiny", 0)
+    md = table3.training_time_markdown(times.reset_index(), "tiny", 0)
     assert "(preset `tiny`, CPU per training job)" in md
     assert "| sft_3ep | 8 h | 64 | 8xA100-80GB | 2 h (1 run) |" in md
     assert "| redi_1ep | 4.17 h | 33.3 | 8xA100-80GB | 12 min (3 runs) |" in md
@@ -552,11 +553,11 @@ def test_agreement_table_numbers_through_the_job_script(tmp_path):
 def test_agreement_inputs_are_checked(tmp_path):
     frames = {("m1", "b1"): samples_frame([1], [1])}
     with pytest.raises(ValueError, match="'m1', benchmark 'b2'"):
-        reporting.agreement_tables(AGREE_SPEC, frames)
+        agreement.agreement_tables(AGREE_SPEC, frames)
     (path,) = write_samples(tmp_path, {("m1", "b1"): frames["m1", "b1"].drop(
         columns=["correct_rllm"])})
     with pytest.raises(ValueError, match=r"lacks columns \['correct_rllm'\]"):
-        reporting.read_samples(path, ["rllm", "strict"])
+        agreement.read_samples(path, ["rllm", "strict"])
 
 
 def test_agreement_spec_covers_every_table_model(cfg):

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import evaluation, plan
-from redi.generation import Backend, Completion
-from redi.grading import Grader
+from redi.workflow import config as rc
+from redi.eval import evaluation
+from redi.workflow import plan
+from redi.eval.generation import Backend, Completion
+from redi.eval.grading import Grader
 from tests.conftest import ROOT
 from tests.test_evaluation import make_run
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
@@ -190,7 +191,7 @@ def reused_units(caplog, params: dict, out: Path, model_dir: Path) -> tuple[int,
     """Rerun to the end: (units reused, backend calls)."""
     caplog.clear()
     backend = StopAfter()
-    with caplog.at_level(logging.INFO, logger="redi.evaluation"):
+    with caplog.at_level(logging.INFO, logger="redi.eval.evaluation"):
         evaluation.run_final("baseline-tiny", params, str(out), model_dir=str(model_dir),
                              backend=backend)
     (count,) = re.findall(r"(\d+) units reused", caplog.text)

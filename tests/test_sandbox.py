@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from redi import sandbox
-from redi.sandbox import Limits, SandboxUnavailable
+from redi.eval import sandbox
+from redi.eval.sandbox import Limits, SandboxUnavailable
 
 CAPS = sandbox.capabilities()
 
@@ -339,7 +339,7 @@ def test_unix_sockets_and_the_host_network_are_unreachable(tmp_path):
 
 
 def test_answer_key_project_and_venv_are_not_visible():
-    from redi import code_eval
+    from redi.eval import code_eval
 
     key = code_eval.humaneval_path()
     targets = [str(key), str(ROOT / "redi" / "sandbox.py"), os.path.join(os.sys.prefix, "bin")]
@@ -387,7 +387,7 @@ def test_the_token_is_not_in_the_callers_frames():
     ("open('/proc/self/mem', 'rb')\n", "process memory"),
     ("import subprocess\nsubprocess.run(['/usr/bin/true'])\n", "subprocess.Popen"),
     ("check.__code__ = (lambda c: None).__code__\n", "setting __code__"),
-    ("import sys\nsys.audit('redi.sandbox.done')\n", "completion event"),
+    ("import sys\nsys.audit('redi.eval.sandbox.done')\n", "completion event"),
 ])
 def test_ways_to_the_token_or_the_harness_are_refused(attack, refused):
     result = run(attack)
@@ -458,7 +458,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 DETECT = f'''
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from redi import sandbox
+from redi.eval import sandbox
 try:
     caps = sandbox.capabilities()
 except sandbox.SandboxUnavailable as exc:

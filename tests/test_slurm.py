@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from redi import slurm_smoke
+from redi.workflow import slurm_smoke
 from tests.conftest import ROOT
 
 RUN = "dpo_b0.1_lr1e-6"

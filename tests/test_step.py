@@ -1,4 +1,4 @@
-"""``redi.step.micro_loss``: the fused LM-head path of a linear objective (SFT, REDI) gives
+"""``redi.train.step.micro_loss``: the fused LM-head path of a linear objective (SFT, REDI) gives
 the loss, statistics and parameter gradients of the plain per-token path."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from redi import batching, logprobs, losses
-from redi.step import micro_loss
+from redi.train import batching, logprobs, losses
+from redi.train.step import micro_loss
 from tests.test_logprobs import sequences, tiny_model
 
 

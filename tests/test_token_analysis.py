@@ -1,4 +1,4 @@
-"""Figures 9 and 10's analysis (redi.token_analysis): samples, grouping, correlation,
+"""Figures 9 and 10's analysis (redi.eval.token_analysis): samples, grouping, correlation,
 and the job on a tiny model."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 import pandas as pd
 import pytest
 
-from redi import token_analysis as ta
-from redi import token_stats
-from redi.models import load_tokenizer
+from redi.eval import token_analysis as ta
+from redi.report import token_stats
+from redi.model.models import load_tokenizer
 
 
 def test_pair_sample_is_fixed_and_seeded():

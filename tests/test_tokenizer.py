@@ -12,7 +12,7 @@ import types
 import huggingface_hub
 import pytest
 
-from redi import base_model
+from redi.model import base_model
 
 from .conftest import FakeQwenTokenizer, write_raw_corpus
 

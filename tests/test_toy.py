@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from redi import data, toy
-from redi.grading import grade
+from redi.data import filters, toy
+from redi.eval.grading import grade
 
 PARAMS = {"seed": 7, "n_problems": 240, "benchmarks": {"toy_arith": 12, "toy_frac": 8,
                                                        "toy_long": 8}}
@@ -42,11 +42,11 @@ def test_schema_and_trace_format(corpus):
 
 def test_every_filter_is_exercised(corpus):
     rows = [{**r, "original_index": i} for i, r in enumerate(corpus)]
-    reasons = {data.drop_reason(r) for r in rows}
+    reasons = {filters.drop_reason(r) for r in rows}
     assert {None, "problem_is_valid_not_yes", "source_cn_k12", "empty_problem", "no_generations",
             "length_mismatch_llama_verification",
             "length_mismatch_math_verify_reparsed_answer"} <= reasons
-    kept = [r for r in rows if data.drop_reason(r) is None]
+    kept = [r for r in rows if filters.drop_reason(r) is None]
     labels = [v for r in kept for v in r["correctness"]["llama_verification"]]
     assert None in labels  # null judge labels count as False
     # the dual rule matters: the judge and Math-Verify disagree on some kept generations
@@ -57,7 +57,7 @@ def test_every_filter_is_exercised(corpus):
                         r["correctness"]["math_verify_reparsed_answer"], strict=True)
     )
     assert disagree > 0
-    sft, pairs, report = data.build_sets(rows)
+    sft, pairs, report = filters.build_sets(rows)
     # about two thirds of the problems with a correct trace also have an incorrect one
     assert 0.55 <= len(pairs) / len(sft) <= 0.8
 

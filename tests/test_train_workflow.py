@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import base_model
+from redi.model import base_model
 from tests.conftest import copy_workflow, planned_jobs, snakemake, toy_rows
 
 REAL_RUNS = ["dpo_b0.001_lr2e-7", "redi_a0.8_lr1e-6"]

@@ -13,11 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from redi import batching, checkpoints, losses, train_data, training
-from redi.batching import TokenSeq
-from redi.config import OPTIMIZER
-from redi.prompts import ENDOFTEXT, IM_END, render_generation_prompt
-from redi.ref_logps import compute_ref_logps
+from redi.train import batching, losses, train_data, training
+from redi.model import checkpoints
+from redi.train.batching import TokenSeq
+from redi.workflow.config import OPTIMIZER
+from redi.data.prompts import ENDOFTEXT, IM_END, render_generation_prompt
+from redi.train.ref_logps import compute_ref_logps
 
 # ------------------------------------------------------------------ fixtures
 

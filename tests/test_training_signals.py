@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from redi import training
+from redi.train import training
 from tests.conftest import ROOT
 from tests.test_multiprocess import launch, train_args
 from tests.test_training import read_log, run_stage2, sft_run, stage2_params, weights  # noqa: F401

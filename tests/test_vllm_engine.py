@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi import config as rc
-from redi import plan
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import VLLM_PYTHON, require_vllm, toy_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def vllm_python() -> Path:
 
 
 def save_model(tokenizer, folder: Path, seed: int, **shape) -> Path:
-    from redi import base_model
+    from redi.model import base_model
 
     model = base_model.tiny_model(tokenizer, {**SHAPE, **shape, "seed": seed})
     base_model.save(model, tokenizer, folder)
@@ -51,7 +51,8 @@ def save_model(tokenizer, folder: Path, seed: int, **shape) -> Path:
 def served(tmp_path_factory) -> dict:
     """Two random tiny models vLLM can serve (an init and a checkpoint of one "run"),
     one it refuses (head_dim 16), toy benchmarks and the run's manifest."""
-    from redi import base_model, toy_ood
+    from redi.model import base_model
+    from redi.eval import toy_ood
 
     root = tmp_path_factory.mktemp("vllm")
     rows = toy_rows(20, seed=0)

@@ -1,4 +1,4 @@
-"""redi.workflow.module_inputs (the package files a script imports, transitively), the
+"""redi.sources.module_inputs (the package files a script imports, transitively), the
 paths from config: quoted in every shell line, outputs only under results/; the data
 stages plan no pretraining; `snakemake --lint` is clean."""
 
@@ -13,20 +13,20 @@ import shutil
 import pandas as pd
 import yaml
 
-from redi.workflow import module_inputs
+from redi.sources import module_inputs
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 
 
 def test_real_scripts():
-    # figures style runs by their objective's registry entry (redi/losses.py); Figure 10's
-    # statistics (redi/token_stats.py) need no torch, so no training code is an input
+    # figures style runs by their objective's registry entry (redi/train/losses.py); Figure 10's
+    # statistics (redi/report/token_stats.py) need no torch, so no training code is an input
     assert module_inputs("scripts/make_figure.py", str(ROOT)) == (
-        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/losses.py", "redi/plotting.py",
-        "redi/token_stats.py")
-    # the training entry point reaches the losses through redi.training
+        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/train/losses.py", "redi/report/plotting.py",
+        "redi/report/token_stats.py")
+    # the training entry point reaches the losses through redi.train.training
     train = module_inputs("scripts/train_stage2.py", str(ROOT))
-    assert {"redi/training.py", "redi/losses.py", "redi/logprobs.py"} <= set(train)
-    assert "redi/plotting.py" not in train
+    assert {"redi/train/training.py", "redi/train/losses.py", "redi/train/logprobs.py"} <= set(train)
+    assert "redi/report/plotting.py" not in train
 
 
 def test_import_forms_and_transitivity(tmp_path):

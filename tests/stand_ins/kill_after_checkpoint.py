@@ -14,7 +14,7 @@ import runpy
 import signal
 import sys
 
-from redi import training
+from redi.train import training
 
 
 def main() -> None:

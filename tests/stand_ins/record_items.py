@@ -13,7 +13,7 @@ import os
 import runpy
 import sys
 
-from redi import training
+from redi.train import training
 
 
 def main() -> None:
