@@ -7,14 +7,11 @@ import it (and a ``touch`` or ``git checkout`` reruns nothing).
 """
 
 from __future__ import annotations
+
 import ast
 import shutil
 from functools import cache
 from pathlib import Path
-
-
-
-
 
 PACKAGE = "redi"
 
@@ -43,28 +40,53 @@ def copy_workflow(dest: str | Path, root: Path = CHECKOUT) -> Path:
 
 
 @cache  # every rule's scripts share most modules: parse each file once per Snakefile parse
-def _imported_modules(path: Path) -> frozenset[str]:
-    """Top-level ``redi.<module>`` names imported anywhere in a file."""
+def _imported_names(path: Path) -> frozenset[str]:
+    """Dotted ``redi...`` names a file imports: modules, and ``module.name`` candidates."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = _package_of(path)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == PACKAGE and len(parts) > 1:
-                    found.add(parts[1])
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            if node.level == 1 and parts[0]:  # from .x import y (inside the package)
-                found.add(parts[0])
-            elif parts[0] == PACKAGE:
-                if len(parts) > 1:
-                    found.add(parts[1])
-                else:  # from redi import x, y
-                    found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update(alias.name for alias in node.names)  # from . import x
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolved against the file's own package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            if module.split(".")[0] == PACKAGE:
+                found.add(module)
+                found.update(f"{module}.{a.name}" for a in node.names)
     return frozenset(found)
+
+
+def _package_of(path: Path) -> str:
+    """``redi.eval`` for a file inside redi/eval/ (relative imports); '' outside the package."""
+    parts = path.resolve().parent.parts
+    if PACKAGE not in parts:
+        return ""
+    return ".".join(parts[len(parts) - 1 - parts[::-1].index(PACKAGE):])
+
+
+def _module_file(base: Path, dotted: str) -> Path | None:
+    """The file of a dotted module (``redi/a/b.py`` or ``redi/a/b/__init__.py``), if any."""
+    path = base.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def direct_imports(path: Path, root: Path) -> set[str]:
+    """Package files (relative to ``root``) a file imports itself, with the
+    ``__init__.py`` of every package on their way (Python runs those too)."""
+    found: set[str] = set()
+    for name in _imported_names(path):
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # the packages on the way, then the module
+            module = _module_file(root, ".".join(parts[:depth]))
+            if module:
+                found.add(module.relative_to(root).as_posix())
+    return found
 
 
 @cache
@@ -74,10 +96,7 @@ def module_inputs(script: str, root: str = ".") -> tuple[str, ...]:
     todo = [base / script]
     seen: set[str] = set()
     while todo:
-        for name in _imported_modules(todo.pop()):
-            module = base / PACKAGE / f"{name}.py"
-            if name not in seen and module.exists():
-                seen.add(name)
-                todo.append(module)
-    init = f"{PACKAGE}/__init__.py"
-    return (init, *sorted(f"{PACKAGE}/{name}.py" for name in seen))
+        for rel in direct_imports(todo.pop(), base) - seen:
+            seen.add(rel)
+            todo.append(base / rel)
+    return tuple(sorted(seen))

@@ -20,7 +20,7 @@ from redi.workflow.plan import final_args, hp, shell_args
 os.environ.update(PYTHONPATH=plan.pythonpath(workflow.basedir, os.environ.get("PYTHONPATH")))
 
 try:
-    rc.validate_config(config)  # before any job is planned
+    plan.validate(config)  # before any job is planned
 except rc.ConfigError as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 

@@ -3,9 +3,9 @@ with the tokenizer stage's files."""
 
 from pathlib import Path
 
-from redi.model import base_model
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import atomic_path, setup_logging
+from redi.model import base_model
 
 
 def main() -> None:

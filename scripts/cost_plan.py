@@ -1,8 +1,8 @@
 """The cost plan of every table and figure target (see redi.workflow.cost_plan)."""
 
-from redi.workflow import cost_plan
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.workflow import cost_plan
 
 
 def main() -> None:

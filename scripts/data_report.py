@@ -1,7 +1,7 @@
 """Merge the data-stage reports into results/data/report.json."""
 
-from redi.data import stage_report
 from redi.cli import job_parser, run_job
+from redi.data import stage_report
 from redi.io import setup_logging
 
 

@@ -2,8 +2,8 @@
 (offline) the Hugging Face cache, into one folder of ``{id, problem, answer}`` JSON files
 plus ``download.json`` (per benchmark: repository, revision, resolved commit)."""
 
-from redi.eval.benchmarks import download_benchmarks
 from redi.cli import job_parser, run_job
+from redi.eval.benchmarks import download_benchmarks
 from redi.io import setup_logging
 
 

@@ -2,8 +2,8 @@
 (offline) the Hugging Face cache, as JSONL in the Hub's columns (what the evaluation's
 local loader reads), and record what was fetched (``--record``)."""
 
-from redi.eval import multiple_choice
 from redi.cli import job_parser, run_job
+from redi.eval import multiple_choice
 from redi.io import setup_logging
 
 

@@ -2,9 +2,9 @@
 the Hub or (offline) the Hugging Face cache, and record what was fetched (``--record``:
 repository, revision, resolved commit)."""
 
-from redi.data import loading
 from redi import hub
 from redi.cli import job_parser, run_job
+from redi.data import loading
 from redi.io import atomic_path, setup_logging, write_json
 
 INSTEAD = ("or set `raw_data` to a local .jsonl/.parquet file in the OpenR1-Math-Raw schema "

@@ -1,7 +1,7 @@
 """Intermediate evaluation of every checkpoint of one run: curve CSV + best.json."""
 
-from redi.eval import evaluation
 from redi.cli import job_parser, run_job, set_threads
+from redi.eval import evaluation
 from redi.io import setup_logging
 
 

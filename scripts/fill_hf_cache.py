@@ -24,7 +24,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere, like the rules' PYTHONPATH
 
-from redi.workflow import config as rc  # noqa: E402
 from redi import hub  # noqa: E402
 from redi.workflow import plan  # noqa: E402
 
@@ -48,7 +47,7 @@ def load_config(configfiles: list[str], pairs: list[str]) -> dict[str, Any]:
         if not sep:
             raise SystemExit(f"--config {pair!r}: expected KEY=VALUE")
         config[key] = yaml.safe_load(value)
-    rc.validate_config(config, ROOT)
+    plan.validate(config, ROOT)
     return config
 
 

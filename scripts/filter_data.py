@@ -1,7 +1,7 @@
 """Apply the authors' filters and pairing rule to the raw corpus."""
 
-from redi.data import filters
 from redi.cli import job_parser, run_job
+from redi.data import filters
 from redi.io import setup_logging
 
 

@@ -1,7 +1,7 @@
 """Final evaluation of one model (16 samples, all benchmarks): parquet files + summary.json."""
 
-from redi.eval import evaluation
 from redi.cli import job_parser, run_job, set_threads
+from redi.eval import evaluation
 from redi.io import setup_logging
 
 

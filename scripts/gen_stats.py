@@ -1,7 +1,7 @@
 """Generation statistics (tokens, "Wait") of every checkpoint of one run (Figure 8)."""
 
-from redi.eval import evaluation
 from redi.cli import job_parser, run_job, set_threads
+from redi.eval import evaluation
 from redi.io import setup_logging
 
 

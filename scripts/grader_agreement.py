@@ -1,9 +1,9 @@
 """Grader agreement: the tables' grader vs Math-Verify's, per model and benchmark
 (see redi.report.agreement.run_agreement)."""
 
-from redi.report import agreement
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import agreement
 
 
 def main() -> None:

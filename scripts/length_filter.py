@@ -1,7 +1,7 @@
 """Token-length filter of the preference pairs (authors' measurement)."""
 
-from redi.data import length_filter
 from redi.cli import job_parser, run_job
+from redi.data import length_filter
 from redi.io import setup_logging
 
 

@@ -1,8 +1,8 @@
 """The paper's findings checked against this run's tables and curves (see redi.report.claims)."""
 
-from redi.report import claims
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import claims
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """One figure of the registry (redi.report.plotting.FIGURES) as PNG and PDF; a figure gets
 the inputs its entry reads (``--<kind> PATH...`` for each kind of plotting.READS)."""
 
-from redi.report import plotting
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import plotting
 
 
 def main() -> None:

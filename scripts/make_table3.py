@@ -1,8 +1,8 @@
 """Table 3: training cost per stage, measured from the workflow's records, beside the paper's."""
 
-from redi.report import table3
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import table3
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Table 5: out-of-domain pass@1 ± SEM and the relative improvement, beside the paper's."""
 
-from redi.report import table5
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import table5
 
 
 def main() -> None:

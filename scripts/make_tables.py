@@ -1,8 +1,8 @@
 """Table 1 or 2: pass@1 ± SEM and pass@16 as CSV and markdown (see redi.reporting)."""
 
-from redi.report import tables
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import tables
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Out-of-domain evaluation of one model (Table 5): per-benchmark parquet + summary.json."""
 
-from redi.eval import ood
 from redi.cli import job_parser, run_job, set_threads
+from redi.eval import ood
 from redi.io import setup_logging
 
 

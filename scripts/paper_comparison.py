@@ -1,8 +1,8 @@
 """Reproduced vs reported numbers for every cell of the paper's tables."""
 
-from redi.report import comparison
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import comparison
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """DPO reference log-probs of every pair under an SFT run's final checkpoint (computed once)."""
 
-from redi.train import ref_logps
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import setup_logging
+from redi.train import ref_logps
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The SFT length rule on D_SFT: counts what training truncates, drops what it cannot train."""
 
-from redi.data import length_filter
 from redi.cli import job_parser, run_job
+from redi.data import length_filter
 from redi.io import setup_logging
 
 

@@ -1,7 +1,7 @@
 """Figures 9 and 10: token entropy of every checkpoint and per-token log-probs of a run."""
 
-from redi.eval import token_analysis
 from redi.cli import dump_params, job_parser, run_job, set_threads
+from redi.eval import token_analysis
 from redi.io import setup_logging
 
 

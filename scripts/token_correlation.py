@@ -1,9 +1,9 @@
 """Figure 10's numbers: Pearson's r of per-token Δ LogP against LogP before REDI, per
 minimum token frequency, as a CSV beside the figure."""
 
-from redi.report import token_stats
 from redi.cli import job_parser, run_job
 from redi.io import setup_logging
+from redi.report import token_stats
 
 
 def main() -> None:

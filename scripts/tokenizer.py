@@ -4,9 +4,9 @@ at the pinned revision (download.json), with the params' chat template and a pad
 
 from pathlib import Path
 
-from redi.model import base_model
 from redi.cli import dump_params, job_parser, run_job
 from redi.io import atomic_path, setup_logging
+from redi.model import base_model
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Generate the toy corpus and the toy benchmarks (tiny preset)."""
 
-from redi.data import toy
 from redi.cli import job_parser, run_job
+from redi.data import toy
 from redi.io import setup_logging
 
 

@@ -1,8 +1,8 @@
 """Generate one toy out-of-domain set for Table 5 (tiny preset): code problems in
 HumanEval's schema or multiple-choice questions in GPQA's, as JSONL."""
 
-from redi.eval import toy_ood
 from redi.cli import job_parser, run_job
+from redi.eval import toy_ood
 from redi.io import setup_logging
 
 

@@ -1,8 +1,8 @@
 """SFT (stage 1): completion-only training on D_SFT from the base model."""
 
-from redi.train import training
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import setup_logging
+from redi.train import training
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Stage 2: DPO, SimPO or REDI on the preference pairs from an SFT checkpoint."""
 
-from redi.train import training
 from redi.cli import dump_params, job_parser, run_job, set_threads
 from redi.io import setup_logging
+from redi.train import training
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ its schema before any generation job starts; writes what was checked to ``--out`
 "ood": redi.workflow.plan.ood_benchmarks(config)}``. A bad file fails the job with one error
 per file naming the file, the item and the rule (redi.eval.benchmarks.validate_all)."""
 
-from redi.eval.benchmarks import validate_all
 from redi.cli import job_parser, run_job
+from redi.eval.benchmarks import validate_all
 from redi.io import setup_logging, write_json
 
 

@@ -1,7 +1,7 @@
 """Re-run Math-Verify on every raw generation and compare with the corpus labels."""
 
-from redi.data import verify_labels
 from redi.cli import job_parser, run_job
+from redi.data import verify_labels
 from redi.io import setup_logging
 
 

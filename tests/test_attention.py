@@ -1,7 +1,7 @@
 """Padding-free varlen attention (redi.model.attention): packed = padded log-probs and gradients.
 
 On a CPU the registered ``redi_varlen`` function runs its per-segment SDPA
-reference (the CUDA kernel path is exercised by scripts/gpu_check.sh); what is
+reference (the CUDA kernel path is exercised by bench/gpu_check.sh); what is
 tested here is everything around the kernel: registration with transformers,
 the sequence boundaries reaching every layer, GQA, and gradients.
 """

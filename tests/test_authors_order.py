@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redi.workflow import config as rc
-from redi.workflow import plan
 from redi.train import training
 from redi.train.train_data import (
     authors_micro_batches,
@@ -24,6 +22,8 @@ from redi.train.train_data import (
     step_plan,
     trainer_max_steps,
 )
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import ROOT
 from tests.test_data_order import accelerate_shards
 from tests.test_multiprocess import launch, train_args

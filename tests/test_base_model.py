@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from redi.model import base_model
 from redi.data.prompts import CHAT_TEMPLATES
+from redi.model import base_model
 
 from .conftest import write_raw_corpus
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from redi.train import batching, train_data
 from redi.data.prompts import ENDOFTEXT, IM_END
+from redi.train import batching, train_data
 
 from .conftest import toy_rows
 from .test_prompts import QWEN25_MATH_TEMPLATE

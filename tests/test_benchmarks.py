@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from redi.eval import benchmarks
-from redi.workflow import plan
-from redi.workflow import config as rc
 from redi.eval.benchmarks import HUB_SOURCES, download_benchmarks, load_benchmark, normalize_items
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 PAPER = {  # name -> (file, problems, answer type)

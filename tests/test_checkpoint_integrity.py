@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from redi.eval import evaluation
 from redi import io
-from redi.train import training
-from redi.model.checkpoints import check_model_folder
+from redi.eval import evaluation
 from redi.io import FileIntegrityError, JobFileError, read_json, write_json
+from redi.model.checkpoints import check_model_folder, init_checkpoint
 from redi.model.models import load_causal_lm, load_tokenizer
-from redi.train.ref_logps import init_checkpoint
+from redi.train import training
 from redi.train.resume import STATE_FILE, find_resume_state
 from tests.test_training import sft_params
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from redi.report import claims
-from redi.workflow import plan
 from redi.report.claims import FAILS, HOLDS, UNKNOWN, Claim, Evidence, Verdict
+from redi.workflow import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -330,7 +330,7 @@ INVALID = [
 def test_invalid_config_names_the_key(cfg, tmp_path, key, mutate, expected):
     mutate(cfg, tmp_path)
     with pytest.raises(rc.ConfigError) as err:
-        rc.validate_config(cfg, root=tmp_path)
+        plan.validate(cfg, root=tmp_path)
     message = str(err.value)
     assert message.startswith(f"invalid config key '{key}'"), message
     assert expected in message, message

@@ -11,9 +11,10 @@ import yaml
 
 from redi.workflow import config as rc
 from redi.workflow import cost_plan as cp
+from redi.workflow import plan
 from tests.conftest import ROOT, copy_workflow, snakemake
 
-TIMES = cp.load_times(ROOT / "redi/report/paper/training_times.csv")
+TIMES = cp.load_times(ROOT / plan.TRAINING_TIMES)
 
 
 def load_config(preset: str) -> dict:

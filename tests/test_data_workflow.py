@@ -90,10 +90,10 @@ def test_sft_max_length_change_replans_only_the_sft_length_rule(data_workflow, t
 
 def test_editing_a_module_reruns_only_its_users(data_workflow, tmp_path):
     work = clone_run(data_workflow, tmp_path / "wf")
-    data_py = work / "redi" / "data.py"
-    data_py.write_text(data_py.read_text() + "\n# an edit\n")
+    stage_report_py = work / "redi" / "data" / "stage_report.py"
+    stage_report_py.write_text(stage_report_py.read_text() + "\n# an edit\n")
     proc = snakemake(work, "-n", REPORT)
-    # toy_corpus and tokenizer do not import redi/data/
+    # toy_corpus and tokenizer do not import redi/data/stage_report.py
     assert planned_jobs(proc) == {"filter_data": 1, "sft_length": 1, "length_filter": 1,
                                   "data_report": 1}
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from redi.train.losses import OBJECTIVES
 from redi.workflow import config as rc
 from redi.workflow import plan
-from redi.train.losses import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "DEVIATIONS.md"
-SCHEMA = yaml.safe_load((ROOT / "redi" / "config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "redi" / "workflow" / "config.schema.yaml").read_text())
 
 
 def config_key_cells(text: str) -> list[str]:

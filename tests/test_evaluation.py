@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi.workflow import config as rc
 from redi.eval import evaluation
-from redi.workflow import plan
 from redi.eval.generation import Backend, Completion
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
 

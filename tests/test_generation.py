@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from redi.data.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
 from redi.eval.backends import make_backend
 from redi.eval.generation import (
     STOP_TOKENS,
@@ -23,9 +24,8 @@ from redi.eval.generation import (
     sample_next,
     stop_token_ids,
 )
-from redi.model.models import load_causal_lm, load_tokenizer
-from redi.data.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
 from redi.eval.vllm_engine import VLLMBackend, _join_or_stop, _max_tokens, engine_placements
+from redi.model.models import load_causal_lm, load_tokenizer
 
 PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
 
@@ -77,8 +77,8 @@ def test_a_llama_tokenizer_stops_on_eot() -> None:
     (a Llama base model's config.json, which the vLLM backend reads)."""
     from types import SimpleNamespace
 
-    from redi.model.base_model import train_tokenizer
     from redi.eval.generation import template_stop_tokens
+    from redi.model.base_model import train_tokenizer
 
     tok = train_tokenizer(PROBLEMS * 5, vocab_size=300, family="llama")
     eot, end = tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")

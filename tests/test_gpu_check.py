@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py: the --tiny CPU run end to end (without the packages the GPU
+"""bench/gpu_check.py: the --tiny CPU run end to end (without the packages the GPU
 machine lacks), proof that it trains through the project's Trainer (its optimizer
 settings, its loss), the packed-vs-padded verdicts, and the FLOPs arithmetic."""
 
@@ -17,11 +17,11 @@ from types import ModuleType
 import pytest
 import torch
 
-from redi.workflow import config
 from redi.train import train_data, training
+from redi.workflow import config
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu_check.py"
+SCRIPT = ROOT / "bench" / "gpu_check.py"
 
 # the GPU machine has torch, transformers, accelerate, tensorboard, tqdm, safetensors,
 # tokenizers (and pyarrow, which the check does not need): none of these may be needed

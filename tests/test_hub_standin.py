@@ -201,8 +201,8 @@ def written(rows: list[dict], kind: str) -> bytes:
 @functools.cache
 def model_files(family: str) -> dict[str, bytes]:
     """A tiny model of ``family`` with its tokenizer, as save_pretrained writes them."""
-    from redi.model import base_model
     from redi.data import prompts
+    from redi.model import base_model
 
     texts = ["1 + 2 = 3, so the answer is \\boxed{3}.", prompts.SYSTEM_PROMPT] * 20
     tokenizer = base_model.train_tokenizer(texts, 300, family)

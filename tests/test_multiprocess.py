@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 import torch
 
-from redi.workflow import config as rc
 from redi.train import training
 from redi.train.ref_logps import compute_ref_logps
+from redi.workflow import config as rc
 from tests.conftest import ROOT
 from tests.test_training import read_log, sft_params, stage2_params, weights
 

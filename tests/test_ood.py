@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from redi.eval import code_eval, multiple_choice, ood, toy_ood
-from redi.report import table5
-from redi.workflow import plan
-from redi.workflow import config as rc
+from redi.eval import code_eval, metrics, multiple_choice, ood, toy_ood
 from redi.eval.evaluation import request_seed
 from redi.eval.generation import Backend, Completion
+from redi.report import table5
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import ROOT
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
 
@@ -243,8 +243,8 @@ def test_relative_improvement_arithmetic(tmp_path):
 
 
 def test_a_zero_reference_has_no_relative_improvement():
-    assert math.isnan(ood_table.relative_improvement(0.3, 0.0))
-    assert ood_table.relative_improvement(0.3, 0.2) == pytest.approx(50.0)
+    assert math.isnan(metrics.relative_improvement(0.3, 0.0))
+    assert metrics.relative_improvement(0.3, 0.2) == pytest.approx(50.0)
     summaries = {"sft_3ep": summary("sft_3ep", "sft_3ep", {"humaneval": (0.0, 0.0),
                                                            "gpqa": (0.1, 0.01)}),
                  "table1-final": summary("table1-final", "redi_f", {"humaneval": (0.05, 0.01),

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from redi.eval import benchmarks, ood, ood_kinds, toy_ood
-from redi.report import table5
-from redi.workflow import plan
-from redi.workflow import config as rc
 from redi.eval.generation import Backend, Completion
 from redi.io import BenchmarkFileError
+from redi.report import table5
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import ROOT
 
 N = 2  # samples per item

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from redi.eval import benchmarks, evaluation
-from redi.workflow import plan
 from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 

@@ -23,10 +23,10 @@ from snakemake.settings.types import (
     StorageSettings,
 )
 
-from redi.workflow import config as rc
-from redi.train import losses
-from redi.workflow import plan
 from redi.report import plotting
+from redi.train import losses
+from redi.workflow import config as rc
+from redi.workflow import plan
 
 from .conftest import ROOT, copy_workflow, planned_jobs
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from redi.report import plotting
 from redi.workflow import config as rc
 from redi.workflow import plan
-from redi.report import plotting
 
 from .conftest import ROOT, copy_workflow, planned_jobs, snakemake
 from .test_reporting import summary
@@ -369,6 +369,6 @@ def test_report_rules_run_and_only_figures_replan_after_a_plotting_edit(tmp_path
         assert caption in html, caption
 
     assert "Nothing to be done" in snakemake(workdir, "-n", *targets).stdout
-    plotting_py = workdir / "redi" / "plotting.py"
+    plotting_py = workdir / "redi" / "report" / "plotting.py"
     plotting_py.write_text(plotting_py.read_text() + "\n# an edit\n")
     assert planned_jobs(snakemake(workdir, "-n", *targets)) == {"figure": len(FIGURES)}

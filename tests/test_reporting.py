@@ -10,8 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from redi.workflow import plan
+from redi.eval import metrics
 from redi.report import agreement, comparison, table3, tables
+from redi.workflow import plan
+from tests.conftest import ROOT
 
 BENCHMARKS = [{"name": "b1", "label": "Bench-1"}, {"name": "b2", "label": "Bench-2"}]
 
@@ -148,7 +150,7 @@ def test_avg_is_mean_of_unrounded_values_and_avg_sem_the_paper_formula():
     # R1-Distill, paper Table 1: rounded cells give 48.54, the paper prints 48.6
     assert tables.average([83.2, 28.3, 62.1, 26.0, 43.1]) == pytest.approx(48.54)
     # Avg SEM of the paper's REDI row (Table 2): sqrt(.2²+1.4²+.8²+.5²+.3²)/5 = sqrt(2.98)/5
-    assert reporting.average_sem([0.2, 1.4, 0.8, 0.5, 0.3]) == pytest.approx(0.345254, abs=1e-6)
+    assert metrics.average_sem([0.2, 1.4, 0.8, 0.5, 0.3]) == pytest.approx(0.345254, abs=1e-6)
 
 
 def test_baseline_rows_and_bold_ties():
@@ -356,7 +358,7 @@ def test_tiny_preset_is_flagged_not_comparable():
 
 
 def test_shipped_reported_results_cover_the_papers_tables():
-    reported = comparison.load_reported()
+    reported = comparison.load_reported(ROOT / plan.REPORTED_RESULTS)
     values = reported[reported["metric"] != "sem"]
     assert values.groupby("table").size().to_dict() == {"T1": 5, "T2": 5, "T3": 5, "T4": 3}
     # REDI's Table 2 Avg reproduces from its cells and its Avg SEM from the formula
@@ -365,7 +367,7 @@ def test_shipped_reported_results_cover_the_papers_tables():
     sems = redi[redi["metric"] == "sem"].iloc[0]
     bench = list(comparison.PAPER_BENCHMARKS)
     assert round(tables.average(cells[bench].tolist()), 1) == cells["Avg"]
-    assert round(reporting.average_sem(sems[bench].tolist()), 1) == sems["Avg"]
+    assert round(metrics.average_sem(sems[bench].tolist()), 1) == sems["Avg"]
 
 
 # -------------------------------------- job parameters (redi.workflow.plan, for the rules)
@@ -377,7 +379,6 @@ def cfg() -> dict:
 
     from redi.workflow import config as rc
 
-    from .conftest import ROOT
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     rc.validate_config(config)
@@ -457,7 +458,6 @@ def test_figure_params(cfg):
 
 
 def test_training_time_table():
-    from .conftest import ROOT
 
     paper = pd.read_csv(ROOT / plan.TRAINING_TIMES)
     stages = {"sft_3ep": ["sft_3ep"], "redi_1ep": ["redi_a", "redi_b", "redi_c"],
@@ -521,7 +521,6 @@ def test_agreement_table_numbers_through_the_job_script(tmp_path):
     import subprocess
     import sys
 
-    from .conftest import ROOT
 
     # b1: rllm 3/8, strict 4/8, verdicts differ on samples 1, 2 (p0) and 3 (p1)
     frames = {("m1", "b1"): samples_frame([1, 1, 0, 0, 1, 0, 0, 0], [1, 0, 1, 0, 1, 0, 0, 1]),

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redi.workflow import config as rc
 from redi.eval import evaluation
-from redi.workflow import plan
 from redi.eval.generation import Backend, Completion
 from redi.eval.grading import Grader
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import ROOT
 from tests.test_evaluation import make_run
 from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from redi.train import resume
 from redi.sources import module_inputs
+from redi.train import resume
 from tests.conftest import ROOT
 
 
@@ -17,7 +17,7 @@ def test_the_resume_fingerprint_covers_every_module_training_imports(tmp_path):
     checkout = tmp_path / "checkout"
     shutil.copytree(ROOT / "redi", checkout / "redi")
     before = resume.fingerprint({"lr": 1}, [], checkout)
-    with (checkout / "redi" / "checkpoints.py").open("a") as module:
+    with (checkout / "redi" / "model" / "checkpoints.py").open("a") as module:
         module.write("\n# edited\n")
     assert resume.fingerprint({"lr": 1}, [], checkout) != before
     assert resume.fingerprint({"lr": 1}, [], ROOT) == resume.fingerprint({"lr": 1}, [])

@@ -342,7 +342,7 @@ def test_answer_key_project_and_venv_are_not_visible():
     from redi.eval import code_eval
 
     key = code_eval.humaneval_path()
-    targets = [str(key), str(ROOT / "redi" / "sandbox.py"), os.path.join(os.sys.prefix, "bin")]
+    targets = [str(key), str(ROOT / "redi" / "eval" / "sandbox.py"), os.path.join(os.sys.prefix, "bin")]
     body = f"""
     import os
     print([os.path.exists(p) for p in {targets!r}])

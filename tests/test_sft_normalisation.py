@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from redi.workflow import config as rc
-from redi.train import losses, training
-from redi.workflow import plan
 from redi.model.models import load_tokenizer
+from redi.train import losses, training
 from redi.train.train_data import micro_batches, run_plan, sft_items
+from redi.workflow import config as rc
+from redi.workflow import plan
 from tests.conftest import ROOT
 from tests.test_multiprocess import launch, max_weight_diff, train_args
 from tests.test_training import read_log, sft_params

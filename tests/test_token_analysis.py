@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from redi.eval import token_analysis as ta
-from redi.report import token_stats
 from redi.model.models import load_tokenizer
+from redi.report import token_stats
 
 
 def test_pair_sample_is_fixed_and_seeded():

@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from redi.eval import code_eval, multiple_choice, toy_ood
 from redi.data.toy import fmt
+from redi.eval import code_eval, multiple_choice, toy_ood
 
 MC_KEYS = {"Record ID", "Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
            "Incorrect Answer 3"}

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from redi.train import batching, losses, train_data, training
-from redi.model import checkpoints
-from redi.train.batching import TokenSeq
-from redi.workflow.config import OPTIMIZER
 from redi.data.prompts import ENDOFTEXT, IM_END, render_generation_prompt
+from redi.model import checkpoints
+from redi.train import batching, losses, train_data, training
+from redi.train.batching import TokenSeq
 from redi.train.ref_logps import compute_ref_logps
+from redi.workflow.config import OPTIMIZER
 
 # ------------------------------------------------------------------ fixtures
 

@@ -51,8 +51,8 @@ def save_model(tokenizer, folder: Path, seed: int, **shape) -> Path:
 def served(tmp_path_factory) -> dict:
     """Two random tiny models vLLM can serve (an init and a checkpoint of one "run"),
     one it refuses (head_dim 16), toy benchmarks and the run's manifest."""
-    from redi.model import base_model
     from redi.eval import toy_ood
+    from redi.model import base_model
 
     root = tmp_path_factory.mktemp("vllm")
     rows = toy_rows(20, seed=0)

@@ -21,8 +21,9 @@ def test_real_scripts():
     # figures style runs by their objective's registry entry (redi/train/losses.py); Figure 10's
     # statistics (redi/report/token_stats.py) need no torch, so no training code is an input
     assert module_inputs("scripts/make_figure.py", str(ROOT)) == (
-        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/train/losses.py", "redi/report/plotting.py",
-        "redi/report/token_stats.py")
+        "redi/__init__.py", "redi/cli.py", "redi/io.py", "redi/report/__init__.py",
+        "redi/report/plotting.py", "redi/report/token_stats.py", "redi/train/__init__.py",
+        "redi/train/losses.py")
     # the training entry point reaches the losses through redi.train.training
     train = module_inputs("scripts/train_stage2.py", str(ROOT))
     assert {"redi/train/training.py", "redi/train/losses.py", "redi/train/logprobs.py"} <= set(train)

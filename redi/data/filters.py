@@ -29,18 +29,22 @@ A corpus that leaves no SFT example or no pair stops the data stage
 """
 
 from __future__ import annotations
-import codecs
+
 import hashlib
-import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
-import numpy as np
-from redi.data.loading import BadLine, CARRIED_COLUMNS, JsonlCorpus, LINE_REASONS, load_raw, shuffled_rows
-from redi.data.stage_report import _fail, merge_reports, stage_report_path
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redi.data.loading import (
+    CARRIED_COLUMNS,
+    LINE_REASONS,
+    BadLine,
+    JsonlCorpus,
+    load_raw,
+    shuffled_rows,
+)
+from redi.data.stage_report import fail_stage, merge_reports, stage_report_path
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ def _problem_reason(row: dict[str, Any]) -> str | None:
     return None if problem.strip() else "empty_problem"
 
 
-def _generations_reason(row: dict[str, Any]) -> str | None:
+def generations_reason(row: dict[str, Any]) -> str | None:
     generations = row.get("generations")
     if generations is None:
         return "generations_missing"
@@ -145,7 +149,7 @@ def _text_reason(row: dict[str, Any]) -> str | None:
     return None if all(t is None or _is_utf8(t) for t in texts) else "text_not_utf8"
 
 
-_ROW_CHECKS = (_validity_reason, _source_reason, _problem_reason, _generations_reason,
+_ROW_CHECKS = (_validity_reason, _source_reason, _problem_reason, generations_reason,
                _labels_reason, _carried_reason, _text_reason)
 
 
@@ -343,7 +347,7 @@ def run_filter(raw_source: str, params: dict[str, Any], sft_out: str, pairs_out:
     _log_drops(report, raw_source)
     error = unusable_reason(report, raw_source)
     if error:
-        _fail(stage_report_path(report_out), merge_reports(report, error=error), error)
+        fail_stage(stage_report_path(report_out), merge_reports(report, error=error), error)
     write_parquet(sft_out, pd.DataFrame(sft))
     write_parquet(pairs_out, pd.DataFrame(pairs))
     write_json(report_out, report)

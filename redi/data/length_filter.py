@@ -2,18 +2,15 @@
 """
 
 from __future__ import annotations
-import codecs
-import hashlib
-import json
+
 import logging
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
+
 from redi.data.filters import EXAMPLES_PER_REASON
-from redi.data.stage_report import _fail, merge_reports, stage_report_path
+from redi.data.stage_report import fail_stage, merge_reports, stage_report_path
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +166,7 @@ def run_sft_length(tokenizer_dir: str, params: dict[str, Any], sft_in: str, sft_
         filt = read_json(filter_report) if filter_report else None
         merged = merge_reports(filt, sft_length=report, error=error) if filt else {
             "status": "failed", "error": error, "sft_length": report}
-        _fail(stage_report_path(report_out), merged, error)
+        fail_stage(stage_report_path(report_out), merged, error)
     write_parquet(sft_out, kept)
     write_json(report_out, report)
     log.info("SFT length rule: kept %d of %d SFT examples, %d longer than %d tokens "
@@ -203,7 +200,7 @@ def run_length_filter(tokenizer_dir: str, params: dict[str, Any], pairs_in: str,
         filt = read_json(filter_report) if filter_report else None
         merged = merge_reports(filt, length=report, error=error) if filt else {
             "status": "failed", "error": error, "length_filter": report}
-        _fail(stage_report_path(report_out), merged, error)
+        fail_stage(stage_report_path(report_out), merged, error)
     write_parquet(pairs_out, kept)
     write_json(report_out, report)
     log.info("length filter kept %d of %d pairs", len(kept), report["pairs_in"])

@@ -2,17 +2,16 @@
 """
 
 from __future__ import annotations
+
 import codecs
-import hashlib
 import json
 import logging
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
-import numpy as np
+from typing import Any
 
+import numpy as np
 
 log = logging.getLogger(__name__)
 

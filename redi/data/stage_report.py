@@ -2,20 +2,11 @@
 """
 
 from __future__ import annotations
-import codecs
-import hashlib
-import json
-import logging
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any, NoReturn
-import numpy as np
+
 from redi.data.loading import UnusableCorpusError
-
-
-
 
 STAGE_REPORT = "report.json"  # the data stage's report, beside each job's own report
 
@@ -25,7 +16,7 @@ def stage_report_path(job_report: str) -> Path:
     return Path(job_report).with_name(STAGE_REPORT)
 
 
-def _fail(stage_report: Path, report: dict[str, Any], error: str) -> NoReturn:
+def fail_stage(stage_report: Path, report: dict[str, Any], error: str) -> NoReturn:
     """Write the data stage's report (status failed), then stop the job."""
     from redi.io import write_json
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from redi.eval.grading import Grader
 from redi.data.prompts import EVAL_USER_TEMPLATE
+from redi.eval.grading import Grader
 
 SOURCES = ["olympiads", "aops_forum", "amc_aime", "cn_contest", "number_theory", "inequalities"]
 WAIT_PHRASES = [

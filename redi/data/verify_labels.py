@@ -2,20 +2,12 @@
 """
 
 from __future__ import annotations
-import codecs
-import hashlib
-import json
-import logging
+
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
-import numpy as np
-from redi.data.filters import _generations_reason
+from typing import Any
+
+from redi.data.filters import generations_reason
 from redi.data.loading import load_raw, shuffled_rows
-
-
 
 
 def verify_agreement(rows: list[dict[str, Any]], grades_reparsed, grades_strict) -> dict[str, Any]:
@@ -42,7 +34,7 @@ def verify_agreement(rows: list[dict[str, Any]], grades_reparsed, grades_strict)
 
 def _verifiable(row: Any) -> bool:
     """Rows whose generations and Math-Verify labels can be re-graded."""
-    if not isinstance(row, dict) or _generations_reason(row) is not None:
+    if not isinstance(row, dict) or generations_reason(row) is not None:
         return False
     correctness = row.get("correctness")
     return isinstance(correctness, dict) and isinstance(

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from redi.io import BenchmarkFileError
 from redi.eval.metrics import summarize
 from redi.eval.sandbox import Limits, SandboxResult, run_many
+from redi.io import BenchmarkFileError
 
 # lm-evaluation-harness, lm_eval/tasks/humaneval/humaneval.yaml, generation_kwargs.until
 STOP_SEQUENCES: tuple[str, ...] = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")

@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from redi.data.prompts import user_messages
 from redi.eval import code_eval, multiple_choice, ood_kinds
 from redi.eval.evaluation import backend_from_params, request_seed, resolve_model
 from redi.eval.generation import Backend, Completion
-from redi.io import sha256_file, write_json, write_parquet
 from redi.eval.metrics import summarize
-from redi.model.models import load_tokenizer
-from redi.data.prompts import user_messages
 from redi.eval.sandbox import Limits, capabilities
+from redi.io import sha256_file, write_json, write_parquet
+from redi.model.models import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,13 @@ from typing import Any
 
 import torch
 
-from redi.model import attention
-from redi.train import batching, logprobs
-from redi.train.batching import TokenSeq
+from redi.data.prompts import render_eval_prompt
 from redi.distributed import distributed_state
 from redi.io import read_json, write_csv, write_parquet
-from redi.model.models import load_causal_lm, load_tokenizer
-from redi.data.prompts import render_eval_prompt
-from redi.train.ref_logps import pad_id
+from redi.model import attention
+from redi.model.models import load_causal_lm, load_tokenizer, pad_id
+from redi.train import batching, logprobs
+from redi.train.batching import TokenSeq
 
 log = logging.getLogger(__name__)
 

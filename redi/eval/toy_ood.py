@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redi.eval import ood_kinds
 from redi.data.toy import fmt, make_problem
+from redi.eval import ood_kinds
 
 DISTRACTOR_OFFSETS = (-10, -3, -2, -1, 1, 2, 3, 10)
 

@@ -221,3 +221,11 @@ class Progress:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def init_checkpoint(init_manifest: str | os.PathLike) -> str:
+    """The final checkpoint of the SFT run whose manifest is given, checked against its
+    record there (``check_listed``)."""
+    manifest = read_json(init_manifest)
+    check_listed(manifest, manifest["final_checkpoint"], init_manifest)
+    return manifest["final_checkpoint"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from redi.io import naming_file
 from redi.model import attention
 from redi.model.checkpoints import check_model_folder
-from redi.io import naming_file
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
@@ -62,3 +62,9 @@ def load_causal_lm(
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The padding token id (the end-of-text token where the tokenizer has none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id

@@ -2,20 +2,17 @@
 """
 
 from __future__ import annotations
+
 import logging
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
 import pandas as pd
-from redi.io import read_json, write_csv, write_text
-from redi.train.losses import OBJECTIVES
-from redi.eval.metrics import (
-    average_sem,  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
-    relative_improvement,
-)
-from redi.report.tables import DECIMALS, _fmt, _md_table, percent
+
+from redi.io import write_csv, write_text
+from redi.report.tables import DECIMALS, format_number, markdown_table, percent
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +96,10 @@ def agreement_markdown(table: pd.DataFrame, examples: pd.DataFrame,
              f"pass@1 (%) of every final evaluation under both graders, and the share of "
              f"samples on which their verdicts agree. Over all {total} samples: "
              f"{percent(agree / total):.2f} % agree.", ""]
-    rows = [[str(r["model"]), str(r["benchmark"]), _fmt(r[f"pass@1_{a}"]),
-             _fmt(r[f"pass@1_{b}"]), f"{r['agreement']:.2f}", str(r["n_disagree"]),
+    rows = [[str(r["model"]), str(r["benchmark"]), format_number(r[f"pass@1_{a}"]),
+             format_number(r[f"pass@1_{b}"]), f"{r['agreement']:.2f}", str(r["n_disagree"]),
              str(r[f"only_{a}"]), str(r[f"only_{b}"])] for _, r in table.iterrows()]
-    lines += _md_table(["Model", "Benchmark", f"pass@1 {a}", f"pass@1 {b}", "Agree %",
+    lines += markdown_table(["Model", "Benchmark", f"pass@1 {a}", f"pass@1 {b}", "Agree %",
                         "Disagree", f"only {a} ✓", f"only {b} ✓"],
                        [":--", ":--", *["--:"] * 6], rows)
     lines += ["", f"## First disagreements (up to {spec['max_examples']} per model and "
@@ -113,7 +110,7 @@ def agreement_markdown(table: pd.DataFrame, examples: pd.DataFrame,
              _cell(r["gold"]), ("✓ " if r[f"correct_{a}"] else "✗ ") + _cell(r[f"extracted_{a}"]),
              ("✓ " if r[f"correct_{b}"] else "✗ ") + _cell(r[f"extracted_{b}"])]
             for _, r in examples.iterrows()]
-    lines += _md_table(["Model", "Benchmark", "Problem #sample", "Gold", a, b],
+    lines += markdown_table(["Model", "Benchmark", "Problem #sample", "Gold", a, b],
                        [":--"] * 6, rows)
     return "\n".join(lines) + "\n"
 

@@ -2,29 +2,21 @@
 """
 
 from __future__ import annotations
+
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
 import pandas as pd
+
 from redi.io import read_json, write_csv, write_text
-from redi.train.losses import OBJECTIVES
-from redi.eval.metrics import (
-    average_sem,  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
-    relative_improvement,
-)
-from redi.report.tables import DECIMALS, _fmt, _md_table
 from redi.report.table3 import training_time_markdown, training_time_table
+from redi.report.tables import DECIMALS, format_number, markdown_table
 
 log = logging.getLogger(__name__)
-
-
-DATA_DIR = Path(__file__).with_name("data")
-
-
-REPORTED_RESULTS = DATA_DIR / "reported_results.csv"
 
 
 PAPER_BENCHMARKS = ("MATH-500", "AIME24", "AMC23", "Minerva", "OlympiadBench")
@@ -62,7 +54,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def load_reported(path: str | Path = REPORTED_RESULTS) -> pd.DataFrame:
+def load_reported(path: str | Path) -> pd.DataFrame:
     """The paper's numbers; ``config`` empty -> '' so rows can be keyed on it."""
     frame = pd.read_csv(path, dtype={"config": str})
     frame["config"] = frame["config"].fillna("")
@@ -218,10 +210,10 @@ def _comparison_intro(comparison: pd.DataFrame, preset: str, ours: Sequence[str]
 
 
 def _diff_cell(r: pd.Series) -> str:
-    d = _fmt(r["diff"])
+    d = format_number(r["diff"])
     d = f"+{d}" if float(d) > 0 else d
     if pd.notna(r["diff_sem_units"]):
-        d += f" ({_fmt(r['diff_sem_units'])})"
+        d += f" ({format_number(r['diff_sem_units'])})"
     return d
 
 
@@ -266,14 +258,14 @@ def comparison_markdown(comparison: pd.DataFrame, preset: str,
         rows = []
         for (model, config), cells in part.groupby(["model", "paper_config"], sort=False):
             rows += _model_rows(cells, f"{model} ({config})" if config else model, columns)
-        lines += _md_table(["Model", "", *columns], [":--", ":--", *["--:"] * len(columns)],
+        lines += markdown_table(["Model", "", *columns], [":--", ":--", *["--:"] * len(columns)],
                            rows)
         lines.append("")
     return "\n".join(lines)
 
 
 def _pm(value: float, sem: float | None) -> str:
-    return _fmt(value) if sem is None or pd.isna(sem) else f"{_fmt(value)} ± {_fmt(sem)}"
+    return format_number(value) if sem is None or pd.isna(sem) else f"{format_number(value)} ± {format_number(sem)}"
 
 
 def run_comparison(params: Mapping[str, Any], reported_path: str | Path,

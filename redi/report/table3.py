@@ -10,22 +10,18 @@ device's peak is known. DPO runs carry their share of the reference log-prob job
 """
 
 from __future__ import annotations
+
+import json
 import logging
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
 import pandas as pd
-from redi.io import read_json, write_csv, write_text
-from redi.train.losses import OBJECTIVES
-from redi.eval.metrics import (
-    average_sem,  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
-    relative_improvement,
-)
-import json
-from collections.abc import Mapping, Sequence
-from redi.report.tables import _md_table
+
+from redi.io import write_csv, write_text
+from redi.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +171,7 @@ def training_time_markdown(times: pd.DataFrame, preset: str, train_gpus: int) ->
             f"run{'s' if r['our_runs'] > 1 else ''})")
         rows.append([r["stage"], f"{r['paper_hours']:g} h", f"{r['paper_gpu_hours']:g}",
                      r["paper_hardware"], ours])
-    lines += _md_table(["Stage", "Paper", "Paper GPU-h", "Paper hardware", "Ours"],
+    lines += markdown_table(["Stage", "Paper", "Paper GPU-h", "Paper hardware", "Ours"],
                        [":--", "--:", "--:", ":--", "--:"], rows)
     return "\n".join(lines) + "\n"
 
@@ -195,7 +191,7 @@ def table3_markdown(table: pd.DataFrame, preset: str) -> str:
         rows.append([r["stage"], str(r["runs"]), _duration(r["wall_h"]),
                      f"{r['devices']}× {r['device']}", f"{r['device_hours']:.3g}",
                      f"{r['tokens']:,.0f}", f"{r['tokens_per_s_per_device']:,.0f}", mfu, paper])
-    lines += _md_table(["Stage", "Runs", "Wall", "Devices", "Device-h", "Tokens",
+    lines += markdown_table(["Stage", "Runs", "Wall", "Devices", "Device-h", "Tokens",
                         "Tokens/s/device", "MFU", "Paper (one 8×A100-80GB node)"],
                        [":--", "--:", "--:", ":--", "--:", "--:", "--:", "--:", ":--"], rows)
     return "\n".join(lines) + "\n"
@@ -204,8 +200,6 @@ def table3_markdown(table: pd.DataFrame, preset: str) -> str:
 def run_table3(spec: Mapping[str, Any], training_times: str | Path, csv: str | Path,
                md: str | Path) -> None:
     """The Table 3 job: ``spec`` from ``redi.workflow.plan.table3_spec``."""
-    from redi.report.table3 import cost_table
-
     table = cost_table(spec, pd.read_csv(training_times))
     write_csv(csv, table)
     write_text(md, table3_markdown(table, spec["preset"]))

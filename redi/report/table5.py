@@ -14,17 +14,19 @@ Inputs are the out-of-domain summaries ``results/eval/ood/<label>/summary.json``
 """
 
 from __future__ import annotations
+
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
 import pandas as pd
+
 from redi.eval import ood_kinds
-from redi.io import write_csv, write_text
 from redi.eval.metrics import relative_improvement
-from redi.report.tables import DECIMALS, _fmt, _md_table, load_summaries, percent
-from redi.report.tables import DECIMALS, _fmt, _md_table, load_summaries, percent
+from redi.io import write_csv, write_text
+from redi.report.tables import DECIMALS, format_number, load_summaries, markdown_table, percent
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def table5_frame(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> p
 def _relative_cell(value: float, own: bool) -> str:
     if own:
         return "—"
-    return "n/a (reference 0)" if pd.isna(value) else f"{'+' if value >= 0 else ''}{_fmt(value)} %"
+    return "n/a (reference 0)" if pd.isna(value) else f"{'+' if value >= 0 else ''}{format_number(value)} %"
 
 
 def table5_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], n_samples: str) -> str:
@@ -101,11 +103,11 @@ def table5_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], n_samples: str
         for bench in spec["benchmarks"]:
             name = bench["name"]
             paper = rec[f"{name}_rel_paper"]
-            cells += [f"{_fmt(rec[name])} ± {_fmt(rec[name + '_sem'])}",
+            cells += [f"{format_number(rec[name])} ± {format_number(rec[name + '_sem'])}",
                       _relative_cell(rec[f"{name}_rel"], own),
-                      "—" if pd.isna(paper) else f"+{_fmt(paper)} %"]
+                      "—" if pd.isna(paper) else f"+{format_number(paper)} %"]
         rows.append(cells)
-    lines = [caption, "", *_md_table(header, [":--", *["--:"] * (len(header) - 1)], rows), "",
+    lines = [caption, "", *markdown_table(header, [":--", *["--:"] * (len(header) - 1)], rows), "",
              "Rows (run, checkpoint step, checkpoint; summary label):", ""]
     for _, rec in frame.iterrows():
         where = (f"`{rec['run']}`, step {rec['step']}, `{rec['checkpoint']}`" if rec["run"]

@@ -19,20 +19,21 @@ SFT model) and ``final`` (Table 1's REDI model).
 """
 
 from __future__ import annotations
+
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
 import pandas as pd
-from redi.io import read_json, write_csv, write_text
-from redi.train.losses import OBJECTIVES
+
 from redi.eval.metrics import (
     average_sem,  # Avg SEM = sqrt(sum SEM_b^2) / B, the paper's
     relative_improvement,
 )
-
+from redi.io import read_json, write_csv, write_text
+from redi.train.losses import OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def protocol(spec: Mapping[str, Any], summaries: Mapping[str, Mapping]) -> dict[
             "grader": ", ".join(sorted(graders))}
 
 
-def _fmt(value: float, decimals: int = 1) -> str:
+def format_number(value: float, decimals: int = 1) -> str:
     text = f"{value:.{decimals}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
@@ -181,7 +182,7 @@ def _fmt(value: float, decimals: int = 1) -> str:
 def _relative_cells(rec: pd.Series) -> list[str]:
     """Table 4's "vs SFT" and "paper" cells of one row ("—" where there is none)."""
     def signed(value: float) -> str:
-        return "—" if pd.isna(value) else f"{'+' if value >= 0 else ''}{_fmt(value)} %"
+        return "—" if pd.isna(value) else f"{'+' if value >= 0 else ''}{format_number(value)} %"
     return [signed(rec["avg_rel"]), signed(rec["avg_rel_paper"])]
 
 
@@ -193,7 +194,7 @@ def _best(values: pd.Series) -> set[int]:
     return set(shown.index[shown == shown.max()])
 
 
-def _md_table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -228,15 +229,15 @@ def table_markdown(frame: pd.DataFrame, spec: Mapping[str, Any], metric: str,
         name = str(rec["model"]) + ("\\*" if rec["label"] in quoted else "")
         cells = [name, str(rec["config"]) or "—"]
         for c in columns:
-            cell = _fmt(rec[c])
+            cell = format_number(rec[c])
             if metric == "pass@1":
-                cell += f" ± {_fmt(rec[c + '_sem'])}"
+                cell += f" ± {format_number(rec[c + '_sem'])}"
             cells.append(f"**{cell}**" if i in best[c] else cell)
         rows.append(cells + (_relative_cells(rec) if relative else []))
     header = ["Model", "Config", *[b["label"] for b in benches], "Avg"]
     header += ["vs SFT", "paper"] if relative else []
     align = [":--", ":--", *["--:"] * (len(header) - 2)]
-    lines = [caption, "", *_md_table(header, align, rows), *_quoted_note(quoted),
+    lines = [caption, "", *markdown_table(header, align, rows), *_quoted_note(quoted),
              "", "Rows (run, checkpoint step, checkpoint; summary label):", ""]
     for _, rec in frame.iterrows():
         if rec["role"] == "baseline":

@@ -14,27 +14,14 @@ from typing import Any
 
 import torch
 
-from redi.model import attention, checkpoints
-from redi.train import batching, logprobs
 from redi.distributed import distributed_state
-from redi.io import atomic_path, read_json
-from redi.model.models import load_causal_lm, load_tokenizer
+from redi.io import atomic_path
+from redi.model import attention, checkpoints
+from redi.model.models import load_causal_lm, load_tokenizer, pad_id
+from redi.train import batching, logprobs
 from redi.train.train_data import pair_items
 
 log = logging.getLogger(__name__)
-
-
-def init_checkpoint(init_manifest: str | os.PathLike) -> str:
-    """The final checkpoint of the SFT run whose manifest is given, checked against its
-    record there (``redi.model.checkpoints.check_listed``)."""
-    manifest = read_json(init_manifest)
-    checkpoints.check_listed(manifest, manifest["final_checkpoint"], init_manifest)
-    return manifest["final_checkpoint"]
-
-
-def pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-        else tokenizer.eos_token_id
 
 
 def compute_ref_logps(
@@ -47,7 +34,7 @@ def compute_ref_logps(
     from accelerate.utils import gather_object
 
     state = distributed_state()
-    init = init_checkpoint(init_manifest)
+    init = checkpoints.init_checkpoint(init_manifest)
     tokenizer = load_tokenizer(init)
     items = pair_items(tokenizer, pairs, params["max_prompt_length"], params["max_length"])
     attn, packed = attention.training_attention()

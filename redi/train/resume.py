@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # the training engine: it and every package module it imports (found from the imports,
 # as the rules' code inputs are) make the code whose change invalidates a resume state
-TRAINING_MODULE = f"{PACKAGE}/training.py"
+TRAINING_MODULE = f"{PACKAGE}/train/training.py"
 _HASH_LIMIT = 64 * 2**20  # bigger input files are fingerprinted by size + mtime
 STATE_FILE = "trainer_state.json"
 STATE_KEYS = ("step", "rows", "checkpoints", "elapsed_s", "files")

@@ -42,14 +42,14 @@ from typing import Any
 
 import torch
 
-from redi.model import attention, checkpoints
-from redi.train import batching, logprobs, losses
 from redi.distributed import distributed_state
 from redi.io import naming_file, write_json
-from redi.model.models import load_causal_lm, load_tokenizer
-from redi.train.optim import make_optimizer, make_scheduler, step_with_update_norm
+from redi.model import attention, checkpoints
+from redi.model.checkpoints import init_checkpoint
+from redi.model.models import load_causal_lm, load_tokenizer, pad_id
 from redi.provenance import provenance
-from redi.train.ref_logps import init_checkpoint, pad_id
+from redi.train import batching, logprobs, losses
+from redi.train.optim import make_optimizer, make_scheduler, step_with_update_norm
 from redi.train.resume import find_resume_state, fingerprint
 from redi.train.step import Stats, micro_loss
 from redi.train.train_data import Item, micro_batches, pair_items, run_plan, sft_items

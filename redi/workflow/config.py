@@ -22,8 +22,8 @@ from typing import Any
 
 from redi.eval import ood_kinds
 from redi.eval.benchmarks import HUB_SOURCES
-from redi.train.losses import OBJECTIVES, stage2_objectives
 from redi.report.plotting import FIGURES
+from redi.train.losses import OBJECTIVES, stage2_objectives
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -83,7 +83,6 @@ def validate_config(config: dict[str, Any], root: str | os.PathLike = ".") -> No
     _check_figures(config["figures"])
     _check_references(config)
     _check_names(config)
-    _check_table5(config)
     preset, key = config["presets"][config["preset"]], f"presets.{config['preset']}"
     _check_base_models(config, preset, key)
     for base in (None, *config["base_models"]):
@@ -300,7 +299,7 @@ def _check_references(config: dict[str, Any]) -> None:
             )
 
 
-def _unique(key: str, values: list[str], what: str) -> None:
+def unique(key: str, values: list[str], what: str) -> None:
     """``values`` (item i at config key ``key.format(i)``) name files or folders: no two
     may be equal."""
     seen: dict[str, int] = {}
@@ -335,12 +334,12 @@ def _check_names(config: dict[str, Any]) -> None:
             raise ConfigError(f"invalid config key 'tables.table2.groups.{i}.label' = "
                               f"{group['label']!r}: needs an ASCII letter or digit (its slug "
                               f"names results/eval/final/table2-<slug>)")
-    _unique("tables.table2.groups.{}.label", slugs, "the slug")
+    unique("tables.table2.groups.{}.label", slugs, "the slug")
     preset, key = config["presets"][config["preset"]], f"presets.{config['preset']}"
     benchmarks = preset["benchmarks"]
-    _unique(key + ".benchmarks.{}.name", [b["name"] for b in benchmarks], "the name")
-    _unique(key + ".benchmarks.{}.file", [b["file"] for b in benchmarks], "the file")
-    _unique(key + ".baselines.{}.name", [b["name"] for b in preset["baselines"]], "the name")
+    unique(key + ".benchmarks.{}.name", [b["name"] for b in benchmarks], "the name")
+    unique(key + ".benchmarks.{}.file", [b["file"] for b in benchmarks], "the file")
+    unique(key + ".baselines.{}.name", [b["name"] for b in preset["baselines"]], "the name")
 
 
 def _check_base_models(config: dict[str, Any], preset: dict[str, Any], key: str) -> None:
@@ -515,23 +514,10 @@ def ood_source(bench: dict[str, Any]) -> str:
     return ood_kinds.get(bench["kind"]).default_source
 
 
-def _check_table5(config: dict[str, Any]) -> None:
-    """Table 5's rows are final-evaluation models: labels of redi.workflow.plan.final_models."""
-    from redi.workflow import plan  # imported here: redi.workflow.plan imports this module
-
-    labels = list(plan.final_models(config))
-    models = config["tables"]["table5"]["models"]
-    for j, label in enumerate(models):
-        if label not in labels:
-            raise ConfigError(f"invalid config key 'tables.table5.models.{j}' = {label!r}: not "
-                              f"a final-evaluation model (one of {labels})")
-    _unique("tables.table5.models.{}", models, "the model")
-
-
 def _check_ood(preset: dict[str, Any], key: str, root: Path) -> None:
     """The active preset's out-of-domain benchmarks: unique names, one data source each."""
     benchmarks = preset["ood"]["benchmarks"]
-    _unique(key + ".ood.benchmarks.{}.name", [b["name"] for b in benchmarks], "the name")
+    unique(key + ".ood.benchmarks.{}.name", [b["name"] for b in benchmarks], "the name")
     for i, bench in enumerate(benchmarks):
         _check_ood_source(bench, f"{key}.ood.benchmarks.{i}", "toy" in preset, root)
 

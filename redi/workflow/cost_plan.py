@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.report.plotting import FIGURES
 from redi.report.table3 import non_embedding_params
 from redi.train.losses import OBJECTIVES
-from redi.report.plotting import FIGURES
+from redi.workflow import config as rc
+from redi.workflow import plan
 
 Config = Mapping[str, Any]
 

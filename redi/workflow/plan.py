@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redi.workflow import config as rc
 from redi.eval import ood_kinds
-from redi.train.losses import OBJECTIVES, stage2_objectives
 from redi.report.plotting import FIGURES, STEP_SIZES
 from redi.sources import module_inputs
+from redi.train.losses import OBJECTIVES, stage2_objectives
+from redi.workflow import config as rc
 
 Config = Mapping[str, Any]
 
@@ -509,6 +509,25 @@ def final_models(config: Config) -> dict[str, dict[str, Any]]:
            for b in rc.preset(config)["baselines"]},
         **table4_models(config),
     }
+
+
+def check_table5(config: Config) -> None:
+    """Table 5's rows are final-evaluation models (a check of the plan, after
+    :func:`redi.workflow.config.validate_config`)."""
+    labels = list(final_models(config))
+    models = config["tables"]["table5"]["models"]
+    for j, label in enumerate(models):
+        if label not in labels:
+            raise rc.ConfigError(f"invalid config key 'tables.table5.models.{j}' = {label!r}: "
+                                 f"not a final-evaluation model (one of {labels})")
+    rc.unique("tables.table5.models.{}", models, "the model")
+
+
+def validate(config: Config, root: str | os.PathLike = ".") -> None:
+    """The whole check before any job is planned: the config (schema, references, files),
+    then what only the plan knows."""
+    rc.validate_config(config, root)
+    check_table5(config)
 
 
 def table4_models(config: Config) -> dict[str, dict[str, Any]]:

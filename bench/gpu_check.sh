@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepared single-GPU check: SFT and REDI steps of a Qwen2.5-Math-1.5B-shaped model
 # through the project's Trainer (packed varlen and padded SDPA), then hf generation
-# speed; see scripts/gpu_check.py. Usage:
-#   bash scripts/gpu_check.sh [--json out.json] [--attention sdpa] [--peak-tflops 989] ...
+# speed; see bench/gpu_check.py. Usage:
+#   bash bench/gpu_check.sh [--json out.json] [--attention sdpa] [--peak-tflops 989] ...
 # Exit status: 0 ok, 2 no CUDA, 3 packed and padded disagree, 4 a phase failed,
 # 124 it ran past GPU_CHECK_TIMEOUT seconds (default 480: a rerun still fits a lease).
 set -euo pipefail
@@ -12,6 +12,6 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 python="${PYTHON:-python}"  # PYTHON=python3 where there is no python
 if command -v timeout >/dev/null 2>&1; then
-    exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$python" scripts/gpu_check.py "$@"
+    exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$python" bench/gpu_check.py "$@"
 fi
-exec "$python" scripts/gpu_check.py "$@"
+exec "$python" bench/gpu_check.py "$@"

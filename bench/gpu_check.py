@@ -26,8 +26,8 @@ imports), not datasets, snakemake, math-verify, vllm, deepspeed, pandas,
 pyarrow. The redi package need not be installed; the working tree is put on
 ``sys.path``.
 
-    bash scripts/gpu_check.sh                 # one H100/H200, a few minutes
-    python scripts/gpu_check.py --tiny        # seconds: CPU fp32 (tests/), or GPU smoke test
+    bash bench/gpu_check.sh                 # one H100/H200, a few minutes
+    python bench/gpu_check.py --tiny        # seconds: CPU fp32 (tests/), or GPU smoke test
 
 MFU = model FLOPs / time / peak, with model FLOPs (per micro-batch)
 
@@ -71,24 +71,6 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-# torch/transformers/stdlib at import time; accelerate, tensorboard and tqdm are
-# imported by the Trainer when it is built and run; pyarrow is only needed to read
-# parquet datasets, which the check does not (it builds its items in memory)
-from redi import (  # noqa: E402
-    attention,
-    backends,
-    batching,
-    config,
-    cost,
-    generation,
-    logprobs,
-    models,
-    resume,
-    train_data,
-    training,
-)
-from redi.model.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
-from redi.train.batching import TokenSeq  # noqa: E402
 from redi.data.prompts import (  # noqa: E402
     ENDOFTEXT,
     EVAL_USER_TEMPLATE,
@@ -96,6 +78,17 @@ from redi.data.prompts import (  # noqa: E402
     SYSTEM_PROMPT,
     render_eval_prompt,
 )
+
+# torch/transformers/stdlib at import time; accelerate, tensorboard and tqdm are
+# imported by the Trainer when it is built and run; pyarrow is only needed to read
+# parquet datasets, which the check does not (it builds its items in memory)
+from redi.eval import backends, generation  # noqa: E402
+from redi.model import attention, models  # noqa: E402
+from redi.model.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
+from redi.report import table3  # noqa: E402
+from redi.train import batching, logprobs, resume, train_data, training  # noqa: E402
+from redi.train.batching import TokenSeq  # noqa: E402
+from redi.workflow import config  # noqa: E402
 
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (an H200 has the same)
 SUMMARY_HEADER = "===== gpu_check summary ====="
@@ -165,24 +158,22 @@ TINY_PLAN = Plan(2048, 4, 0.25, 8, 64, 1, 2, 4, 2, 8)
 
 def non_embedding_params(shape: Shape) -> int:
     """Qwen2 parameters without the (tied) embedding (``redi.report.table3``, as Table 3 counts)."""
-    return cost.non_embedding_params({
+    return table3.non_embedding_params({
         "model_type": "qwen2", "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
         "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
         "num_key_value_heads": shape.kv_heads})
 
 
 def attention_flops(seq_lens: Sequence[int], layers: int, hidden: int) -> float:
-    """Causal self-attention, forward + backward: 6 * 2 * L * s^2 * H / 2 per sequence.
-
-    2 matmuls (QK^T, AV) of 2*s^2*H FLOPs each per layer forward, x3 for
-    forward + backward, halved because causal attention skips the upper triangle.
-    """
-    return float(sum(6 * 2 * layers * s * s * hidden / 2 for s in seq_lens))
+    """Causal self-attention, forward + backward (the attention term of
+    :func:`redi.report.table3.training_flops`)."""
+    return table3.training_flops(0, 0, sum(s * s for s in seq_lens), layers, hidden)
 
 
 def model_flops(n_params: int, seq_lens: Sequence[int], layers: int, hidden: int) -> float:
     """Model FLOPs of one training step (the MFU numerator): 6 N T + attention."""
-    return 6.0 * n_params * sum(seq_lens) + attention_flops(seq_lens, layers, hidden)
+    return table3.training_flops(n_params, sum(seq_lens), sum(s * s for s in seq_lens), layers,
+                                 hidden)
 
 
 def hardware_flops(
