@@ -11,13 +11,13 @@ rule token_analysis:
     per-token log-probs before and after REDI."""
     input:
         code=code("scripts/token_analysis.py"),
-        manifest="results/train/{run}/manifest.json",
+        manifest=paths.manifest(),
         pairs=rules.length_filter.output.pairs,
-        responses="results/eval/genstats/{run}.responses.parquet",
-        bench=rc.benchmarks_dir(config),
+        responses=paths.genstats_responses(),
+        bench=names.benchmarks_dir(config),
     output:
-        entropy="results/analysis/{run}/entropy.csv",
-        tokens="results/analysis/{run}/token_logps.parquet",
+        entropy=paths.entropy(),
+        tokens=paths.token_logps(),
     params:
         hp=lambda wc: hp(plan.analysis_params(config)),
     threads: TRAIN_THREADS
@@ -26,7 +26,7 @@ rule token_analysis:
     log:
         f"{LOGS}/token_analysis/{{run}}.log",
     benchmark:
-        f"results/benchmarks/token_analysis/{{run}}.tsv"
+        paths.benchmark_tsv("token_analysis", "{run}")
     conda:
         "../envs/train.yaml"
     shell:

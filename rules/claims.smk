@@ -16,9 +16,9 @@ rule claims:
         tables=CLAIMS_INPUTS["tables"],
         curves=CLAIMS_INPUTS["curves"],
     output:
-        csv=report(plan.CLAIMS_OUTPUTS["csv"], caption="../report/claims.rst",
+        csv=report(paths.CLAIMS_OUTPUTS["csv"], caption="../report/claims.rst",
                    category="Claims"),
-        md=report(plan.CLAIMS_OUTPUTS["md"], caption="../report/claims.rst",
+        md=report(paths.CLAIMS_OUTPUTS["md"], caption="../report/claims.rst",
                   category="Claims"),
     params:
         hp=lambda wc: hp(plan.claims_spec(config)),

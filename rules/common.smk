@@ -12,7 +12,7 @@ from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, paths, plan
 from redi.workflow.plan import final_args, hp, shell_args
 
 # jobs import redi from this checkout too: the conda envs do not install it
@@ -35,7 +35,7 @@ if (DeploymentMethod.CONDA in _deployment and shutil.which("conda") is None
     logger.warning("conda not found: dry run planned without conda environments "
                    "(a real run with --software-deployment-method conda needs conda).")
 
-PRESET = rc.preset(config)
+PRESET = names.preset(config)
 # a --config on the command line replaces the slurm profile's `preset=paper`: say
 # which preset this is, so a cluster run of the tiny preset does not go unnoticed
 logger.info(f"preset: {config['preset']}")
@@ -47,7 +47,7 @@ TRAIN_GPUS = PRESET["resources"]["train_gpus"]
 EVAL_GPUS = PRESET["resources"]["eval_gpus"]
 TRAIN_THREADS = PRESET["resources"]["train_threads"]
 EVAL_THREADS = PRESET["resources"]["eval_threads"]
-LOGS = plan.LOGS
+LOGS = paths.LOGS
 code = plan.code_inputs(workflow.basedir)  # code(script): the script + its redi/ modules
 # every target of `snakemake` without arguments
 ALL_TARGETS = plan.all_targets(config)
@@ -85,7 +85,7 @@ def get_base_model(wildcards):
 
 
 def get_base_sft_data(wildcards):
-    return plan.data_path(config, wildcards.base, plan.SFT_DATA)
+    return plan.data_path(config, wildcards.base, paths.SFT_DATA)
 
 
 def get_ref_pairs(wildcards):

@@ -36,8 +36,8 @@ rule toy_corpus:
     input:
         code=code("scripts/toy_corpus.py"),
     output:
-        corpus="results/data/raw_toy.parquet",
-        benchmarks=directory("results/data/toy_benchmarks"),
+        corpus=paths.RAW_PATHS["toy"],
+        benchmarks=directory(paths.TOY_BENCHMARKS_DIR),
     params:
         hp=lambda wc: hp(plan.toy_params(config)),
     threads: 2
@@ -60,7 +60,7 @@ rule toy_ood:
         unpack(get_toy_ood_inputs),
         code=code("scripts/toy_ood.py"),
     output:
-        f"{plan.OOD_TOY_DIR}/{{ood_toy}}.jsonl",
+        f"{paths.OOD_TOY_DIR}/{{ood_toy}}.jsonl",
     wildcard_constraints:
         ood_toy=plan.one_of(TOY_OOD),
     params:
@@ -84,8 +84,8 @@ rule download_raw:
     input:
         code=code("scripts/download_raw.py"),
     output:
-        corpus="results/data/raw_hub.parquet",
-        record="results/data/raw_hub.download.json",
+        corpus=paths.RAW_PATHS["hub"],
+        record=paths.RAW_DOWNLOAD_RECORD,
     params:
         hp=lambda wc: hp(plan.raw_download_params(config)),
     resources:
@@ -106,7 +106,7 @@ rule tokenizer:
         code=code("scripts/tokenizer.py"),
         corpus=get_tokenizer_corpus,
     output:
-        directory(plan.TOKENIZER_DIR),
+        directory(paths.TOKENIZER_DIR),
     params:
         hp=lambda wc: hp(plan.tokenizer_params(config)),
         corpus=lambda wc, input: shell_args("--corpus", input.corpus),
@@ -127,9 +127,9 @@ rule base_model:
     briefly pretrained. Both with the tokenizer stage's files."""
     input:
         code=code("scripts/base_model.py"),
-        tokenizer=plan.TOKENIZER_DIR,
+        tokenizer=paths.TOKENIZER_DIR,
     output:
-        directory(plan.BASE_MODEL_DIR),
+        directory(paths.BASE_MODEL_DIR),
     params:
         hp=lambda wc: hp(plan.base_model_params(config)),
     threads: 2
@@ -138,7 +138,7 @@ rule base_model:
     log:
         f"{LOGS}/base_model.log",
     benchmark:
-        "results/benchmarks/base_model.tsv"
+        paths.benchmark_tsv("base_model", "primary")
     conda:
         "../envs/train.yaml"
     shell:
@@ -151,7 +151,7 @@ use rule tokenizer as base_tokenizer with:
         code=code("scripts/tokenizer.py"),
         corpus=get_base_tokenizer_corpus,
     output:
-        directory(plan.TOKENIZER_DIRS),
+        directory(paths.TOKENIZER_DIRS),
     params:
         hp=lambda wc: hp(plan.tokenizer_params(config, wc.base)),
         corpus=lambda wc, input: shell_args("--corpus", input.corpus),
@@ -166,13 +166,13 @@ use rule base_model as other_base_model with:
         code=code("scripts/base_model.py"),
         tokenizer=get_base_tokenizer,
     output:
-        directory(plan.BASE_MODEL_DIRS),
+        directory(paths.BASE_MODEL_DIRS),
     params:
         hp=lambda wc: hp(plan.base_model_params(config, wc.base)),
     log:
         f"{LOGS}/base_model_{{base}}.log",
     benchmark:
-        "results/benchmarks/base_model_{base}.tsv"
+        paths.benchmark_tsv("base_model", "{base}")
     resources:
         **job_resources("other_base_model", threads=2),
 
@@ -184,9 +184,9 @@ rule filter_data:
         code=code("scripts/filter_data.py"),
         raw=plan.raw_corpus_path(config),
     output:
-        sft="results/data/sft_unfiltered.parquet",
-        pairs="results/data/pairs_unfiltered.parquet",
-        report="results/data/filter_report.json",
+        sft=paths.SFT_UNFILTERED,
+        pairs=paths.PAIRS_UNFILTERED,
+        report=paths.FILTER_REPORT,
     params:
         hp=lambda wc: hp(plan.filter_params(config)),
     resources:
@@ -207,12 +207,12 @@ rule sft_length:
     priority: 50
     input:
         code=code("scripts/sft_length.py"),
-        tokenizer=plan.TOKENIZER_DIR,
+        tokenizer=paths.TOKENIZER_DIR,
         sft=rules.filter_data.output.sft,
         filter_report=rules.filter_data.output.report,
     output:
-        sft=plan.SFT_DATA,
-        report="results/data/sft_length_report.json",
+        sft=paths.SFT_DATA,
+        report=paths.SFT_LENGTH_REPORT,
     params:
         hp=lambda wc: hp(plan.sft_length_params(config)),
     resources:
@@ -232,12 +232,12 @@ rule length_filter:
     priority: 50
     input:
         code=code("scripts/length_filter.py"),
-        tokenizer=plan.TOKENIZER_DIR,
+        tokenizer=paths.TOKENIZER_DIR,
         pairs=rules.filter_data.output.pairs,
         filter_report=rules.filter_data.output.report,
     output:
-        pairs=plan.PAIRS,
-        report="results/data/length_report.json",
+        pairs=paths.PAIRS,
+        report=paths.LENGTH_REPORT,
     params:
         hp=lambda wc: hp(plan.length_filter_params(config)),
     resources:
@@ -256,12 +256,12 @@ rule length_filter:
 use rule sft_length as base_sft_length with:
     input:
         code=code("scripts/sft_length.py"),
-        tokenizer=plan.TOKENIZER_DIRS,
+        tokenizer=paths.TOKENIZER_DIRS,
         sft=rules.filter_data.output.sft,
         filter_report=rules.filter_data.output.report,
     output:
-        sft="results/data/tokenizer_{base}/sft.parquet",
-        report="results/data/tokenizer_{base}/sft_length_report.json",
+        sft=f"{paths.TOKENIZER_DATA}/sft.parquet",
+        report=f"{paths.TOKENIZER_DATA}/sft_length_report.json",
     log:
         f"{LOGS}/sft_length_{{base}}.log",
     resources:
@@ -271,12 +271,12 @@ use rule sft_length as base_sft_length with:
 use rule length_filter as base_length_filter with:
     input:
         code=code("scripts/length_filter.py"),
-        tokenizer=plan.TOKENIZER_DIRS,
+        tokenizer=paths.TOKENIZER_DIRS,
         pairs=rules.filter_data.output.pairs,
         filter_report=rules.filter_data.output.report,
     output:
-        pairs="results/data/tokenizer_{base}/pairs.parquet",
-        report="results/data/tokenizer_{base}/length_report.json",
+        pairs=f"{paths.TOKENIZER_DATA}/pairs.parquet",
+        report=f"{paths.TOKENIZER_DATA}/length_report.json",
     log:
         f"{LOGS}/length_filter_{{base}}.log",
     resources:
@@ -289,7 +289,7 @@ rule verify_labels:
         code=code("scripts/verify_labels.py"),
         raw=plan.raw_corpus_path(config),
     output:
-        "results/data/verify_report.json",
+        paths.VERIFY_REPORT,
     params:
         hp=lambda wc: hp(plan.verify_params(config)),
     threads: 2
@@ -313,7 +313,7 @@ rule data_report:
         sft_length=rules.sft_length.output.report,
         verify=rules.verify_labels.output if config["verify_labels"] else [],
     output:
-        "results/data/report.json",
+        paths.DATA_REPORT,
     params:
         verify=lambda wc, input: shell_args("--verify", input.verify),
     resources:
@@ -332,10 +332,10 @@ rule validate_benchmarks:
     ids, non-empty problems, gradable answers) before any generation job: a bad file
     stops the workflow naming the file, the item and the rule."""
     input:
-        bench=rc.benchmarks_dir(config),
+        bench=names.benchmarks_dir(config),
         code=code("scripts/validate_benchmarks.py"),
     output:
-        plan.BENCHMARKS_VALID,
+        paths.BENCHMARKS_VALID,
     params:
         hp=lambda wc: hp(plan.benchmark_validation_params(config)),
     resources:
@@ -354,7 +354,7 @@ rule validate_ood:
         ood=[b["path"] for b in plan.ood_benchmarks(config) if b["path"]],
         code=code("scripts/validate_benchmarks.py"),
     output:
-        plan.OOD_VALID,
+        paths.OOD_VALID,
     params:
         hp=lambda wc: hp(plan.ood_validation_params(config)),
     resources:

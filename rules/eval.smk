@@ -31,7 +31,7 @@ rule download_benchmarks:
     input:
         code=code("scripts/download_benchmarks.py"),
     output:
-        directory(rc.BENCHMARKS_DOWNLOAD_DIR),
+        directory(paths.BENCHMARKS_DOWNLOAD_DIR),
     params:
         hp=lambda wc: hp(plan.benchmark_download_params(config)),
     resources:
@@ -51,7 +51,7 @@ rule download_baseline:
     input:
         code=code("scripts/download_model.py"),
     output:
-        directory("results/models/hub/{baseline}"),
+        directory(paths.hub_model()),
     wildcard_constraints:
         baseline=plan.one_of(HUB_BASELINES),
     params:
@@ -73,8 +73,8 @@ rule download_ood:
     input:
         code=code("scripts/download_ood.py"),
     output:
-        data=f"{plan.OOD_DOWNLOAD_DIR}/{{ood_hub}}.jsonl",
-        record=f"{plan.OOD_DOWNLOAD_DIR}/{{ood_hub}}.download.json",
+        data=f"{paths.OOD_DOWNLOAD_DIR}/{{ood_hub}}.jsonl",
+        record=f"{paths.OOD_DOWNLOAD_DIR}/{{ood_hub}}.download.json",
     wildcard_constraints:
         ood_hub=plan.one_of(HUB_OOD),
     params:
@@ -96,8 +96,8 @@ rule eval_curve:
         unpack(get_curve_inputs),
         code=code("scripts/eval_curve.py"),
     output:
-        curve="results/eval/curves/{curve_run}.csv",
-        best="results/eval/curves/{curve_run}.best.json",
+        curve=paths.curve(),
+        best=paths.best(),
     wildcard_constraints:
         curve_run=plan.one_of(SFT_RUNS + BASE_SFT_RUNS + STAGE2_RUNS),
     params:
@@ -111,7 +111,7 @@ rule eval_curve:
     log:
         f"{LOGS}/eval_curve/{{curve_run}}.log",
     benchmark:
-        f"results/benchmarks/eval_curve/{{curve_run}}.tsv"
+        paths.benchmark_tsv("eval_curve", "{curve_run}")
     conda:
         EVAL_ENV
     shell:
@@ -126,22 +126,22 @@ rule final_eval:
         unpack(get_final_inputs),
         code=code("scripts/final_eval.py"),
     output:
-        summary="results/eval/final/{label}/summary.json",
-        samples=expand("results/eval/final/{{label}}/{bench}.parquet", bench=BENCH_NAMES),
+        summary=paths.final_summary(),
+        samples=[paths.final_samples(bench=b) for b in BENCH_NAMES],
     wildcard_constraints:
         label=plan.one_of(FINAL_MODELS),
     params:
         hp=lambda wc: hp(plan.final_model_params(config, FINAL_MODELS[wc.label])),
         python=EVAL_PYTHON,
         args=final_args,
-        out_dir=lambda wc: f"results/eval/final/{wc.label}",
+        out_dir=lambda wc: paths.final_dir(wc.label),
     threads: EVAL_THREADS
     resources:
         **job_resources("final_eval", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/final_eval/{{label}}.log",
     benchmark:
-        f"results/benchmarks/final_eval/{{label}}.tsv"
+        paths.benchmark_tsv("final_eval", "{label}")
     conda:
         EVAL_ENV
     shell:
@@ -154,13 +154,13 @@ rule gen_stats:
     """Figure 8: tokens and "Wait" per response of every checkpoint of {run} (final protocol)."""
     input:
         code=code("scripts/gen_stats.py"),
-        manifest="results/train/{run}/manifest.json",
+        manifest=paths.manifest(),
         init=get_init_manifest,
-        bench=rc.benchmarks_dir(config),
-        valid=plan.BENCHMARKS_VALID,
+        bench=names.benchmarks_dir(config),
+        valid=paths.BENCHMARKS_VALID,
     output:
-        stats="results/eval/genstats/{run}.csv",
-        responses="results/eval/genstats/{run}.responses.parquet",
+        stats=paths.genstats(),
+        responses=paths.genstats_responses(),
     params:
         hp=lambda wc: hp(plan.genstats_params(config)),
         python=EVAL_PYTHON,
@@ -170,7 +170,7 @@ rule gen_stats:
     log:
         f"{LOGS}/gen_stats/{{run}}.log",
     benchmark:
-        f"results/benchmarks/gen_stats/{{run}}.tsv"
+        paths.benchmark_tsv("gen_stats", "{run}")
     conda:
         EVAL_ENV
     shell:
@@ -187,22 +187,22 @@ rule ood_eval:
         unpack(get_ood_inputs),
         code=code("scripts/ood_eval.py"),
     output:
-        summary="results/eval/ood/{label}/summary.json",
-        samples=expand("results/eval/ood/{{label}}/{bench}.parquet", bench=OOD_NAMES),
+        summary=paths.ood_summary(),
+        samples=[paths.ood_samples(bench=b) for b in OOD_NAMES],
     wildcard_constraints:
         label=plan.one_of(FINAL_MODELS),
     params:
         hp=lambda wc: hp(plan.ood_eval_params(config, wc.label)),
         python=EVAL_PYTHON,
         args=final_args,
-        out_dir=lambda wc: f"results/eval/ood/{wc.label}",
+        out_dir=lambda wc: paths.ood_dir(wc.label),
     threads: EVAL_THREADS
     resources:
         **job_resources("ood_eval", gpu=EVAL_GPUS, threads=EVAL_THREADS),
     log:
         f"{LOGS}/ood_eval/{{label}}.log",
     benchmark:
-        f"results/benchmarks/ood_eval/{{label}}.tsv"
+        paths.benchmark_tsv("ood_eval", "{label}")
     conda:
         EVAL_ENV
     shell:

@@ -11,10 +11,10 @@ rule cost_plan:
     """GPU-hours, wall time on the configured GPUs and disk per target."""
     input:
         code=code("scripts/cost_plan.py"),
-        times=plan.TRAINING_TIMES,
+        times=paths.TRAINING_TIMES,
     output:
-        csv="results/plan/cost.csv",
-        md="results/plan/cost.md",
+        csv=paths.COST_PLAN["csv"],
+        md=paths.COST_PLAN["md"],
     params:
         # the whole config: any key may change a job's cost
         hp=lambda wc: hp(dict(config)),

@@ -31,14 +31,14 @@ rule table:
         code=code("scripts/make_tables.py"),
         summaries=get_table_inputs,
     output:
-        csv=report("results/{table}.csv", caption="../report/lookup/caption.rst",
+        csv=report(paths.table_outputs()["csv"], caption="../report/lookup/caption.rst",
                    category="Tables", subcategory=lambda wc: plan.TABLES[wc.table].title),
-        md=report("results/{table}.md", caption="../report/lookup/caption.rst",
+        md=report(paths.table_outputs()["md"], caption="../report/lookup/caption.rst",
                   category="Tables", subcategory=lambda wc: plan.TABLES[wc.table].title),
-        pass16_csv=report("results/{table}_pass16.csv",
+        pass16_csv=report(paths.table_outputs()["pass16_csv"],
                           caption="../report/lookup/caption_pass16.rst", category="Tables",
                           subcategory=lambda wc: plan.TABLES[wc.table].title),
-        pass16_md=report("results/{table}_pass16.md",
+        pass16_md=report(paths.table_outputs()["pass16_md"],
                          caption="../report/lookup/caption_pass16.rst", category="Tables",
                          subcategory=lambda wc: plan.TABLES[wc.table].title),
     wildcard_constraints:
@@ -63,17 +63,17 @@ rule paper_comparison:
     """Reproduced vs reported value for every cell the paper reports; training times."""
     input:
         code=code("scripts/paper_comparison.py"),
-        reported=plan.REPORTED_RESULTS,
-        training_times=plan.TRAINING_TIMES,
+        reported=paths.REPORTED_RESULTS,
+        training_times=paths.TRAINING_TIMES,
         manifests=[plan.manifest(r) for r in SFT_RUNS + plan.stage2_runs(config, primary_only=True)],
         table1=plan.table_outputs("table1")["csv"],
         table2=plan.table_outputs("table2")["csv"],
         table1_pass16=plan.table_outputs("table1")["pass16_csv"],
         table2_pass16=plan.table_outputs("table2")["pass16_csv"],
     output:
-        csv=report("results/paper_comparison.csv", caption="../report/paper_comparison.rst",
+        csv=report(paths.PAPER_COMPARISON["csv"], caption="../report/paper_comparison.rst",
                    category="Paper comparison"),
-        md=report("results/paper_comparison.md", caption="../report/paper_comparison.rst",
+        md=report(paths.PAPER_COMPARISON["md"], caption="../report/paper_comparison.rst",
                   category="Paper comparison"),
     params:
         hp=lambda wc: hp(plan.comparison_params(config)),
@@ -100,11 +100,11 @@ rule table3:
     input:
         code=code("scripts/make_table3.py"),
         records=plan.table3_inputs(TABLE3_SPEC),
-        training_times=plan.TRAINING_TIMES,
+        training_times=paths.TRAINING_TIMES,
     output:
-        csv=report(plan.TABLE3_OUTPUTS["csv"], caption="../report/table3.rst",
+        csv=report(paths.TABLE3_OUTPUTS["csv"], caption="../report/table3.rst",
                    category="Tables", subcategory="Table 3"),
-        md=report(plan.TABLE3_OUTPUTS["md"], caption="../report/table3.rst",
+        md=report(paths.TABLE3_OUTPUTS["md"], caption="../report/table3.rst",
                   category="Tables", subcategory="Table 3"),
     params:
         hp=lambda wc: hp(TABLE3_SPEC),
@@ -127,9 +127,9 @@ rule table5:
         code=code("scripts/make_table5.py"),
         summaries=plan.table5_inputs(config),
     output:
-        csv=report(plan.TABLE5_OUTPUTS["csv"], caption="../report/table5.rst",
+        csv=report(paths.TABLE5_OUTPUTS["csv"], caption="../report/table5.rst",
                    category="Tables", subcategory="Table 5"),
-        md=report(plan.TABLE5_OUTPUTS["md"], caption="../report/table5.rst",
+        md=report(paths.TABLE5_OUTPUTS["md"], caption="../report/table5.rst",
                   category="Tables", subcategory="Table 5"),
     params:
         hp=lambda wc: hp(plan.table5_spec(config)),
@@ -148,9 +148,9 @@ rule token_correlation:
     """Figure 10's Pearson r and token counts (frequency >= 1 and >= 10) as a CSV."""
     input:
         code=code("scripts/token_correlation.py"),
-        tokens=plan.FIGURE_INPUTS["token_logps"].format(run=config["figures"]["fig10"]),
+        tokens=paths.FIGURE_INPUTS["token_logps"].format(run=config["figures"]["fig10"]),
     output:
-        report(plan.TOKEN_CORRELATION, caption="../report/fig10.rst", category="Figures"),
+        report(paths.TOKEN_CORRELATION, caption="../report/fig10.rst", category="Figures"),
     params:
         hp=lambda wc: hp({"run": config["figures"]["fig10"]}),
     resources:
@@ -170,11 +170,11 @@ rule grader_agreement:
         code=code("scripts/grader_agreement.py"),
         samples=plan.agreement_inputs(config),
     output:
-        csv=report(plan.AGREEMENT_OUTPUTS["csv"], caption="../report/grader_agreement.rst",
+        csv=report(paths.AGREEMENT_OUTPUTS["csv"], caption="../report/grader_agreement.rst",
                    category="Grader agreement"),
-        examples=report(plan.AGREEMENT_OUTPUTS["examples"],
+        examples=report(paths.AGREEMENT_OUTPUTS["examples"],
                         caption="../report/grader_agreement.rst", category="Grader agreement"),
-        md=report(plan.AGREEMENT_OUTPUTS["md"], caption="../report/grader_agreement.rst",
+        md=report(paths.AGREEMENT_OUTPUTS["md"], caption="../report/grader_agreement.rst",
                   category="Grader agreement"),
     params:
         hp=lambda wc: hp(plan.agreement_spec(config)),
@@ -196,9 +196,9 @@ rule figure:
         unpack(get_figure_inputs),
         code=code("scripts/make_figure.py"),
     output:
-        png=report("results/figures/{figure}.png", caption="../report/lookup/caption.rst",
+        png=report(paths.figure(), caption="../report/lookup/caption.rst",
                    category="Figures"),
-        pdf="results/figures/{figure}.pdf",
+        pdf=paths.figure(ext="pdf"),
     wildcard_constraints:
         figure=plan.one_of(FIGURES),
     params:

@@ -10,10 +10,10 @@ rule sft:
     input:
         code=code("scripts/train_sft.py"),
         data=rules.sft_length.output.sft,
-        base=plan.BASE_MODEL_DIR,
+        base=paths.BASE_MODEL_DIR,
     output:
-        manifest="results/train/sft_{epochs}ep/manifest.json",
-        log_csv="results/train/sft_{epochs}ep/log.csv",
+        manifest=paths.manifest("sft_{epochs}ep"),
+        log_csv=paths.train_log("sft_{epochs}ep"),
     params:
         hp=lambda wc: hp(plan.sft_params(config, int(wc.epochs))),
     threads: TRAIN_THREADS
@@ -22,7 +22,7 @@ rule sft:
     log:
         f"{LOGS}/sft/sft_{{epochs}}ep.log",
     benchmark:
-        f"results/benchmarks/sft/sft_{{epochs}}ep.tsv"
+        paths.benchmark_tsv("sft", "sft_{epochs}ep")
     conda:
         "../envs/train.yaml"
     shell:
@@ -37,14 +37,14 @@ use rule sft as base_sft with:
         data=get_base_sft_data,
         base=get_base_model,
     output:
-        manifest="results/train/{base}_sft_{epochs}ep/manifest.json",
-        log_csv="results/train/{base}_sft_{epochs}ep/log.csv",
+        manifest=paths.manifest("{base}_sft_{epochs}ep"),
+        log_csv=paths.train_log("{base}_sft_{epochs}ep"),
     params:
         hp=lambda wc: hp(plan.sft_params(config, int(wc.epochs), wc.base)),
     log:
         f"{LOGS}/sft/{{base}}_sft_{{epochs}}ep.log",
     benchmark:
-        "results/benchmarks/sft/{base}_sft_{epochs}ep.tsv"
+        paths.benchmark_tsv("sft", "{base}_sft_{epochs}ep")
     resources:
         **job_resources("base_sft", gpu=TRAIN_GPUS, threads=TRAIN_THREADS),
 
@@ -54,9 +54,9 @@ rule ref_logps:
     input:
         code=code("scripts/ref_logps.py"),
         pairs=get_ref_pairs,
-        init="results/train/{sft}/manifest.json",
+        init=paths.manifest("{sft}"),
     output:
-        "results/train/ref_logps/{sft}.parquet",
+        paths.ref_logps(),
     params:
         hp=lambda wc: hp(plan.ref_logps_params(config, wc.sft)),
     threads: TRAIN_THREADS
@@ -65,7 +65,7 @@ rule ref_logps:
     log:
         f"{LOGS}/ref_logps/{{sft}}.log",
     benchmark:
-        f"results/benchmarks/ref_logps/{{sft}}.tsv"
+        paths.benchmark_tsv("ref_logps", "{sft}")
     conda:
         "../envs/train.yaml"
     shell:
@@ -81,8 +81,8 @@ rule stage2:
         unpack(get_stage2_inputs),
         code=code("scripts/train_stage2.py"),
     output:
-        manifest="results/train/{run}/manifest.json",
-        log_csv="results/train/{run}/log.csv",
+        manifest=paths.manifest(),
+        log_csv=paths.train_log(),
     params:
         hp=lambda wc: hp(plan.stage2_params(config, wc.run)),
         ref=lambda wc, input: shell_args("--ref-logps", input.ref),
@@ -92,7 +92,7 @@ rule stage2:
     log:
         f"{LOGS}/stage2/{{run}}.log",
     benchmark:
-        f"results/benchmarks/stage2/{{run}}.tsv"
+        paths.benchmark_tsv("stage2", "{run}")
     conda:
         "../envs/train.yaml"
     shell:

@@ -14,7 +14,7 @@ import yaml
 from redi.eval import benchmarks
 from redi.eval.benchmarks import HUB_SOURCES, download_benchmarks, load_benchmark, normalize_items
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, paths, plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 PAPER = {  # name -> (file, problems, answer type)
@@ -259,9 +259,9 @@ def test_unknown_hub_source(tmp_path) -> None:
 def test_preset_benchmark_folder() -> None:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     rc.validate_config(config)
-    assert rc.benchmarks_dir(config) == "results/data/toy_benchmarks"
+    assert names.benchmarks_dir(config) == "results/data/toy_benchmarks"
     config["preset"] = "paper"
-    assert rc.benchmarks_dir(config) == rc.BENCHMARKS_DOWNLOAD_DIR  # null: the Hub copies
+    assert names.benchmarks_dir(config) == paths.BENCHMARKS_DOWNLOAD_DIR  # null: the Hub copies
     config["presets"]["paper"]["benchmarks_dir"] = "../shared/benchmarks"
     specs = plan.benchmark_specs(config)
     assert [s["name"] for s in specs] == list(PAPER)

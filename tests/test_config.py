@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, plan
 
 from .conftest import ROOT, copy_workflow, snakemake
 
@@ -43,7 +43,7 @@ def test_paper_grid_has_the_papers_21_runs(cfg):
         (1.0, 1e-6)]
     final = [r for r in runs.values() if r["init"] == "sft_5ep"]
     assert final == [{"objective": "redi", "init": "sft_5ep", "lr": 1e-6, "alpha": 0.8}]
-    primary = [r for r in runs if rc.run_base(cfg, r) is None]
+    primary = [r for r in runs if names.run_base(cfg, r) is None]
     assert len(primary) == 21
     # Table 4: REDI alpha=0.8, LR=1e-6 (the final recipe) from each other base model's SFT-3ep
     others = {r: s for r, s in runs.items() if r not in primary}
@@ -522,14 +522,14 @@ def test_names_that_differ_enough_are_accepted(cfg, tmp_path):
     (tmp_path / "my corpus" / "rows $1.jsonl").write_text("{}\n")
     cfg["raw_data"] = "my corpus/rows $1.jsonl"  # any file name: shell lines quote it
     rc.validate_config(cfg, root=tmp_path)
-    assert [rc.table2_slug(g["label"]) for g in groups] == [
+    assert [names.table2_slug(g["label"]) for g in groups] == [
         "dpo", "simpo", "symmetric_redi_1", "redi_asymmetric"]
 
 
 def test_hub_ids_and_local_folders(tmp_path):
     (tmp_path / "org" / "local").mkdir(parents=True)
-    assert rc.hub_id("Qwen/Qwen2.5-Math-1.5B", tmp_path) == "Qwen/Qwen2.5-Math-1.5B"
-    assert rc.hub_id("org/local", tmp_path) is None  # an existing folder wins
+    assert names.hub_id("Qwen/Qwen2.5-Math-1.5B", tmp_path) == "Qwen/Qwen2.5-Math-1.5B"
+    assert names.hub_id("org/local", tmp_path) is None  # an existing folder wins
     for local in ("results/models/base", "/abs/model", "./model", "../model", "~/model"):
-        assert rc.hub_id(local, tmp_path) is None, local
-    assert rc.hub_id("no-slash", tmp_path) is None
+        assert names.hub_id(local, tmp_path) is None, local
+    assert names.hub_id("no-slash", tmp_path) is None

@@ -11,10 +11,10 @@ import yaml
 
 from redi.workflow import config as rc
 from redi.workflow import cost_plan as cp
-from redi.workflow import plan
+from redi.workflow import paths
 from tests.conftest import ROOT, copy_workflow, snakemake
 
-TIMES = cp.load_times(ROOT / plan.TRAINING_TIMES)
+TIMES = cp.load_times(ROOT / paths.TRAINING_TIMES)
 
 
 def load_config(preset: str) -> dict:

@@ -18,7 +18,7 @@ import yaml
 
 from redi.eval import benchmarks, evaluation
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 
@@ -72,7 +72,7 @@ SAVE_EVERY_STEPS = 200
 
 
 def training_runs(config: dict[str, Any]) -> list[str]:
-    return rc.all_sft_runs(config) + plan.stage2_runs(config)
+    return names.all_sft_runs(config) + plan.stage2_runs(config)
 
 
 def genstats_runs(config: dict[str, Any]) -> list[str]:
@@ -177,7 +177,7 @@ def test_every_checkpoint_is_evaluated(run: str) -> None:
     if run in CONFIG["runs"]:
         params = plan.stage2_params(CONFIG, run)
     else:
-        match = rc.SFT_RUN.fullmatch(run)
+        match = names.SFT_RUN.fullmatch(run)
         params = plan.sft_params(CONFIG, int(match["epochs"]), match["base"])
     assert params["save_every_steps"] == SAVE_EVERY_STEPS
     assert f"curve/{run}" in JOBS

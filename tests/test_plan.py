@@ -26,7 +26,7 @@ from snakemake.settings.types import (
 from redi.report import plotting
 from redi.train import losses
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, paths, plan
 
 from .conftest import ROOT, copy_workflow, planned_jobs
 
@@ -134,7 +134,7 @@ def test_data_stage_params():
 
 
 def test_training_params(cfg):
-    scale = rc.preset(cfg)["stage2"]["lr_scale"]
+    scale = names.preset(cfg)["stage2"]["lr_scale"]
     sft = plan.sft_params(cfg, 3)
     assert (sft["stage"], sft["run"], sft["epochs"]) == ("sft", "sft_3ep", 3)
     assert {k: sft[k] for k in rc.OPTIMIZER} == rc.OPTIMIZER
@@ -143,13 +143,13 @@ def test_training_params(cfg):
     assert s2["paper_lr"] == 2e-7 and s2["lr"] == pytest.approx(2e-7 * scale)
     assert "lr_scale" not in s2
     ref = plan.ref_logps_params(cfg, "sft_3ep")
-    assert ref == {"init": "sft_3ep", **{k: rc.preset(cfg)["stage2"][k] for k in
+    assert ref == {"init": "sft_3ep", **{k: names.preset(cfg)["stage2"][k] for k in
                                          ("micro_batch", "max_prompt_length", "max_length")}}
 
 
 def test_evaluation_params(cfg):
-    preset = rc.preset(cfg)
-    folder = preset["benchmarks_dir"] or rc.BENCHMARKS_DOWNLOAD_DIR
+    preset = names.preset(cfg)
+    folder = preset["benchmarks_dir"] or paths.BENCHMARKS_DOWNLOAD_DIR
     inter = plan.intermediate_eval_params(cfg)
     assert [b["name"] for b in inter["benchmarks"]] == [preset["intermediate_benchmark"]]
     assert (inter["n_samples"], inter["force_think"], inter["grader"]) == (4, False, "math_verify")
@@ -186,7 +186,7 @@ def test_final_models_and_table2_groups(cfg):
         ("DPO", "dpo", 11, False), ("SimPO", "simpo", 2, False),
         ("Symmetric REDI", "symmetric_redi", 3, False), ("REDI", "redi", 4, False)]
     models = plan.final_models(cfg)
-    baselines = [f"baseline-{b['name']}" for b in rc.preset(cfg)["baselines"]]
+    baselines = [f"baseline-{b['name']}" for b in names.preset(cfg)["baselines"]]
     table4 = ["llama3b_sft_3ep", "table4-llama3b", "qwen7b_sft_3ep", "table4-qwen7b"]
     assert list(models) == ["sft_3ep", "sft_5ep", "table2-dpo", "table2-simpo",
                             "table2-symmetric_redi", "table2-redi", "table1-final", *baselines,
@@ -224,8 +224,8 @@ def test_job_inputs():
         "results/eval/curves/simpo_b10_g5_lr3e-7.best.json"]
     assert plan.final_inputs(tiny, "sft_5ep")["manifests"] == ["results/train/sft_5ep/manifest.json"]
     assert plan.final_inputs(tiny, "baseline-tiny-base")["model_dir"] == "results/models/base"
-    assert plan.final_inputs(tiny, "sft_5ep")["valid"] == plan.BENCHMARKS_VALID
-    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == plan.OOD_VALID
+    assert plan.final_inputs(tiny, "sft_5ep")["valid"] == paths.BENCHMARKS_VALID
+    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == paths.OOD_VALID
     assert plan.ood_validation_params(paper)["ood"] == [
         {"name": "humaneval", "kind": "code", "path": None},
         {"name": "gpqa_diamond", "kind": "multiple_choice",
@@ -271,7 +271,7 @@ def test_ood_benchmarks_and_data_jobs():
 
 
 def test_ood_eval_params_and_inputs(cfg):
-    preset, ev = rc.preset(cfg), cfg["evaluation"]
+    preset, ev = names.preset(cfg), cfg["evaluation"]
     params = plan.ood_eval_params(cfg, "table1-final")
     assert (params["n_samples"], params["temperature"], params["top_p"], params["seed"]) == (
         16, 0.6, 0.95, 1234)
@@ -312,12 +312,12 @@ def test_table5_spec_and_inputs(cfg):
                                        "results/eval/ood/table1-final/summary.json"]
     more = copy.deepcopy(cfg)
     more["tables"]["table5"]["models"] = ["sft_5ep", "table2-redi", "baseline-"
-                                          + rc.preset(cfg)["baselines"][0]["name"]]
+                                          + names.preset(cfg)["baselines"][0]["name"]]
     rows = plan.table5_spec(more)["rows"]
     assert [(r["model"], r["runs"]) for r in rows] == [
         ("SFT-5ep", ["sft_5ep"]),
         ("REDI", ["redi_a0.2_lr1e-6", "redi_a0.5_lr1e-6", "redi_a0.5_lr2e-6", "redi_a0.8_lr1e-6"]),
-        (rc.preset(cfg)["baselines"][0]["label"], [])]
+        (names.preset(cfg)["baselines"][0]["label"], [])]
     assert plan.table5_spec(more)["title"].endswith("relative to SFT-5ep.")
 
 
@@ -339,7 +339,7 @@ def test_table_registry(cfg):
         "csv": "results/{table}.csv", "md": "results/{table}.md",
         "pass16_csv": "results/{table}_pass16.csv", "pass16_md": "results/{table}_pass16.md"}
     assert len(plan.agreement_inputs(cfg)) == len(plan.agreement_spec(cfg)["rows"]) * len(
-        rc.preset(cfg)["benchmarks"])
+        names.preset(cfg)["benchmarks"])
 
 
 def test_caption_is_rendered_like_snakemakes():
@@ -411,7 +411,7 @@ def test_table4_runs_data_and_params():
     cfg = shipped()
     assert plan.base_sft_runs(cfg) == ["llama3b_sft_3ep", "qwen7b_sft_3ep"]
     assert plan.stage2_runs(cfg, primary_only=True) == plan.stage2_runs(cfg)[:21]
-    assert rc.run_base(cfg, "qwen7b_redi_a0.8_lr1e-6") == "qwen7b"
+    assert names.run_base(cfg, "qwen7b_redi_a0.8_lr1e-6") == "qwen7b"
     assert plan.sft_model_name("llama3b_sft_3ep") == "llama3b SFT-3ep"
     assert plan.run_label(cfg, "llama3b_sft_3ep") == "SFT 3 epochs from Llama-3.2-3B"
     assert plan.run_label(cfg, "llama3b_redi_a0.8_lr1e-6") == (
@@ -419,18 +419,18 @@ def test_table4_runs_data_and_params():
     # llama3b has a tokenizer of its own (own data stages), qwen7b the primary's
     assert plan.own_tokenizers(cfg) == ["llama3b"]
     assert plan.tokenizer_dir(cfg, "llama3b") == "results/models/tokenizer_llama3b"
-    assert plan.tokenizer_dir(cfg, "qwen7b") == plan.TOKENIZER_DIR
-    assert plan.data_path(cfg, "llama3b", plan.SFT_DATA) == (
+    assert plan.tokenizer_dir(cfg, "qwen7b") == paths.TOKENIZER_DIR
+    assert plan.data_path(cfg, "llama3b", paths.SFT_DATA) == (
         "results/data/tokenizer_llama3b/sft.parquet")
-    assert plan.data_path(cfg, "qwen7b", plan.SFT_DATA) == plan.SFT_DATA
+    assert plan.data_path(cfg, "qwen7b", paths.SFT_DATA) == paths.SFT_DATA
     assert plan.pairs_path(cfg, "llama3b_redi_a0.8_lr1e-6") == (
         "results/data/tokenizer_llama3b/pairs.parquet")
-    assert plan.pairs_path(cfg, "redi_a0.8_lr1e-6") == plan.PAIRS
+    assert plan.pairs_path(cfg, "redi_a0.8_lr1e-6") == paths.PAIRS
     assert plan.base_model_dir("qwen7b") == "results/models/base_qwen7b"
-    tiny_llama = rc.preset(cfg)["base_models"]["llama3b"]["model"]
+    tiny_llama = names.preset(cfg)["base_models"]["llama3b"]["model"]
     assert plan.tokenizer_params(cfg, "llama3b") == {"source": "tiny", "vocab_size": 512,
                                                      "family": "llama"}
-    assert plan.tokenizer_corpus(cfg, "llama3b") == [plan.RAW_PATHS["toy"]]
+    assert plan.tokenizer_corpus(cfg, "llama3b") == [paths.RAW_PATHS["toy"]]
     assert plan.base_model_params(cfg, "llama3b") == tiny_llama
     # the primary base model's jobs do not change
     assert plan.tokenizer_params(cfg) == {"source": "tiny", "vocab_size": 512}
@@ -449,7 +449,7 @@ def test_table4_paper_overrides_and_inputs():
     assert plan.tokenizer_params(cfg, "llama3b") == {
         "source": "meta-llama/Llama-3.2-3B", "revision": "main", "chat_template": "llama3"}
     assert plan.stage2_inputs(cfg, "qwen7b_redi_a0.8_lr1e-6") == {
-        "init": "results/train/qwen7b_sft_3ep/manifest.json", "pairs": plan.PAIRS, "ref": []}
+        "init": "results/train/qwen7b_sft_3ep/manifest.json", "pairs": paths.PAIRS, "ref": []}
 
 
 def test_table4_models_and_spec(cfg):

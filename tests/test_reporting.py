@@ -12,7 +12,7 @@ import pytest
 
 from redi.eval import metrics
 from redi.report import agreement, comparison, table3, tables
-from redi.workflow import plan
+from redi.workflow import paths, plan
 from tests.conftest import ROOT
 
 BENCHMARKS = [{"name": "b1", "label": "Bench-1"}, {"name": "b2", "label": "Bench-2"}]
@@ -358,7 +358,7 @@ def test_tiny_preset_is_flagged_not_comparable():
 
 
 def test_shipped_reported_results_cover_the_papers_tables():
-    reported = comparison.load_reported(ROOT / plan.REPORTED_RESULTS)
+    reported = comparison.load_reported(ROOT / paths.REPORTED_RESULTS)
     values = reported[reported["metric"] != "sem"]
     assert values.groupby("table").size().to_dict() == {"T1": 5, "T2": 5, "T3": 5, "T4": 3}
     # REDI's Table 2 Avg reproduces from its cells and its Avg SEM from the formula
@@ -459,7 +459,7 @@ def test_figure_params(cfg):
 
 def test_training_time_table():
 
-    paper = pd.read_csv(ROOT / plan.TRAINING_TIMES)
+    paper = pd.read_csv(ROOT / paths.TRAINING_TIMES)
     stages = {"sft_3ep": ["sft_3ep"], "redi_1ep": ["redi_a", "redi_b", "redi_c"],
               "dpo_1ep": ["dpo_missing"]}
     manifests = {"sft_3ep": {"wall_time_s": 7200.0}, "redi_a": {"wall_time_s": 360.0},

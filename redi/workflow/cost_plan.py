@@ -22,8 +22,7 @@ from typing import Any
 from redi.report.plotting import FIGURES
 from redi.report.table3 import non_embedding_params
 from redi.train.losses import OBJECTIVES
-from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import names, paths, plan
 
 Config = Mapping[str, Any]
 
@@ -127,7 +126,7 @@ def load_times(path: str | Path) -> dict[str, dict[str, float]]:
 def architecture(config: Config, base: str | None) -> dict[str, Any]:
     """A base model's architecture: a Hub model's from ``HUB_ARCHITECTURES``, a tiny one's
     from the preset (on the primary tokenizer: the primary model's vocabulary)."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     model = preset["base_model"] if base is None else preset["base_models"][base]["model"]
     source = model["source"]
     if source != "tiny":
@@ -147,8 +146,8 @@ def parameters(arch: Mapping[str, Any]) -> int:
 
 def data_sizes(config: Config) -> dict[str, float]:
     """SFT traces and preference pairs the runs train on (see ``ASSUMPTIONS``)."""
-    if rc.raw_data_source(config) == "toy":
-        scale = rc.preset(config)["toy"]["n_problems"] / TOY_DATA["n_problems"]
+    if names.raw_data_source(config) == "toy":
+        scale = names.preset(config)["toy"]["n_problems"] / TOY_DATA["n_problems"]
         return {"sft": TOY_DATA["sft"] * scale, "pairs": TOY_DATA["pairs"] * scale}
     return dict(PAPER_DATA)
 
@@ -168,7 +167,7 @@ class Planner:
 
     def __init__(self, config: Config, times: Mapping[str, Mapping[str, float]]) -> None:
         self.config, self.times = config, times
-        self.preset = rc.preset(config)
+        self.preset = names.preset(config)
         res = self.preset["resources"]
         self.train_gpus, self.eval_gpus = res["train_gpus"], res["eval_gpus"]
         self.data = data_sizes(config)
@@ -212,9 +211,9 @@ class Planner:
         return name
 
     def _training_jobs(self) -> None:
-        for run in rc.all_sft_runs(self.config):
-            base = rc.run_base(self.config, run)
-            self._sft_job(run, base, int(rc.SFT_RUN.fullmatch(run)["epochs"]))
+        for run in names.all_sft_runs(self.config):
+            base = names.run_base(self.config, run)
+            self._sft_job(run, base, int(names.SFT_RUN.fullmatch(run)["epochs"]))
         for run in plan.stage2_runs(self.config):
             self._stage2_job(run)
 
@@ -232,7 +231,7 @@ class Planner:
     def _stage2_job(self, run: str) -> None:
         p = plan.stage2_params(self.config, run)
         objective, init = OBJECTIVES[p["objective"]], p["init"]
-        n_params = self.params(rc.run_base(self.config, run))
+        n_params = self.params(names.run_base(self.config, run))
         scale = self.data["pairs"] / PAPER_DATA["pairs"] * self.size_ratio(n_params)
         paper = self.times.get(f"{p['objective']}_1ep", self.times["redi_1ep"])["gpu_hours"]
         deps = [f"train:{init}"]
@@ -287,8 +286,8 @@ class Planner:
 
     def _evaluation_jobs(self) -> None:
         budget = self.preset["eval"]["max_new_tokens"]
-        for run in rc.all_sft_runs(self.config) + plan.stage2_runs(self.config):
-            n_params = self.params(rc.run_base(self.config, run))
+        for run in names.all_sft_runs(self.config) + plan.stage2_runs(self.config):
+            n_params = self.params(names.run_base(self.config, run))
             train = self.jobs[f"train:{run}"]
             per_ckpt = self._generation_hours(
                 "intermediate", self._benches([self.preset["intermediate_benchmark"]]),
@@ -314,7 +313,7 @@ class Planner:
         runs = spec["runs"] if spec["kind"] == "group" else [spec["run"]]
         best = spec["kind"] == "group" or spec.get("checkpoint") == "best"
         deps = [f"{'curve' if best else 'train'}:{r}" for r in runs]
-        return deps, self.params(rc.run_base(self.config, runs[0]))
+        return deps, self.params(names.run_base(self.config, runs[0]))
 
     def _final_job(self, label: str, spec: Mapping[str, Any], budget: int) -> None:
         deps, n_params = self._model(spec)
@@ -332,7 +331,7 @@ class Planner:
     def _figure_run_jobs(self, run: str, budget: int) -> None:
         """Figure 8's generations and Figures 9/10's forward passes: every checkpoint of
         the run and its init model."""
-        n_params = self.params(rc.run_base(self.config, run))
+        n_params = self.params(names.run_base(self.config, run))
         models = self.jobs[f"train:{run}"].checkpoints + 1
         bench = self._benches([self.preset["fig8_benchmark"]])
         init = f"train:{plan.init_run(self.config, run)}"
@@ -353,19 +352,19 @@ class Planner:
                                               for row in plan.table_spec(config, t)["rows"]]
                for t in plan.tables(config)}
         spec = plan.table3_spec(config)
-        out[plan.TABLE3_OUTPUTS["csv"]] = [
+        out[paths.TABLE3_OUTPUTS["csv"]] = [
             f"train:{Path(r['manifest']).parent.name}" for s in spec["stages"] for r in s["runs"]]
-        out[plan.TABLE5_OUTPUTS["csv"]] = [f"ood:{m}" for m in config["tables"]["table5"]["models"]]
+        out[paths.TABLE5_OUTPUTS["csv"]] = [f"ood:{m}" for m in config["tables"]["table5"]["models"]]
         kinds = {"curves": "curve", "logs": "train", "genstats": "genstats",
                  "entropy": "analysis", "token_logps": "analysis"}
         for figure, kind in FIGURES.items():
-            out[f"results/figures/{figure}.png"] = list(dict.fromkeys(
+            out[paths.figure(figure)] = list(dict.fromkeys(
                 f"{kinds[read]}:{r}" for read in kind.reads
                 for r in plan.figure_runs(config, figure)))
         inputs = plan.claims_inputs(config)
-        out["results/claims.csv"] = [
+        out[paths.CLAIMS_OUTPUTS["csv"]] = [
             *(j for t in plan.tables(config) for j in out[plan.table_outputs(t)["csv"]]),
-            *out[plan.TABLE5_OUTPUTS["csv"]],
+            *out[paths.TABLE5_OUTPUTS["csv"]],
             *(f"curve:{Path(c).stem}" for c in inputs["curves"])]
         return out
 

