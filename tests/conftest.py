@@ -161,3 +161,46 @@ class FakeQwenTokenizer:
 
     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
         return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+# ------------------------------------------------- tiny models shared by several test files
+
+PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init Qwen2 (2 layers, GQA) with the project's tokenizer and chat template."""
+    import torch
+
+    from redi.data.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT
+    from redi.model.base_model import save, tiny_model, train_tokenizer
+
+    texts = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, "<think>\n1+2\n=3\n</think>\n$\\boxed{3}$",
+             *PROBLEMS] * 10
+    tokenizer = train_tokenizer(texts, vocab_size=320)
+    params = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 1024, "rope_theta": 10000.0, "seed": 0}
+    model = tiny_model(tokenizer, params)
+    with torch.no_grad():  # large random weights: context-dependent, varied outputs
+        gen = torch.Generator().manual_seed(0)
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.copy_(torch.randn(weight.shape, generator=gen) * 0.3)
+    out = tmp_path_factory.mktemp("tiny_model") / "model"
+    save(model, tokenizer, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny) -> dict:
+    """A 2-epoch SFT run of the ``tiny`` fixture's model (its manifest and folder)."""
+    from redi.train import training
+    from tests.support.training import sft_params
+
+    run_dir = tiny["root"] / "sft_2ep"
+    manifest = training.run_sft(
+        sft_params(), tiny["sft"], tiny["base"], run_dir / "manifest.json", run_dir / "log.csv"
+    )
+    return {"manifest": manifest, "dir": run_dir, "manifest_path": run_dir / "manifest.json"}

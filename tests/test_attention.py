@@ -13,7 +13,7 @@ import torch
 
 from redi.model import attention
 from redi.train import batching, logprobs
-from tests.test_logprobs import reference_logps, sequences, tiny_model
+from tests.support.models import reference_logps, sequences, tiny_model
 
 
 @pytest.fixture(autouse=True)

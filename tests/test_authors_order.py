@@ -25,9 +25,14 @@ from redi.train.train_data import (
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import ROOT
-from tests.test_data_order import accelerate_shards
-from tests.test_multiprocess import launch, train_args
-from tests.test_training import Interrupt, kill_after, stage2_params
+from tests.support.training import (
+    Interrupt,
+    accelerate_shards,
+    kill_after,
+    launch,
+    stage2_params,
+    train_args,
+)
 
 # --------------------------------------------------------- step arithmetic
 

@@ -9,9 +9,9 @@ import pytest
 
 from redi.data.prompts import ENDOFTEXT, IM_END
 from redi.train import batching, train_data
+from tests.support.models import QWEN25_MATH_TEMPLATE
 
 from .conftest import toy_rows
-from .test_prompts import QWEN25_MATH_TEMPLATE
 
 TEXTS = ["some text to train on", "1 + 2 = 3", "<think>\n1+2\n=3\n</think>\n$\\boxed{3}$"]
 # the constants redi.train.batching had before the suffixes came from the chat template

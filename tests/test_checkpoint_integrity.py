@@ -21,7 +21,7 @@ from redi.model.checkpoints import check_model_folder, init_checkpoint
 from redi.model.models import load_causal_lm, load_tokenizer
 from redi.train import training
 from redi.train.resume import STATE_FILE, find_resume_state
-from tests.test_training import sft_params
+from tests.support.training import sft_params
 
 # 20 toy rows, global batch 8: 3 steps an epoch, 6 in all; a checkpoint at every step
 PARAMS = sft_params(run="sft_integrity", save_every_steps=1)

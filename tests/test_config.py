@@ -89,7 +89,7 @@ def two_training_processes(c: dict, _) -> None:
 
 
 # (config key named in the message, mutation(config, root), expected text): every
-# value a job would reject when it runs, rejected before any job (issue 14)
+# value a job would reject when it runs, rejected before any job
 INVALID = [
     # references and ranges
     ("runs.redi_a0.8_lr1e-6.objective",
@@ -217,7 +217,7 @@ INVALID = [
      "(write 1.0e+4: YAML 1.1 reads 1.0e4 as a string)"),
     ("presets.tiny.sft.micro_batch",
      lambda c, _: tiny(c)["sft"].update(micro_batch=16.0), "is not of type 'integer' (write 16)"),
-    # issue 12: runs against the objective registry (redi.train.losses), figures against the
+    # runs against the objective registry (redi.train.losses), figures against the
     # figure registry (redi.report.plotting), Hub benchmarks against the loaders
     ("runs.redi_a0.8_lr1e-6.objective",
      lambda c, _: c["runs"]["redi_a0.8_lr1e-6"].update(objective="sft"), "trained on pairs"),

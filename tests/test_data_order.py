@@ -4,8 +4,6 @@ sharding, against accelerate's own data loader (the pinned version) for 1 and 8 
 from __future__ import annotations
 
 import pytest
-import torch
-from torch.utils.data import DataLoader, RandomSampler
 
 from redi.train.train_data import (
     authors_step_plan,
@@ -13,32 +11,7 @@ from redi.train.train_data import (
     seedable_sampler_order,
     shard_batches,
 )
-
-
-def accelerate_shards(n_items: int, processes: int, micro_batch: int, seed: int,
-                      epochs: int = 1) -> list[list[list[int]]]:
-    """Each process's micro-batches per epoch from accelerate's prepared DataLoader over
-    the Trainer's ``RandomSampler``, after the Trainer's ``set_seed(seed)``."""
-    from accelerate.data_loader import prepare_data_loader
-    from accelerate.utils import set_seed
-
-    state = torch.random.get_rng_state()
-    set_seed(seed)
-    try:
-        out = []
-        for rank in range(processes):
-            data = list(range(n_items))
-            loader = DataLoader(data, batch_size=micro_batch, sampler=RandomSampler(data))
-            loader = prepare_data_loader(loader, num_processes=processes, process_index=rank,
-                                         put_on_device=False, use_seedable_sampler=True)
-            batches = []
-            for epoch in range(epochs):
-                loader.set_epoch(epoch)
-                batches += [b.tolist() for b in loader]
-            out.append(batches)
-        return out
-    finally:
-        torch.random.set_rng_state(state)
+from tests.support.training import accelerate_shards
 
 
 @pytest.mark.parametrize("processes", [1, 8])

@@ -218,7 +218,7 @@ def test_a_corpus_that_leaves_no_pair_stops_the_data_stage(data_workflow, tmp_pa
 
 def test_paper_preset_dry_run_plans_the_download(data_workflow):
     proc = snakemake(data_workflow, "-n", REPORT, "--config", "preset=paper")
-    # the tokenizer alone: the data stages never wait on the base model (issue 12)
+    # the tokenizer alone: the data stages never wait on the base model
     assert planned_jobs(proc) == {"download_raw": 1, "tokenizer": 1, "filter_data": 1,
                                   "sft_length": 1, "length_filter": 1, "data_report": 1}
 

@@ -8,7 +8,6 @@ and the stand-in stopped. Nothing of datasets, huggingface_hub or transformers i
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, copy_workflow, snakemake
-from .test_hub_standin import (
+from tests.support.downloads import hub_env, run
+from tests.support.hub import (
     ACCEPTED_TOKEN,
     BENCH_EXPECTED,
     GPQA_DIAMOND,
@@ -32,6 +31,8 @@ from .test_hub_standin import (
     raw_rows,
 )
 
+from .conftest import copy_workflow, snakemake
+
 PRESET = paper_preset()
 RAW_COMMIT = pinned(PRESET["raw_data_revision"], "raw")
 BASE = PRESET["base_model"]
@@ -40,26 +41,6 @@ TARGETS = ("results/data/raw_hub.parquet", "results/data/benchmarks",
            *(f"results/models/hub/{b['name']}" for b in PRESET["baselines"]),
            "results/models/base", *(f"results/models/base_{b}" for b in PRESET["base_models"]))
 MODEL_RULES = ("base_model", "other_base_model")  # they read a tokenizer job's output
-
-
-def hub_env(hf_home: Path, endpoint: str = "http://127.0.0.1:9", offline: bool = True,
-            token: str | None = None, work: Path = ROOT) -> dict[str, str]:
-    """The environment of a job: our cache, our endpoint, no inherited Hub settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))}
-    env.update(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, PYTHONPATH=str(work),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5")
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    if token:
-        env["HF_TOKEN"] = token
-    return env
-
-
-def run(cmd: list[str] | str, env: dict[str, str], cwd: Path = ROOT,
-        timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, shell=isinstance(cmd, str))
 
 
 def fill(hf_home: Path, url: str, *args: str) -> subprocess.CompletedProcess:

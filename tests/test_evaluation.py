@@ -17,7 +17,7 @@ from redi.eval.generation import Backend, Completion
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
-from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
+from tests.support.training import make_run
 
 GOLDS = ["3", 4.0, ["\\frac{1}{2}", "0.5"], "x+1"]
 WRONG = ["5", "7", "3", "x-1"]
@@ -216,26 +216,6 @@ def test_baseline_that_does_not_think_is_graded_on_the_whole_response(
 
 
 # ------------------------------------------------------------------ curves
-
-
-def make_run(root: Path, model_dir: Path, run: str, stage: str, steps: list[int],
-             init: str | None = None) -> Path:
-    folder = root / "results" / "train" / run
-    checkpoints = []
-    for step in steps:
-        path = folder / "checkpoints" / f"step-{step:06d}"
-        shutil.copytree(model_dir, path)
-        checkpoints.append({"step": step, "epoch": step / 10, "path": str(path)})
-    checkpoints[-1]["final"] = True
-    manifest = {"run": run, "stage": stage, "params": {}, "init": init or str(model_dir),
-                "total_steps": steps[-1], "steps_per_epoch": 10, "checkpoints": checkpoints,
-                "final_checkpoint": checkpoints[-1]["path"], "log": str(folder / "log.csv"),
-                "wall_time_s": 1.0}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    pd.DataFrame({"step": range(1, steps[-1] + 1), "epoch": [s / 10 for s in range(1, steps[-1] + 1)],
-                  "loss": [1.0 / s for s in range(1, steps[-1] + 1)]}).to_csv(
-        folder / "log.csv", index=False)
-    return folder
 
 
 # problems answered correctly (all 4 samples) by each checkpoint

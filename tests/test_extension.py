@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from redi.train import losses, training
-from tests.test_training import read_log, stage2_params, weights
+from tests.support.training import read_log, stage2_params, weights
 
 
 def weighted_sft(batch: losses.PairLogps, params: dict) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from redi.data.prompts import EVAL_USER_TEMPLATE, SYSTEM_PROMPT, render_eval_prompt
+from redi.data.prompts import render_eval_prompt
 from redi.eval.backends import make_backend
 from redi.eval.generation import (
     STOP_TOKENS,
@@ -26,30 +26,7 @@ from redi.eval.generation import (
 )
 from redi.eval.vllm_engine import VLLMBackend, _join_or_stop, _max_tokens, engine_placements
 from redi.model.models import load_causal_lm, load_tokenizer
-
-PROBLEMS = ["Evaluate 3+4.", "Evaluate from left to right: 12-5+7-1", "Compute 2*9", "x"]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A random-init Qwen2 (2 layers, GQA) with the project's tokenizer and chat template."""
-    from redi.model.base_model import save, tiny_model, train_tokenizer
-
-    texts = [SYSTEM_PROMPT, EVAL_USER_TEMPLATE, "<think>\n1+2\n=3\n</think>\n$\\boxed{3}$",
-             *PROBLEMS] * 10
-    tokenizer = train_tokenizer(texts, vocab_size=320)
-    params = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2,
-              "max_position_embeddings": 1024, "rope_theta": 10000.0, "seed": 0}
-    model = tiny_model(tokenizer, params)
-    with torch.no_grad():  # large random weights: context-dependent, varied outputs
-        gen = torch.Generator().manual_seed(0)
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.copy_(torch.randn(weight.shape, generator=gen) * 0.3)
-    out = tmp_path_factory.mktemp("tiny_model") / "model"
-    save(model, tokenizer, out)
-    return out
+from tests.conftest import PROBLEMS
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +147,6 @@ def stand_in_vllm(tmp_path, monkeypatch) -> Path:
 
 def engine_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def texts(out) -> list[list[str]]:
-    return [[c.text for c in cs] for cs in out]
 
 
 def test_vllm_backend_in_process(tiny_model_dir, stand_in_vllm) -> None:
@@ -308,3 +281,7 @@ def test_cpu_engines_split_the_job_cores(monkeypatch) -> None:
                                           {"VLLM_CPU_OMP_THREADS_BIND": "6,7"}]
     shared = engine_placements(0, 2, 2)  # a 2-thread job on a 4-core machine
     assert shared == [{"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}] * 2
+
+
+def texts(out) -> list[list[str]]:
+    return [[c.text for c in cs] for cs in out]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_downloads import hub_env, run
-from .test_hub_standin import ACCEPTED_TOKEN, StandInHub, dataset_repos, paper_preset
+from tests.support.downloads import hub_env, run
+from tests.support.hub import ACCEPTED_TOKEN, StandInHub, dataset_repos, paper_preset
 
 GPQA = next(b for b in paper_preset()["ood"]["benchmarks"] if b.get("hub"))
 PAGE_PATH = "/datasets/Idavidrein/gpqa"

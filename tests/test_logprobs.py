@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from redi.train import batching, logprobs
-from redi.train.batching import TokenSeq
+from tests.support.models import reference_logps, sequences, tiny_model
 
 
 def naive_token_logps(hidden, weight, targets):
@@ -127,42 +127,6 @@ def test_chunked_peak_memory_is_lower():
 
 
 # ------------------------------------------------------------ model layouts
-
-
-def tiny_model(attn: str):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
-    )
-    config._attn_implementation = attn
-    return Qwen2ForCausalLM(config)
-
-
-def sequences() -> list[TokenSeq]:
-    gen = torch.Generator().manual_seed(3)
-    out = []
-    for n_prompt, n_completion in [(5, 9), (3, 1), (7, 20), (4, 13), (6, 6)]:
-        ids = torch.randint(3, 97, (n_prompt + n_completion,), generator=gen).tolist()
-        out.append(TokenSeq(tuple(ids), n_prompt))
-    return out
-
-
-def reference_logps(model, seq: TokenSeq) -> torch.Tensor:
-    """The model's own full-logits forward on one sequence alone."""
-    ids = torch.tensor([seq.ids])
-    logits = model(input_ids=ids, use_cache=False).logits[0].float()
-    logp = torch.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return logp[seq.n_prompt - 1 :]
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

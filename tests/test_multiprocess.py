@@ -10,10 +10,7 @@ real in tests/test_vllm_engine.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,41 +20,17 @@ import torch
 from redi.train import training
 from redi.train.ref_logps import compute_ref_logps
 from redi.workflow import config as rc
-from tests.conftest import ROOT
-from tests.test_training import read_log, sft_params, stage2_params, weights
+from tests.support.training import (
+    launch,
+    max_weight_diff,
+    read_log,
+    sft_params,
+    stage2_params,
+    train_args,
+    weights,
+)
 
 WEIGHT_TOL = 1e-6
-
-
-def launch(n: int, script: str, *args: str, strategy: str = "zero2",
-           env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """``scripts/launch.sh n script args``, as the training rules run it."""
-    environ = {**os.environ, "REDI_STRATEGY": strategy,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               # `python` in launch.sh is this interpreter (the venv), as in a job's env
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-               **(env or {})}
-    environ.pop("CUDA_VISIBLE_DEVICES", None)
-    proc = subprocess.run(["bash", "scripts/launch.sh", str(n), script, *args], cwd=ROOT,
-                          env=environ, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"launch.sh {n} {script} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def train_args(run_dir: Path, params: dict, **inputs: Path) -> list[str]:
-    args = ["--params", rc.canonical_json(params)]
-    for key, value in inputs.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return args + ["--manifest", str(run_dir / "manifest.json"), "--log-csv",
-                   str(run_dir / "log.csv"), "--threads", "2", "--log", str(run_dir / "job.log")]
-
-
-def max_weight_diff(a: Path | str, b: Path | str) -> float:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
 
 def final(run_dir: Path) -> str:

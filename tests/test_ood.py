@@ -20,7 +20,6 @@ from redi.report import table5
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import ROOT
-from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
 
 N = 4  # samples per problem
 

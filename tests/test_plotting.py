@@ -16,9 +16,9 @@ import yaml
 from redi.report import plotting
 from redi.workflow import config as rc
 from redi.workflow import plan
+from tests.support.reports import summary
 
 from .conftest import ROOT, copy_workflow, planned_jobs, snakemake
-from .test_reporting import summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = [f"fig{n}" for n in range(2, 9)]

@@ -14,23 +14,9 @@ from redi.eval import metrics
 from redi.report import agreement, comparison, table3, tables
 from redi.workflow import paths, plan
 from tests.conftest import ROOT
+from tests.support.reports import summary
 
 BENCHMARKS = [{"name": "b1", "label": "Bench-1"}, {"name": "b2", "label": "Bench-2"}]
-
-
-def summary(label: str, model: dict, scores: dict[str, tuple[float, float, float]],
-            grader: str = "strict", n_samples: int = 16) -> dict:
-    """A final-evaluation summary.json; scores: name -> (pass@1, SEM, pass@16), fractions."""
-    return {
-        "label": label,
-        "model": model,
-        "grader": grader,
-        "benchmarks": {
-            name: {"label": name, "n_problems": 40, "n_samples": n_samples, "pass@1": p1,
-                   "pass@1_sem": sem, "pass@16": p16}
-            for name, (p1, sem, p16) in scores.items()
-        },
-    }
 
 
 def write_summaries(root: Path, summaries: list[dict]) -> list[Path]:

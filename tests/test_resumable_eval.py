@@ -23,8 +23,7 @@ from redi.eval.grading import Grader
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import ROOT
-from tests.test_evaluation import make_run
-from tests.test_generation import tiny_model_dir  # noqa: F401  (fixture)
+from tests.support.training import make_run
 
 PROBLEMS = ["Evaluate 3+4.", "Compute 2*9", "Evaluate 12-5+7-1", "What is 6/3?"]
 GOLDS = ["7", "18", "13", "2"]

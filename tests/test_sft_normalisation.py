@@ -20,8 +20,7 @@ from redi.train.train_data import micro_batches, run_plan, sft_items
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import ROOT
-from tests.test_multiprocess import launch, max_weight_diff, train_args
-from tests.test_training import read_log, sft_params
+from tests.support.training import launch, max_weight_diff, read_log, sft_params, train_args
 
 # 20 rows: steps of 8, 8, 4; 2 processes x 2 accumulation micro-batches of 2
 PARAMS = sft_params(epochs=1, global_batch=8, micro_batch=2, save_every_steps=1,

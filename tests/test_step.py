@@ -9,7 +9,7 @@ import pytest
 
 from redi.train import batching, logprobs, losses
 from redi.train.step import micro_loss
-from tests.test_logprobs import sequences, tiny_model
+from tests.support.models import sequences, tiny_model
 
 
 def loss_and_grads(objective, params, packed):

@@ -1,4 +1,4 @@
-"""The tokenizer stage (issue 12): its own folder, which the data stages and the base
+"""The tokenizer stage: its own folder, which the data stages and the base
 model share. Tiny: trained on the toy corpus, and the base model built from the folder
 is the one built from the tokenizer in memory (same files, same weights). Paper: the
 tokenizer files at the pinned commit, recorded in download.json (no network: fakes)."""

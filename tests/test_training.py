@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -11,72 +10,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from redi.data.prompts import ENDOFTEXT, IM_END, render_generation_prompt
 from redi.model import checkpoints
 from redi.train import batching, losses, train_data, training
 from redi.train.batching import TokenSeq
 from redi.train.ref_logps import compute_ref_logps
-from redi.workflow.config import OPTIMIZER
+from tests.support.training import (
+    Interrupt,
+    kill_after,
+    read_log,
+    run_stage2,
+    stage2_params,
+    weights,
+)
 
 # ------------------------------------------------------------------ fixtures
-
-
-def sft_params(**over) -> dict:
-    p = {
-        "stage": "sft",
-        "run": "sft_2ep",
-        "epochs": 2,
-        "lr": 3e-3,
-        "global_batch": 8,
-        "micro_batch": 4,
-        "max_length": 160,
-        "save_every_steps": 2,
-        "gradient_checkpointing": False,
-        **OPTIMIZER,
-    }
-    return {**p, **over}
-
-
-def stage2_params(objective: str, **over) -> dict:
-    extra = {"redi": {"alpha": 0.8}, "dpo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 1.0}}
-    p = {
-        "stage": "stage2",
-        "run": f"{objective}_test",
-        "objective": objective,
-        "init": "sft_2ep",
-        "lr": 1e-3,
-        "paper_lr": 1e-6,
-        "epochs": 1,
-        "global_batch": 4,
-        "micro_batch": 2,
-        "max_prompt_length": 128,
-        "max_length": 192,
-        "save_every_steps": 2,
-        "gradient_checkpointing": False,
-        **extra[objective],
-        **OPTIMIZER,
-    }
-    return {**p, **over}
-
-
-@pytest.fixture(scope="module")
-def sft_run(tiny) -> dict:
-    run_dir = tiny["root"] / "sft_2ep"
-    manifest = training.run_sft(
-        sft_params(), tiny["sft"], tiny["base"], run_dir / "manifest.json", run_dir / "log.csv"
-    )
-    return {"manifest": manifest, "dir": run_dir, "manifest_path": run_dir / "manifest.json"}
-
-
-def read_log(path: Path) -> list[dict]:
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
-def weights(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(path) / "model.safetensors"))
 
 
 # ------------------------------------------------------------ pure helpers
@@ -233,19 +182,6 @@ def test_sft_first_step_matches_hf_loss(sft_run, tiny):
 # ------------------------------------------------------------------ stage 2
 
 
-def run_stage2(tiny, sft_run, params, name, ref=None, hooks=None) -> dict:
-    run_dir = tiny["root"] / name
-    return training.run_stage2(
-        params,
-        tiny["pairs"],
-        sft_run["manifest_path"],
-        run_dir / "manifest.json",
-        run_dir / "log.csv",
-        ref_logps=ref,
-        hooks=hooks,
-    )
-
-
 @pytest.fixture(scope="module")
 def ref_logps(tiny, sft_run) -> Path:
     out = tiny["root"] / "ref_logps" / "sft_2ep.parquet"
@@ -317,18 +253,6 @@ def test_simpo_and_redi_first_step(tiny, sft_run, ref_logps):
         losses.redi_loss(c, r, lc, lr, 0.8).mean().item(), rel=1e-5
     )
     assert redi[0]["reward_margin"] == "" and redi[0]["reward_accuracy"] == ""
-
-
-class Interrupt(Exception):
-    """Stands in for a killed job."""
-
-
-def kill_after(n: int) -> training.Hooks:
-    def hook(step: int) -> None:
-        if step == n:
-            raise Interrupt
-
-    return training.Hooks(hook)
 
 
 def test_resume_gives_identical_weights(tiny, sft_run):

@@ -17,8 +17,7 @@ import torch
 
 from redi.train import training
 from tests.conftest import ROOT
-from tests.test_multiprocess import launch, train_args
-from tests.test_training import read_log, run_stage2, sft_run, stage2_params, weights  # noqa: F401
+from tests.support.training import launch, read_log, run_stage2, stage2_params, train_args, weights
 
 # 5 steps of 2 micro-batches; checkpoints at steps 2, 4 and 5 (the last)
 PARAMS = stage2_params("redi", run="redi_signal")

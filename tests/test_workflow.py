@@ -15,6 +15,7 @@ import yaml
 
 from redi.sources import module_inputs
 from tests.conftest import BENCHMARKS_DIR, ROOT, copy_workflow, planned_jobs, snakemake
+from tests.support.hub import openr1_row
 
 
 def test_real_scripts():
@@ -45,7 +46,7 @@ def test_import_forms_and_transitivity(tmp_path):
         "redi/__init__.py", "redi/a.py", "redi/b.py", "redi/c.py", "redi/d.py", "redi/e.py")
 
 
-# ------------------------------------------------ paths from config (issue 14)
+# ------------------------------------------------ paths from config
 
 # params built with shell_args() (rules/common.smk): already quoted, used as {params.x}
 PREQUOTED = {"corpus", "verify", "init", "args", "ref", "inputs"}
@@ -70,16 +71,6 @@ def test_every_path_reaches_the_shell_quoted():
                               text)
             assert built, f"{smk.name}: params.{name} is not built by shell_args"
     assert seen > 80
-
-
-def openr1_row(problem: str, good: str, bad: str) -> dict:
-    return {"problem": problem, "solution": "", "answer": "3", "problem_type": "Algebra",
-            "question_type": "math-word-problem", "problem_is_valid": "Yes",
-            "solution_is_valid": "Yes", "source": "olympiads", "synthetic": False,
-            "generations": [good, bad], "generations_count": 2, "reparsed_answers": ["3", "4"],
-            "correctness": {"llama_verification": [True, False],
-                            "math_verify_answer": [True, False],
-                            "math_verify_reparsed_answer": [True, False]}}
 
 
 def test_a_raw_data_path_with_shell_syntax_is_data_not_a_command(tmp_path):
@@ -160,7 +151,7 @@ def test_a_failed_hub_download_deletes_nothing_else(tmp_path):
     assert "job failed" in log and "Traceback" in log
 
 
-# ------------------------------------------------- the data half (issue 12)
+# ------------------------------------------------- the data half
 
 
 def test_the_data_report_of_a_users_corpus_plans_no_pretraining(tmp_path):
