@@ -1,6 +1,8 @@
-"""Data stages: raw corpus loading, the authors' filters, pairing, length filter.
+"""The filter job: the authors' row filters and the dual-verifier rule make D_SFT and
+D_Pref from the shuffled raw corpus (``loading``); the length rules are in
+``length_filter``.
 
-The rules follow the authors' ``clean_base_shuffled*.py`` and
+The data stage's rules follow the authors' ``clean_base_shuffled*.py`` and
 ``study_length_distribution.py`` exactly:
 
 1. add ``original_index`` and shuffle the whole corpus with seed 42;

@@ -1,5 +1,4 @@
-"""The authors' token-length rules for D_Pref and D_SFT (the two length jobs).
-"""
+"""The authors' token-length rules for D_Pref and D_SFT (the two length jobs)."""
 
 from __future__ import annotations
 

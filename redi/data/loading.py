@@ -1,5 +1,5 @@
-"""The raw corpus: JSONL (indexed, lines checked) or Parquet, its columns checked, rows in the authors' seeded shuffle.
-"""
+"""The raw corpus: JSONL (indexed, every line checked) or Parquet, its columns checked,
+its rows in the authors' seeded shuffle."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The data stage's report: the jobs' counts merged, beside the paper's sizes (the report job).
-"""
+"""The data stage's report: the jobs' counts merged, beside the paper's sizes (the
+report job); a failing job writes it too, then stops."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Re-grading the corpus' Math-Verify labels with our grader (the label-check job).
-"""
+"""Re-grading the corpus' Math-Verify labels with our grader (the label-check job)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The grader agreement table: the tables' grader vs Math-Verify on every final-evaluation sample.
-"""
+"""The grader agreement table: the tables' grader vs Math-Verify on every
+final-evaluation sample."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The reproduced numbers beside the paper's (paper_comparison.csv/.md).
-"""
+"""The reproduced numbers beside the paper's, with the training times
+(paper_comparison.csv/.md)."""
 
 from __future__ import annotations
 

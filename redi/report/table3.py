@@ -1,4 +1,5 @@
-"""Training cost, measured (the paper's Table 3, beside its numbers).
+"""Table 3: training cost, measured, beside the paper's numbers; the FLOPs formula
+the GPU check shares.
 
 From the workflow's own records: each job's ``benchmark:`` file (wall time), the
 run's ``log.csv`` (tokens per step, and the sum of squared sequence lengths for

@@ -1,6 +1,5 @@
-"""Tables 1-2 (pass@1 ± SEM and pass@16), their markdown twins, the
-comparison of the reproduced numbers with the paper's, and the grader agreement
-table (the tables' grader vs Math-Verify's on every final-evaluation sample).
+"""Tables 1, 2 and 4 (pass@1 ± SEM and pass@16) and their markdown twins, and the
+helpers the other table modules share (percentages, averages, markdown).
 
 Inputs are the final-evaluation summaries ``results/eval/final/<label>/summary.json``
 (fractions in [0, 1]); tables hold percentages. What a table shows (its rows,
