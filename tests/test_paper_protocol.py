@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from redi import benchmarks, evaluation, plan
+from redi import benchmarks, evaluation, plan, token_analysis
 from redi import config as rc
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
@@ -181,3 +181,15 @@ def test_every_checkpoint_is_evaluated(run: str) -> None:
     assert params["save_every_steps"] == SAVE_EVERY_STEPS
     assert f"curve/{run}" in JOBS
     assert plan.curve_inputs(CONFIG, run)["manifest"] == f"results/train/{run}/manifest.json"
+
+
+def test_token_analysis_scores_the_papers_prompts() -> None:
+    """Figures 9/10 (appendix F): the paper's own prompts (redi/data/paper_sample.csv),
+    of which the job has generations for the AIME24 one: Figure 8's AIME24 responses,
+    generated with <think> forced as the authors' analysis did."""
+    params = plan.analysis_params(CONFIG)
+    assert params["selection"] == "paper"
+    assert params["benchmark"]["name"] == "aime24" and params["think_prefix"] == "<think>\n"
+    items = benchmarks.load_benchmark({**params["benchmark"], "dir": str(BENCHMARKS_DIR)})
+    ids, _ = token_analysis.paper_test_ids(token_analysis.paper_items(), "aime24", items)
+    assert ids == ["aime24/2"]
