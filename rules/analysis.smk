@@ -2,8 +2,10 @@
 # every checkpoint and Figure 10's per-token log-probs, one job per run, whose two
 # outputs both figures reuse (redi/eval/token_analysis.py). The generated sample type
 # reuses the run's gen_stats responses (Figure 8's generations): nothing is
-# generated again. A forward-only pass over each checkpoint: GPUs on the cluster,
-# sharded over the job's processes (scripts/launch.sh).
+# generated again. Which pairs and generations: the preset's analysis.selection
+# (`paper`: the prompts listed in redi/report/paper/paper_sample.csv, an input so that an
+# edit of the list reruns the job). A forward-only pass over each checkpoint: GPUs
+# on the cluster, sharded over the job's processes (scripts/launch.sh).
 
 
 rule token_analysis:
@@ -11,6 +13,7 @@ rule token_analysis:
     per-token log-probs before and after REDI."""
     input:
         code=code("scripts/token_analysis.py"),
+        paper_sample=paths.PAPER_SAMPLE,
         manifest=paths.manifest(),
         pairs=rules.length_filter.output.pairs,
         responses=paths.genstats_responses(),

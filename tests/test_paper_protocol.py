@@ -5,7 +5,7 @@ Figure 8's generation statistics, Table 5's out-of-domain evaluations) is checke
 against the paper's protocol (section 3.3, appendix C.5): samples, temperature,
 top-p, token budget, forced ``<think>`` per model, grader per table, benchmarks and
 their sizes, and which checkpoints a run's curve evaluates. The parameters come
-from ``redi.workflow.plan`` exactly as the rules pass them to the job scripts.
+from ``redi.sources.plan`` exactly as the rules pass them to the job scripts.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from redi.eval import benchmarks, evaluation
+from redi.eval import benchmarks, evaluation, token_analysis
 from redi.workflow import config as rc
-from redi.workflow import names, plan
+from redi.workflow import paths, plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 
@@ -181,4 +181,16 @@ def test_every_checkpoint_is_evaluated(run: str) -> None:
         params = plan.sft_params(CONFIG, int(match["epochs"]), match["base"])
     assert params["save_every_steps"] == SAVE_EVERY_STEPS
     assert f"curve/{run}" in JOBS
-    assert plan.curve_inputs(CONFIG, run)["manifest"] == f"results/train/{run}/manifest.json"
+    assert plan.curve_inputs(CONFIG, run)["manifest"] == paths.manifest(run)
+
+
+def test_token_analysis_scores_the_papers_prompts() -> None:
+    """Figures 9/10 (appendix F): the paper's own prompts (redi/report/paper/paper_sample.csv),
+    of which the job has generations for the AIME24 one: Figure 8's AIME24 responses,
+    generated with <think> forced as the authors' analysis did."""
+    params = plan.analysis_params(CONFIG)
+    assert params["selection"] == "paper"
+    assert params["benchmark"]["name"] == "aime24" and params["think_prefix"] == "<think>\n"
+    items = benchmarks.load_benchmark({**params["benchmark"], "dir": str(BENCHMARKS_DIR)})
+    ids, _ = token_analysis.paper_test_ids(token_analysis.paper_items(), "aime24", items)
+    assert ids == ["aime24/2"]

@@ -29,6 +29,8 @@ TOKENIZER_DATA = "results/data/tokenizer_{base}"
 REPORTED_RESULTS = "redi/report/paper/reported_results.csv"
 
 TRAINING_TIMES = "redi/report/paper/training_times.csv"
+# the prompts Figures 9/10 analyse in the paper (the authors' seeded draw)
+PAPER_SAMPLE = "redi/report/paper/paper_sample.csv"
 
 AGREEMENT_OUTPUTS = {"csv": "results/grader_agreement.csv",
                      "examples": "results/grader_disagreements.csv",
