@@ -18,7 +18,7 @@ import yaml
 
 from redi.eval import benchmarks, evaluation, token_analysis
 from redi.workflow import config as rc
-from redi.workflow import paths, plan
+from redi.workflow import names, paths, plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 
