@@ -8,10 +8,13 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from redi.workflow.paths import BENCHMARKS_DOWNLOAD_DIR
+
+Config = Mapping[str, Any]  # the workflow's config, as Snakemake hands it over
 
 # sft_<N>ep (the primary base model) or <base>_sft_<N>ep (a Table 4 base model)
 SFT_RUN = re.compile(r"(?:(?P<base>[a-z0-9][a-z0-9.+-]*)_)?sft_(?P<epochs>\d+)ep")

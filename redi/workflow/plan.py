@@ -34,8 +34,7 @@ from redi.sources import module_inputs
 from redi.train.losses import OBJECTIVES, stage2_objectives
 from redi.workflow import config as rc
 from redi.workflow import names, paths
-
-Config = Mapping[str, Any]
+from redi.workflow.names import Config
 
 # first disagreements listed per model and benchmark
 AGREEMENT_EXAMPLES = 3
