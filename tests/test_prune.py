@@ -353,3 +353,15 @@ def test_snakemake_prunes_one_run_and_then_plans_nothing(trained, tmp_path):
         assert planned_jobs(snakemake(work, *target, "-n", *on)) == {}
     # the key off: the marker is no target, and nothing is planned for what was built
     assert planned_jobs(snakemake(work, "-n", *built)) == {}
+    # a forced rerun of the run's curve (a real benchmark file in the stand-in folder)
+    # stops at its first removed checkpoint, the job's log naming the marker and the file
+    bench = work / "results/data/toy_benchmarks/toy_arith.json"
+    with prune.kept_mtimes([bench.parent]):  # the folder stays as built
+        bench.write_text(json.dumps([{"id": "p1", "problem": "Compute 1+2*3", "answer": "7"}]))
+    proc = snakemake(work, inputs["curve"], "--forcerun", "eval_curve", "--cores", "1", *on,
+                     check=False)
+    assert proc.returncode == 1 and "Error in rule eval_curve" in proc.stderr
+    log = (work / f"results/logs/eval_curve/{RUN}.log").read_text()
+    assert "PrunedCheckpointError: checkpoint 'results/train/sft_3ep/checkpoints/step-000001' " \
+        "was pruned: 'results/train/sft_3ep/pruned.json' lists 'results/train/sft_3ep/" \
+        "checkpoints/step-000001/model.safetensors'" in log
