@@ -38,8 +38,7 @@ RESUME = "resume"
 def kept_steps(steps: Sequence[int], best: int | None, every: bool) -> list[int]:
     """The checkpoints pruning keeps of a run that saved ``steps`` (in order: the last
     is its final checkpoint): all of them for a run Figures 8-10 read (``every``), else
-    the final one and ``best`` (when it is one of ``steps``: a stage-2 run's best may be
-    step 0, its init model, which is another run's final checkpoint)."""
+    the final one and ``best`` (None before the curve is written)."""
     if every or not steps:
         return list(steps)
     return sorted({steps[-1], *([best] if best in steps else [])})

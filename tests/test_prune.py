@@ -104,7 +104,7 @@ def weights_bytes() -> int:
 def test_kept_steps_is_final_and_best_or_every_one():
     assert prune.kept_steps(STEPS, 3, every=False) == [3, 6]
     assert prune.kept_steps(STEPS, 6, every=False) == [6]  # the best is the final one
-    assert prune.kept_steps(STEPS, 0, every=False) == [6]  # step 0: the init model
+    assert prune.kept_steps(STEPS, 7, every=False) == [6]  # a step the run did not save
     assert prune.kept_steps(STEPS, None, every=False) == [6]
     assert prune.kept_steps(STEPS, 3, every=True) == STEPS  # Figures 8-10's runs
     assert prune.kept_steps([], None, every=False) == []
