@@ -22,6 +22,7 @@ include: "rules/analysis.smk"
 include: "rules/report.smk"
 include: "rules/claims.smk"
 include: "rules/plan.smk"
+include: "rules/prune.smk"
 
 report: "report/workflow.rst"
 

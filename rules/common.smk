@@ -122,3 +122,7 @@ def get_table_inputs(wildcards):
 
 def get_figure_inputs(wildcards):
     return plan.figure_inputs(config, wildcards.figure)
+
+
+def get_prune_inputs(wildcards):
+    return plan.prune_inputs(config, wildcards.prune_run)

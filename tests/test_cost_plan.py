@@ -9,6 +9,7 @@ import math
 import pytest
 import yaml
 
+from redi.model import prune
 from redi.workflow import config as rc
 from redi.workflow import cost_plan as cp
 from redi.workflow import paths
@@ -75,15 +76,45 @@ def test_paper_table2_by_hand(paper):
 
 def test_paper_disk_by_hand(paper):
     n = 1_543_714_304
-    # bf16 weights of every checkpoint, one ZeRO-2 resume state
-    assert paper.jobs["train:sft_5ep"].disk == 20 * 2 * n + 14 * n
+    # bf16 weights of every checkpoint; a finished run deleted its resume state
+    assert paper.jobs["train:sft_5ep"].disk == 20 * 2 * n
     table1 = rows_by_target(paper)["results/table1.csv"]
     r1 = cp.parameters(cp.HUB_ARCHITECTURES["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"])
     downloads = 2 * n + 2 * r1 + 2 * n  # the base model and the two baselines
-    assert table1["disk_gb"] == pytest.approx(((29 * 2 + 2 * 14) * n + downloads) / 1e9,
-                                              abs=1e-3)
-    # pruned: the final and best of each run, no resume state
+    assert table1["disk_gb"] == pytest.approx((29 * 2 * n + downloads) / 1e9, abs=1e-3)
+    # pruned: the final and best of each run
     assert table1["disk_gb_pruned"] == pytest.approx((4 * 2 * n + downloads) / 1e9, abs=1e-3)
+
+
+def test_pruned_disk_is_what_the_prune_jobs_keep(paper, monkeypatch):
+    n = 1_543_714_304
+    weights = 2 * n
+    # the final and (counted apart) best checkpoint, no resume state: redi.prune's rule
+    assert paper.jobs["train:sft_5ep"].disk_pruned == 2 * weights
+    assert prune.kept_steps([200, 400, 607], 200, every=False) == [200, 607]
+    # Figure 8-10's run keeps all 9
+    assert paper.full_runs == {"redi_a0.8_lr1e-6"}
+    assert paper.jobs["train:redi_a0.8_lr1e-6"].disk_pruned == 9 * weights
+    assert paper.jobs["train:redi_a0.5_lr1e-6"].disk_pruned == 2 * weights
+    # one definition: the planner follows a change of redi.prune's
+    monkeypatch.setattr(prune, "kept_steps", lambda steps, best, every: list(steps[-1:]))
+    planner = cp.Planner(load_config("paper"), TIMES)
+    assert planner.jobs["train:sft_5ep"].disk_pruned == weights
+    assert planner.jobs["train:redi_a0.8_lr1e-6"].disk_pruned == weights
+    assert planner.jobs["train:sft_5ep"].disk == 20 * weights
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_markdown_says_whether_pruning_is_on(on):
+    config = load_config("paper")
+    config["presets"]["paper"]["prune_checkpoints"] = on
+    planner = cp.Planner(config, TIMES)
+    md = cp.markdown(planner, planner.rows())
+    state = "on** (`presets.paper.prune_checkpoints: true`)" if on else (
+        "off** (`presets.paper.prune_checkpoints: false`)")
+    assert f"Pruning is **{state}" in md
+    # both columns either way
+    assert "| disk_gb | disk_gb_pruned |" in md
 
 
 def test_paper_totals(paper):
@@ -106,7 +137,7 @@ def test_tiny_preset_counts_and_no_gpu_time(tiny):
     # the tiny Qwen2: 3 layers of 49,408 parameters, the final norm, a tied 512 x 64 embedding
     n = 3 * 49408 + 64 + 512 * 64
     assert tiny.params(None) == n
-    assert tiny.jobs["train:sft_3ep"].disk == 3 * 4 * n + 12 * n  # fp32 on CPU
+    assert tiny.jobs["train:sft_3ep"].disk == 3 * 4 * n  # fp32 on CPU
     row = rows_by_target(tiny)["results/table2.csv"]
     assert row["checkpoints"] == 3 + 20 * 4
     assert (row["gpu_hours"], row["wall_h_one_node"], row["wall_h_critical_path"]) == (
@@ -132,3 +163,4 @@ def test_snakemake_target(tmp_path, paper):
     md = (work / "results/plan/cost.md").read_text()
     assert "| results/table2.csv | 49 | 48 | 192 |" in md
     assert "## Assumptions" in md
+    assert "Pruning is **off**" in md  # the paper preset's default

@@ -9,6 +9,10 @@ Integrity: each save records the size and sha256 of every file it wrote, hashed
 right after writing (page cache), in the manifest entry (``files``: the model
 folder) and in the resume state (the whole step folder). ``check_model_folder``
 checks a run's checkpoint against that record before any job loads it.
+
+A run pruned by ``redi.prune`` keeps its manifest; ``pruned.json`` beside it lists the
+weights removed, and a job that asks for one of them gets ``PrunedCheckpointError``
+naming that marker and the file, not a missing-file error.
 """
 
 from __future__ import annotations
@@ -135,12 +139,47 @@ def recorded_files(folder: Path) -> tuple[dict[str, Any], Path] | None:
     return None if files is None else (files, manifest)
 
 
+# beside a run's manifest: the files ``redi.prune`` removed (``removed``: checkpoint,
+# file, bytes, kind)
+PRUNE_MARKER = "pruned.json"
+
+
+class PrunedCheckpointError(FileIntegrityError):
+    """A job asked for a checkpoint whose weights were removed by pruning."""
+
+
+def _run_dir(folder: Path) -> Path | None:
+    """The run folder of a run's checkpoint (``<run>/checkpoints/step-N``), else None."""
+    return folder.parent.parent if folder.parent.name == "checkpoints" else None
+
+
+def check_not_pruned(path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose weights its run's prune marker lists as removed (and
+    that are still absent: a retrained run's files are checked as usual)."""
+    folder = Path(path)
+    run_dir = _run_dir(folder)
+    marker = None if run_dir is None else run_dir / PRUNE_MARKER
+    if marker is None or not marker.is_file():
+        return
+    gone = [r for r in read_json(marker).get("removed", [])
+            if r["kind"] == "weights" and Path(r["checkpoint"]).name == folder.name
+            and not (folder / r["file"]).exists()]
+    if gone:
+        first = gone[0]
+        raise PrunedCheckpointError(
+            f"checkpoint '{folder}' was pruned: '{marker}' lists '{folder / first['file']}' "
+            f"({first['bytes']} bytes) as removed because no job needed it "
+            f"(presets.<preset>.prune_checkpoints); retrain the run to get it back: "
+            f"snakemake --forcerun {run_dir / 'manifest.json'}")
+
+
 def check_model_folder(path: str | os.PathLike) -> None:
     """Before a model folder is loaded: a run's checkpoint must match its manifest
     record (``FileIntegrityError`` naming each differing file); any other local
     path must exist (else transformers would look it up on the Hub and report a
     misleading error). Sizes every call, hashes once per process."""
     folder = Path(path)
+    check_not_pruned(folder)
     found = recorded_files(folder)
     if found is not None:
         verify_files(folder, *found)
@@ -155,6 +194,7 @@ def check_listed(manifest: dict[str, Any], path: str, source: str | os.PathLike)
     if files is None:
         check_model_folder(path)
     else:
+        check_not_pruned(path)
         verify_files(path, files, source)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redi.model import prune
 from redi.report.plotting import FIGURES
 from redi.report.table3 import non_embedding_params
 from redi.train.losses import OBJECTIVES
@@ -87,12 +88,14 @@ ASSUMPTIONS = [
     "gpu=<node's GPUs> with jobs that each take the node), 'critical path' is the longest "
     "chain of dependent jobs (enough nodes for every independent job).",
     "Disk: a checkpoint's bf16 weights (2 bytes x parameters; fp32, 4 bytes, on CPU) for "
-    "every checkpoint kept, plus one resume state per run (14 bytes x parameters: ZeRO-2 "
-    "fp32 master weights, AdamW moments, bf16 weights; 12 on CPU; older checkpoints drop "
-    "theirs), plus the Hub models downloaded (bf16). The raw corpus, benchmarks, "
-    "generations and logs are not counted.",
-    "Pruned disk (not implemented: docs/CLUSTER.md): each run keeps its final and best "
-    "checkpoints only (every checkpoint of a run Figures 8-10 read) and no resume state.",
+    "every checkpoint a finished run keeps, plus the Hub models downloaded (bf16). A run "
+    "that trains holds one resume state more (14 bytes x parameters: ZeRO-2 fp32 master "
+    "weights, AdamW moments, bf16 weights; 12 on CPU), which it deletes when it finishes: "
+    "not counted. The raw corpus, benchmarks, generations and logs are not counted.",
+    "Pruned disk (the preset's prune_checkpoints, rule prune: docs/CLUSTER.md): the "
+    "checkpoints redi.prune.kept_steps keeps, each run's final and best ones (every one of "
+    "a run Figures 8-10 read); the best is counted as another checkpoint than the final "
+    "one (it is known only once the curve is written).",
     "A CPU preset (resources.*_gpus = 0) has no GPU-hours or wall time: the paper's GPU "
     "times do not apply to it.",
 ]
@@ -173,8 +176,8 @@ class Planner:
         self.data = data_sizes(config)
         self.paper_params = parameters(HUB_ARCHITECTURES[PAPER_MODEL])
         self.jobs: dict[str, Job] = {}
-        self.full_runs = {r for f, kind in FIGURES.items() if kind.shows == "run"
-                          for r in plan.figure_runs(config, f)}
+        self.full_runs = set(plan.every_checkpoint_runs(config))
+        self.pruning = bool(self.preset.get("prune_checkpoints", False))
         self._training_jobs()
         self._evaluation_jobs()
 
@@ -191,13 +194,13 @@ class Planner:
             job.gpu_hours = 0.0
         self.jobs[job.name] = job
 
-    def _run_disk(self, run: str, n_params: int, checkpoints: int) -> tuple[float, float]:
-        """Disk of a run as kept, and pruned (final + best, or all for Figures 8-10)."""
-        weight_bytes, resume_bytes = CHECKPOINT_BYTES["gpu" if self.train_gpus else "cpu"]
-        weights = weight_bytes * n_params
-        kept = checkpoints * weights + resume_bytes * n_params
-        pruned = (checkpoints if run in self.full_runs else min(checkpoints, 2)) * weights
-        return kept, pruned
+    def _run_disk(self, run: str, n_params: int, steps: list[int]) -> tuple[float, float]:
+        """Disk of a finished run (every checkpoint's weights; it deleted its resume
+        state) and pruned (``redi.prune.kept_steps``; the best step is not known before
+        the curve: counted as another one than the final)."""
+        weights = CHECKPOINT_BYTES["gpu" if self.train_gpus else "cpu"][0] * n_params
+        kept = prune.kept_steps(steps, steps[0] if steps else None, run in self.full_runs)
+        return len(steps) * weights, len(kept) * weights
 
     # ---------------------------------------------------------------- training
 
@@ -222,10 +225,10 @@ class Planner:
         row = self.times.get(f"sft_{epochs}ep")
         hours = row["gpu_hours"] if row else self.times["sft_5ep"]["gpu_hours"] / 5 * epochs
         hours *= self.data["sft"] / PAPER_DATA["sft"] * self.size_ratio(n_params)
-        ckpts = len(checkpoint_steps(round(self.data["sft"]), p["global_batch"], epochs,
-                                     p["save_every_steps"], OBJECTIVES["sft"].epoch_checkpoints))
-        disk, pruned = self._run_disk(run, n_params, ckpts)
-        self.add(Job(f"train:{run}", hours, self.train_gpus, ckpts, disk, pruned,
+        steps = checkpoint_steps(round(self.data["sft"]), p["global_batch"], epochs,
+                                 p["save_every_steps"], OBJECTIVES["sft"].epoch_checkpoints)
+        disk, pruned = self._run_disk(run, n_params, steps)
+        self.add(Job(f"train:{run}", hours, self.train_gpus, len(steps), disk, pruned,
                      [self._download(base)]))
 
     def _stage2_job(self, run: str) -> None:
@@ -239,10 +242,10 @@ class Planner:
             self.add(Job(f"ref:{init}", paper / 4 * scale, self.train_gpus, deps=[f"train:{init}"]))
             deps.append(f"ref:{init}")
             paper *= 3 / 4
-        ckpts = len(checkpoint_steps(round(self.data["pairs"]), p["global_batch"], p["epochs"],
-                                     p["save_every_steps"], objective.epoch_checkpoints))
-        disk, pruned = self._run_disk(run, n_params, ckpts)
-        self.add(Job(f"train:{run}", paper * p["epochs"] * scale, self.train_gpus, ckpts,
+        steps = checkpoint_steps(round(self.data["pairs"]), p["global_batch"], p["epochs"],
+                                 p["save_every_steps"], objective.epoch_checkpoints)
+        disk, pruned = self._run_disk(run, n_params, steps)
+        self.add(Job(f"train:{run}", paper * p["epochs"] * scale, self.train_gpus, len(steps),
                      disk, pruned, deps))
 
     # ---------------------------------------------------------------- generation
@@ -428,6 +431,17 @@ def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     return lines
 
 
+def pruning_line(planner: Planner) -> str:
+    """Whether this preset prunes, i.e. which disk column its run leaves."""
+    key = f"presets.{planner.config['preset']}.prune_checkpoints"
+    if planner.pruning:
+        return (f"Pruning is **on** (`{key}: true`): the workflow removes the checkpoint "
+                "weights no job needs once they are built, so `disk_gb_pruned` is what it "
+                "leaves; `disk_gb` is what the runs hold until their prune jobs.")
+    return (f"Pruning is **off** (`{key}: false`): `disk_gb` is what the workflow "
+            "leaves; `disk_gb_pruned` is what it would leave with the key on.")
+
+
 def markdown(planner: Planner, rows: list[dict[str, Any]]) -> str:
     config = planner.config
     head = [
@@ -441,6 +455,7 @@ def markdown(planner: Planner, rows: list[dict[str, Any]]) -> str:
         "GPU-hours, wall hours on one node running the jobs one after another, wall hours "
         "along the longest chain of dependent jobs (many nodes), disk (GB) as kept and if "
         "unneeded checkpoint weights were removed.", "",
+        pruning_line(planner), "",
         *_md_table(rows, COLUMNS), "", "## Assumptions", "",
         *(f"- {a}" for a in ASSUMPTIONS), "", "## Jobs", "",
         *_md_table(job_rows(planner), ["job", "gpus", "gpu_hours", "wall_h", "checkpoints",

@@ -2,6 +2,8 @@
 (Snakemake wildcards are ``str.format`` fields, so one template serves a rule and the
 plan), the plan's inputs and the jobs' defaults."""
 
+from redi.model.checkpoints import PRUNE_MARKER  # read by the checkpoint checks too
+
 # where the download rule puts the Hub copies when a preset's benchmarks_dir is null
 BENCHMARKS_DOWNLOAD_DIR = "results/data/benchmarks"
 
@@ -79,6 +81,11 @@ def run_dir(run: str = "{run}") -> str:
 def manifest(run: str = "{run}") -> str:
     """A training run's manifest (written last: the run's finished marker)."""
     return f"{run_dir(run)}/manifest.json"
+
+
+def prune_marker(run: str = "{prune_run}") -> str:
+    """What a run's prune job removed (``presets.<preset>.prune_checkpoints``)."""
+    return f"{run_dir(run)}/{PRUNE_MARKER}"
 
 
 def train_log(run: str = "{run}") -> str:

@@ -1015,7 +1015,8 @@ def figure_args(inputs: Any) -> str:
 def all_targets(config: Config) -> list[str]:
     """What `snakemake` without a target builds: the data report, every trained run, its
     curve, every final evaluation, the out-of-domain evaluations of Table 5, Figure 8's
-    statistics, every table and figure."""
+    statistics, every table and figure; with ``prune_checkpoints`` on, each run's prune
+    marker."""
     trained = names.all_sft_runs(config) + stage2_runs(config)
     genstats = [paths.FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
                 if "genstats" in kind.reads for r in figure_runs(config, f)]
@@ -1034,6 +1035,7 @@ def all_targets(config: Config) -> list[str]:
         paths.TOKEN_CORRELATION,
         *(paths.figure(f, ext) for f in FIGURES for ext in ("png", "pdf")),
         *paths.CLAIMS_OUTPUTS.values(),
+        *prune_targets(config),
     ]
 
 
@@ -1078,3 +1080,71 @@ def claims_inputs(config: Config) -> dict[str, list[str]]:
     runs = claims_spec(config)["runs"]
     return {"tables": [*csvs, paths.TABLE5_OUTPUTS["csv"]],
             "curves": [paths.FIGURE_INPUTS["curves"].format(run=r) for r in runs]}
+
+
+# ---------------------------------------------------------- pruning checkpoints
+
+# what reads every checkpoint of a run (Figures 8-10): pruning keeps all of that run's
+EVERY_CHECKPOINT_READS = ("genstats", "entropy", "token_logps")
+
+
+def _figure_readers(config: Config, reads: Iterable[str]) -> list[str]:
+    """The runs of the figures that read any of ``reads`` (``paths.FIGURE_INPUTS`` kinds)."""
+    return list(dict.fromkeys(r for f, kind in FIGURES.items() if set(reads) & set(kind.reads)
+                              for r in figure_runs(config, f)))
+
+
+def every_checkpoint_runs(config: Config) -> list[str]:
+    """The runs Figures 8-10 read checkpoint by checkpoint: pruning keeps them whole."""
+    return _figure_readers(config, EVERY_CHECKPOINT_READS)
+
+
+def prune_runs(config: Config) -> list[str]:
+    """Every trained run (SFT, Table 4's base SFT runs, stage 2): each may be pruned."""
+    return names.all_sft_runs(config) + stage2_runs(config)
+
+
+def prune_targets(config: Config) -> list[str]:
+    """Each run's prune marker when the preset's ``prune_checkpoints`` is on, else none."""
+    if not names.preset(config).get("prune_checkpoints", False):
+        return []
+    return [paths.prune_marker(r) for r in prune_runs(config)]
+
+
+def prune_params(config: Config, run: str) -> dict[str, Any]:
+    return {"run": run, "every_checkpoint": run in every_checkpoint_runs(config)}
+
+
+def _label_runs(spec: Mapping[str, Any]) -> list[str]:
+    """The runs whose checkpoints a final-evaluation model may be."""
+    if spec["kind"] == "group":
+        return list(spec["runs"])
+    return [spec["run"]] if "run" in spec else []
+
+
+def checkpoint_consumers(config: Config, run: str) -> list[str]:
+    """An output of every job that loads a checkpoint of ``run``: the stage-2 runs it
+    initialises and their reference log-probs, the final and out-of-domain evaluations
+    of its models, Figure 8's generations and Figures 9/10's analysis of it and of the
+    runs it initialises (step 0). Its curve is the prune job's own input."""
+    children = [r for r in stage2_runs(config) if init_run(config, r) == run]
+    out = [manifest(r) for r in children]
+    if any(OBJECTIVES[config["runs"][r]["objective"]].needs_ref for r in children):
+        out.append(paths.ref_logps(run))
+    labels = [label for label, spec in final_models(config).items() if run in _label_runs(spec)]
+    out += [paths.final_summary(label) for label in labels]
+    out += [ood_summary(label) for label in labels if label in config["tables"]["table5"]["models"]]
+    genstats = _figure_readers(config, ["genstats"])
+    analysed = _figure_readers(config, ["entropy", "token_logps"])
+    for r in (run, *children):
+        out += [paths.FIGURE_INPUTS["genstats"].format(run=r)] if r in genstats else []
+        out += [paths.FIGURE_INPUTS[k].format(run=r) for k in ("entropy", "token_logps")
+                if r in analysed]
+    return out
+
+
+def prune_inputs(config: Config, run: str) -> dict[str, Any]:
+    """What a run's prune job waits for: its manifest, curve and best checkpoint, and
+    every job that loads one of its checkpoints (``checkpoint_consumers``)."""
+    return {"manifest": manifest(run), "curve": paths.curve(run), "best": paths.best(run),
+            "consumers": checkpoint_consumers(config, run)}
