@@ -6,7 +6,7 @@ localrules:
     claims,
 
 
-CLAIMS_INPUTS = plan.claims_inputs(config)
+CLAIMS_INPUTS = report_plan.claims_inputs(config)
 
 
 rule claims:
@@ -21,7 +21,7 @@ rule claims:
         md=report(paths.CLAIMS_OUTPUTS["md"], caption="../report/claims.rst",
                   category="Claims"),
     params:
-        hp=lambda wc: hp(plan.claims_spec(config)),
+        hp=lambda wc: hp(report_plan.claims_spec(config)),
     resources:
         **job_resources("claims"),
     log:

@@ -12,12 +12,22 @@ from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from redi.workflow import config as rc
-from redi.workflow import names, paths, plan
-from redi.workflow.plan import final_args, hp, shell_args
+from redi.workflow import (
+    default_target,
+    names,
+    ood_plan,
+    paths,
+    plan,
+    prune_plan,
+    report_plan,
+    snakemake_helpers,
+)
+from redi.workflow.plan import final_args
+from redi.workflow.snakemake_helpers import hp, shell_args
 
 # jobs import redi from this checkout too: the conda envs do not install it
 # (Snakemake copies env files into .snakemake/conda/, so `-e ..` cannot work)
-os.environ.update(PYTHONPATH=plan.pythonpath(workflow.basedir, os.environ.get("PYTHONPATH")))
+os.environ.update(PYTHONPATH=snakemake_helpers.pythonpath(workflow.basedir, os.environ.get("PYTHONPATH")))
 
 try:
     plan.validate(config)  # before any job is planned
@@ -30,7 +40,7 @@ except rc.ConfigError as err:
 # still fails loudly when conda is missing.
 _deployment = workflow.deployment_settings.deployment_method
 if (DeploymentMethod.CONDA in _deployment and shutil.which("conda") is None
-        and plan.dry_run_requested(sys.argv[1:])):
+        and snakemake_helpers.dry_run_requested(sys.argv[1:])):
     _deployment.discard(DeploymentMethod.CONDA)
     logger.warning("conda not found: dry run planned without conda environments "
                    "(a real run with --software-deployment-method conda needs conda).")
@@ -48,21 +58,21 @@ EVAL_GPUS = PRESET["resources"]["eval_gpus"]
 TRAIN_THREADS = PRESET["resources"]["train_threads"]
 EVAL_THREADS = PRESET["resources"]["eval_threads"]
 LOGS = paths.LOGS
-code = plan.code_inputs(workflow.basedir)  # code(script): the script + its redi/ modules
+code = snakemake_helpers.code_inputs(workflow.basedir)  # code(script): the script + its redi/ modules
 # every target of `snakemake` without arguments
-ALL_TARGETS = plan.all_targets(config)
+ALL_TARGETS = default_target.all_targets(config)
 
 
 wildcard_constraints:
-    run=plan.one_of(STAGE2_RUNS),
-    sft=plan.one_of(SFT_RUNS + BASE_SFT_RUNS),
-    base=plan.one_of(plan.base_models(config)),
+    run=snakemake_helpers.one_of(STAGE2_RUNS),
+    sft=snakemake_helpers.one_of(SFT_RUNS + BASE_SFT_RUNS),
+    base=snakemake_helpers.one_of(plan.base_models(config)),
     epochs=r"\d+",
 
 
 def job_resources(job, gpu=None, threads=1):
-    """The job's scheduler request, from the active preset (redi.workflow.plan.job_resources)."""
-    return plan.job_resources(config, job, gpu, threads)
+    """The job's scheduler request, from the active preset (redi.workflow.snakemake_helpers.job_resources)."""
+    return snakemake_helpers.job_resources(config, job, gpu, threads)
 
 
 # --------------------------------------------------------- input functions
@@ -109,20 +119,20 @@ def get_final_inputs(wildcards):
 
 
 def get_toy_ood_inputs(wildcards):
-    return plan.toy_ood_inputs(config, wildcards.ood_toy)
+    return ood_plan.toy_ood_inputs(config, wildcards.ood_toy)
 
 
 def get_ood_inputs(wildcards):
-    return plan.ood_inputs(config, wildcards.label)
+    return ood_plan.ood_inputs(config, wildcards.label)
 
 
 def get_table_inputs(wildcards):
-    return plan.table_inputs(config, wildcards.table)
+    return report_plan.table_inputs(config, wildcards.table)
 
 
 def get_figure_inputs(wildcards):
-    return plan.figure_inputs(config, wildcards.figure)
+    return report_plan.figure_inputs(config, wildcards.figure)
 
 
 def get_prune_inputs(wildcards):
-    return plan.prune_inputs(config, wildcards.prune_run)
+    return prune_plan.prune_inputs(config, wildcards.prune_run)

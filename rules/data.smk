@@ -28,7 +28,7 @@ if plan.downloads_base_models(config, others=True):
 
 
 # Table 5's generated out-of-domain sets (tiny preset)
-TOY_OOD = plan.ood_names(config, source="toy")
+TOY_OOD = ood_plan.ood_names(config, source="toy")
 
 
 rule toy_corpus:
@@ -62,9 +62,9 @@ rule toy_ood:
     output:
         f"{paths.OOD_TOY_DIR}/{{ood_toy}}.jsonl",
     wildcard_constraints:
-        ood_toy=plan.one_of(TOY_OOD),
+        ood_toy=snakemake_helpers.one_of(TOY_OOD),
     params:
-        hp=lambda wc: hp(plan.toy_ood_params(config, wc.ood_toy)),
+        hp=lambda wc: hp(ood_plan.toy_ood_params(config, wc.ood_toy)),
         inputs=lambda wc, input: shell_args("--corpus", input.corpus) + " "
         + shell_args("--benchmarks", input.benchmarks),
     resources:
@@ -351,12 +351,12 @@ rule validate_benchmarks:
 rule validate_ood:
     """The out-of-domain files (Table 5) checked the same way before any ood_eval job."""
     input:
-        ood=[b["path"] for b in plan.ood_benchmarks(config) if b["path"]],
+        ood=[b["path"] for b in ood_plan.ood_benchmarks(config) if b["path"]],
         code=code("scripts/validate_benchmarks.py"),
     output:
         paths.OOD_VALID,
     params:
-        hp=lambda wc: hp(plan.ood_validation_params(config)),
+        hp=lambda wc: hp(ood_plan.ood_validation_params(config)),
     resources:
         **job_resources("validate_ood"),
     log:

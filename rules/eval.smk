@@ -22,8 +22,8 @@ BENCH_NAMES = plan.benchmark_names(config)
 # Hub baselines (validated names: one safe path component each) -> their downloads
 HUB_BASELINES = plan.hub_baselines(config)
 # Table 5's out-of-domain benchmarks, and those downloaded from the Hub (GPQA)
-OOD_NAMES = plan.ood_names(config)
-HUB_OOD = plan.ood_names(config, source="hub")
+OOD_NAMES = ood_plan.ood_names(config)
+HUB_OOD = ood_plan.ood_names(config, source="hub")
 
 
 rule download_benchmarks:
@@ -53,7 +53,7 @@ rule download_baseline:
     output:
         directory(paths.hub_model()),
     wildcard_constraints:
-        baseline=plan.one_of(HUB_BASELINES),
+        baseline=snakemake_helpers.one_of(HUB_BASELINES),
     params:
         hp=lambda wc: hp(plan.baseline_download_params(config, wc.baseline)),
     resources:
@@ -76,9 +76,9 @@ rule download_ood:
         data=f"{paths.OOD_DOWNLOAD_DIR}/{{ood_hub}}.jsonl",
         record=f"{paths.OOD_DOWNLOAD_DIR}/{{ood_hub}}.download.json",
     wildcard_constraints:
-        ood_hub=plan.one_of(HUB_OOD),
+        ood_hub=snakemake_helpers.one_of(HUB_OOD),
     params:
-        hp=lambda wc: hp(plan.ood_download_params(config, wc.ood_hub)),
+        hp=lambda wc: hp(ood_plan.ood_download_params(config, wc.ood_hub)),
     resources:
         **job_resources("download_ood"),
     log:
@@ -99,7 +99,7 @@ rule eval_curve:
         curve=paths.curve(),
         best=paths.best(),
     wildcard_constraints:
-        curve_run=plan.one_of(SFT_RUNS + BASE_SFT_RUNS + STAGE2_RUNS),
+        curve_run=snakemake_helpers.one_of(SFT_RUNS + BASE_SFT_RUNS + STAGE2_RUNS),
     params:
         hp=lambda wc: hp(plan.intermediate_eval_params(config)),
         python=EVAL_PYTHON,
@@ -129,7 +129,7 @@ rule final_eval:
         summary=paths.final_summary(),
         samples=[paths.final_samples(bench=b) for b in BENCH_NAMES],
     wildcard_constraints:
-        label=plan.one_of(FINAL_MODELS),
+        label=snakemake_helpers.one_of(FINAL_MODELS),
     params:
         hp=lambda wc: hp(plan.final_model_params(config, FINAL_MODELS[wc.label])),
         python=EVAL_PYTHON,
@@ -190,9 +190,9 @@ rule ood_eval:
         summary=paths.ood_summary(),
         samples=[paths.ood_samples(bench=b) for b in OOD_NAMES],
     wildcard_constraints:
-        label=plan.one_of(FINAL_MODELS),
+        label=snakemake_helpers.one_of(FINAL_MODELS),
     params:
-        hp=lambda wc: hp(plan.ood_eval_params(config, wc.label)),
+        hp=lambda wc: hp(ood_plan.ood_eval_params(config, wc.label)),
         python=EVAL_PYTHON,
         args=final_args,
         out_dir=lambda wc: paths.ood_dir(wc.label),

@@ -9,7 +9,7 @@ localrules:
     prune,
 
 
-PRUNE_RUNS = plan.prune_runs(config)
+PRUNE_RUNS = prune_plan.prune_runs(config)
 
 
 rule prune:
@@ -20,9 +20,9 @@ rule prune:
     output:
         marker=paths.prune_marker(),
     wildcard_constraints:
-        prune_run=plan.one_of(PRUNE_RUNS),
+        prune_run=snakemake_helpers.one_of(PRUNE_RUNS),
     params:
-        hp=lambda wc: hp(plan.prune_params(config, wc.prune_run)),
+        hp=lambda wc: hp(prune_plan.prune_params(config, wc.prune_run)),
     resources:
         **job_resources("prune"),
     log:

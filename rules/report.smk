@@ -2,8 +2,8 @@
 # comparison with the paper's numbers, the grader agreement table, the figures and the
 # HTML report
 # (`snakemake --report results/report.html`). Tables and figures come from their
-# registries (redi.workflow.plan.TABLES, redi.report.plotting.FIGURES), one wildcard rule each; a
-# caption is report/<name>.rst, looked up by name (redi.workflow.plan.Caption).
+# registries (redi.workflow.report_plan.TABLES, redi.report.plotting.FIGURES), one wildcard rule each; a
+# caption is report/<name>.rst, looked up by name (redi.workflow.snakemake_helpers.Caption).
 # Cheap CPU work: local rules, never submitted to a cluster.
 #
 # Table and comparison jobs import redi/report/, figure jobs
@@ -22,31 +22,31 @@ localrules:
     figure,
 
 
-TABLE_SPECS = {t: plan.table_spec(config, t) for t in plan.tables(config)}
+TABLE_SPECS = {t: report_plan.table_spec(config, t) for t in report_plan.tables(config)}
 
 
 rule table:
-    """A table of redi.workflow.plan.TABLES: pass@1 ± SEM and pass@16, as CSV and markdown."""
+    """A table of redi.workflow.report_plan.TABLES: pass@1 ± SEM and pass@16, as CSV and markdown."""
     input:
         code=code("scripts/make_tables.py"),
         summaries=get_table_inputs,
     output:
         csv=report(paths.table_outputs()["csv"], caption="../report/lookup/caption.rst",
-                   category="Tables", subcategory=lambda wc: plan.TABLES[wc.table].title),
+                   category="Tables", subcategory=lambda wc: report_plan.TABLES[wc.table].title),
         md=report(paths.table_outputs()["md"], caption="../report/lookup/caption.rst",
-                  category="Tables", subcategory=lambda wc: plan.TABLES[wc.table].title),
+                  category="Tables", subcategory=lambda wc: report_plan.TABLES[wc.table].title),
         pass16_csv=report(paths.table_outputs()["pass16_csv"],
                           caption="../report/lookup/caption_pass16.rst", category="Tables",
-                          subcategory=lambda wc: plan.TABLES[wc.table].title),
+                          subcategory=lambda wc: report_plan.TABLES[wc.table].title),
         pass16_md=report(paths.table_outputs()["pass16_md"],
                          caption="../report/lookup/caption_pass16.rst", category="Tables",
-                         subcategory=lambda wc: plan.TABLES[wc.table].title),
+                         subcategory=lambda wc: report_plan.TABLES[wc.table].title),
     wildcard_constraints:
-        table=plan.one_of(plan.tables(config)),
+        table=snakemake_helpers.one_of(report_plan.tables(config)),
     params:
         hp=lambda wc: hp(TABLE_SPECS[wc.table]),
-        caption=lambda wc, output: plan.Caption(workflow.basedir, wc.table),
-        caption_pass16=lambda wc, output: plan.Caption(workflow.basedir, f"{wc.table}_pass16"),
+        caption=lambda wc, output: snakemake_helpers.Caption(workflow.basedir, wc.table),
+        caption_pass16=lambda wc, output: snakemake_helpers.Caption(workflow.basedir, f"{wc.table}_pass16"),
     resources:
         **job_resources("table"),
     log:
@@ -66,17 +66,17 @@ rule paper_comparison:
         reported=paths.REPORTED_RESULTS,
         training_times=paths.TRAINING_TIMES,
         manifests=[plan.manifest(r) for r in SFT_RUNS + plan.stage2_runs(config, primary_only=True)],
-        table1=plan.table_outputs("table1")["csv"],
-        table2=plan.table_outputs("table2")["csv"],
-        table1_pass16=plan.table_outputs("table1")["pass16_csv"],
-        table2_pass16=plan.table_outputs("table2")["pass16_csv"],
+        table1=report_plan.table_outputs("table1")["csv"],
+        table2=report_plan.table_outputs("table2")["csv"],
+        table1_pass16=report_plan.table_outputs("table1")["pass16_csv"],
+        table2_pass16=report_plan.table_outputs("table2")["pass16_csv"],
     output:
         csv=report(paths.PAPER_COMPARISON["csv"], caption="../report/paper_comparison.rst",
                    category="Paper comparison"),
         md=report(paths.PAPER_COMPARISON["md"], caption="../report/paper_comparison.rst",
                   category="Paper comparison"),
     params:
-        hp=lambda wc: hp(plan.comparison_params(config)),
+        hp=lambda wc: hp(report_plan.comparison_params(config)),
     resources:
         **job_resources("paper_comparison"),
     log:
@@ -91,7 +91,7 @@ rule paper_comparison:
         " --csv {output.csv:q} --md {output.md:q} --log {log:q}"
 
 
-TABLE3_SPEC = plan.table3_spec(config)
+TABLE3_SPEC = report_plan.table3_spec(config)
 
 
 rule table3:
@@ -99,7 +99,7 @@ rule table3:
     from the jobs' benchmark files, logs and manifests, beside the paper's."""
     input:
         code=code("scripts/make_table3.py"),
-        records=plan.table3_inputs(TABLE3_SPEC),
+        records=report_plan.table3_inputs(TABLE3_SPEC),
         training_times=paths.TRAINING_TIMES,
     output:
         csv=report(paths.TABLE3_OUTPUTS["csv"], caption="../report/table3.rst",
@@ -125,14 +125,14 @@ rule table5:
     relative improvement over its first, beside the paper's (+26.8 % GPQA, +181.2 % HumanEval)."""
     input:
         code=code("scripts/make_table5.py"),
-        summaries=plan.table5_inputs(config),
+        summaries=ood_plan.table5_inputs(config),
     output:
         csv=report(paths.TABLE5_OUTPUTS["csv"], caption="../report/table5.rst",
                    category="Tables", subcategory="Table 5"),
         md=report(paths.TABLE5_OUTPUTS["md"], caption="../report/table5.rst",
                   category="Tables", subcategory="Table 5"),
     params:
-        hp=lambda wc: hp(plan.table5_spec(config)),
+        hp=lambda wc: hp(ood_plan.table5_spec(config)),
     resources:
         **job_resources("table5"),
     log:
@@ -168,7 +168,7 @@ rule grader_agreement:
     """The tables' grader vs Math-Verify's verdict on every final-evaluation sample."""
     input:
         code=code("scripts/grader_agreement.py"),
-        samples=plan.agreement_inputs(config),
+        samples=report_plan.agreement_inputs(config),
     output:
         csv=report(paths.AGREEMENT_OUTPUTS["csv"], caption="../report/grader_agreement.rst",
                    category="Grader agreement"),
@@ -177,7 +177,7 @@ rule grader_agreement:
         md=report(paths.AGREEMENT_OUTPUTS["md"], caption="../report/grader_agreement.rst",
                   category="Grader agreement"),
     params:
-        hp=lambda wc: hp(plan.agreement_spec(config)),
+        hp=lambda wc: hp(report_plan.agreement_spec(config)),
     resources:
         **job_resources("grader_agreement"),
     log:
@@ -200,11 +200,11 @@ rule figure:
                    category="Figures"),
         pdf=paths.figure(ext="pdf"),
     wildcard_constraints:
-        figure=plan.one_of(FIGURES),
+        figure=snakemake_helpers.one_of(FIGURES),
     params:
-        hp=lambda wc: hp(plan.figure_params(config, wc.figure)),
-        inputs=lambda wc, input: plan.figure_args(input),
-        caption=lambda wc, output: plan.Caption(workflow.basedir, wc.figure),
+        hp=lambda wc: hp(report_plan.figure_params(config, wc.figure)),
+        inputs=lambda wc, input: report_plan.figure_args(input),
+        caption=lambda wc, output: snakemake_helpers.Caption(workflow.basedir, wc.figure),
     resources:
         **job_resources("figure"),
     log:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere, like the rules' PYTHONPATH
 
 from redi import hub  # noqa: E402
-from redi.workflow import plan  # noqa: E402
+from redi.workflow import ood_plan, plan  # noqa: E402
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def main() -> None:
     if hub.offline():
         raise SystemExit("HF_HUB_OFFLINE is set: this fills the cache from the Hub, run it "
                          "where the Hub is reachable and HF_HUB_OFFLINE is unset")
-    chosen = plan.hub_sources(load_config(args.configfile, args.config))
+    chosen = ood_plan.hub_sources(load_config(args.configfile, args.config))
     if args.only is not None:
         unknown = sorted(set(args.only) - {s.name for s in chosen})
         if unknown:

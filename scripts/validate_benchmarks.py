@@ -2,7 +2,7 @@
 its schema before any generation job starts; writes what was checked to ``--out``.
 
 ``--params``: ``{"benchmarks": redi.workflow.plan.benchmark_specs(config),
-"ood": redi.workflow.plan.ood_benchmarks(config)}``. A bad file fails the job with one error
+"ood": redi.workflow.ood_plan.ood_benchmarks(config)}``. A bad file fails the job with one error
 per file naming the file, the item and the rule (redi.eval.benchmarks.validate_all)."""
 
 from redi.cli import job_parser, run_job

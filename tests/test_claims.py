@@ -11,7 +11,7 @@ import yaml
 
 from redi.report import claims
 from redi.report.claims import FAILS, HOLDS, UNKNOWN, Claim, Evidence, Verdict
-from redi.workflow import plan
+from redi.workflow import report_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,13 +145,13 @@ def test_job_writes_csv_and_markdown(tmp_path: Path) -> None:
 
 def test_spec_of_the_shipped_config() -> None:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    spec = plan.claims_spec(config)
+    spec = report_plan.claims_spec(config)
     assert {k: g["label"] for k, g in spec["groups"].items()} == {
         "dpo": "table2-dpo", "simpo": "table2-simpo", "symmetric": "table2-symmetric_redi",
         "redi": "table2-redi"}
     assert spec["runs"]["dpo_b0.001_lr2e-7"] == {"objective": "dpo", "lr": 2e-7, "beta": 0.001}
     assert spec["table4"] == [("llama3b_sft_3ep", "table4-llama3b"),
                               ("qwen7b_sft_3ep", "table4-qwen7b")]
-    inputs = plan.claims_inputs(config)
+    inputs = report_plan.claims_inputs(config)
     assert "results/table2_pass16.csv" in inputs["tables"]
     assert "results/eval/curves/redi_a1.0_lr1e-6.csv" in inputs["curves"]

@@ -116,23 +116,23 @@ def test_the_tiny_preset_asks_a_small_node_for_every_job(tmp_path):
 
 
 def test_job_requests_follow_the_preset_and_the_gpus():
-    from redi.workflow import plan
+    from redi.workflow import snakemake_helpers
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["preset"] = "paper"
     env = {"REDI_SLURM_PARTITION": "cpu", "REDI_SLURM_GPU_PARTITION": "gpu"}
     warning = {"slurm_extra": "--signal=USR1@600"}
-    assert plan.job_resources(config, "stage2", gpu=8, threads=8, environ=env) == {
+    assert snakemake_helpers.job_resources(config, "stage2", gpu=8, threads=8, environ=env) == {
         "gpu": 8, "mem_mb": 480000, "runtime": 1440, "cpus_per_gpu": 8, "slurm_partition": "gpu",
         **warning}
     # a GPU rule given no GPUs: no GPU request, no GPU partition, its threads as CPUs
-    assert plan.job_resources(config, "stage2", gpu=0, threads=3, environ=env) == {
+    assert snakemake_helpers.job_resources(config, "stage2", gpu=0, threads=3, environ=env) == {
         "gpu": 0, "mem_mb": 480000, "runtime": 1440, "cpus_per_task": 3, "slurm_partition": "cpu",
         **warning}
     # a job without an entry gets `default`; a CPU job's own cpus_per_task wins over threads
-    assert plan.job_resources(config, "figure", environ={}) == {
+    assert snakemake_helpers.job_resources(config, "figure", environ={}) == {
         "mem_mb": 16000, "runtime": 120, "cpus_per_task": 1}
-    assert plan.job_resources(config, "verify_labels", threads=2, environ={})["cpus_per_task"] == 32
+    assert snakemake_helpers.job_resources(config, "verify_labels", threads=2, environ={})["cpus_per_task"] == 32
 
 
 def test_account_and_partition_come_from_the_environment(slurm_dry_run, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from redi.workflow import config as rc
-from redi.workflow import names, plan
+from redi.workflow import names, ood_plan, plan
 
 from .conftest import ROOT, copy_workflow, snakemake
 
@@ -403,10 +403,10 @@ def test_the_real_engine_overlay(cfg, tmp_path):
     assert plan.eval_python(cfg) == "python" and plan.eval_python(vllm) == str(python)
     curve = plan.intermediate_eval_params(vllm)
     assert (curve["backend"], curve["cpu_engines"], curve["dtype"]) == ("vllm", 2, "float32")
-    assert "python" not in curve and "python" not in plan.ood_eval_params(vllm, "sft_3ep")
+    assert "python" not in curve and "python" not in ood_plan.ood_eval_params(vllm, "sft_3ep")
     for job in (lambda c: plan.sft_params(c, 3), lambda c: plan.stage2_params(c, "redi_a0.8_lr1e-6"),
                 lambda c: plan.analysis_params(c), lambda c: plan.benchmark_validation_params(c),
-                lambda c: plan.ood_validation_params(c)):
+                lambda c: ood_plan.ood_validation_params(c)):
         assert job(vllm) == job(cfg)
 
 

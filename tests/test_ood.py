@@ -18,7 +18,7 @@ from redi.eval.evaluation import request_seed
 from redi.eval.generation import Backend, Completion
 from redi.report import table5
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import ood_plan
 from tests.conftest import ROOT
 
 N = 4  # samples per problem
@@ -57,7 +57,7 @@ def data(tmp_path) -> dict:
 def ood_params(data: dict, model_dir, **over) -> dict:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     rc.validate_config(config)
-    params = plan.ood_eval_params(config, "baseline-tiny-base")
+    params = ood_plan.ood_eval_params(config, "baseline-tiny-base")
     params["benchmarks"] = [
         {"name": "code", "label": "Code", "kind": "code", "source": "file",
          "path": data["code_path"], "max_new_tokens": 7},

@@ -22,7 +22,7 @@ from redi.eval.generation import Backend, Completion
 from redi.io import BenchmarkFileError
 from redi.report import table5
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import ood_plan
 from tests.conftest import ROOT
 
 N = 2  # samples per item
@@ -110,12 +110,12 @@ def test_the_config_check_and_the_plan_accept_a_registered_kind(registered, em_f
     config = tiny_config({"name": "em", "label": "EM", "kind": "exact_match",
                           "file": str(em_file)})
     rc.validate_config(config, root=ROOT)
-    spec = next(b for b in plan.ood_benchmarks(config) if b["name"] == "em")
+    spec = next(b for b in ood_plan.ood_benchmarks(config) if b["name"] == "em")
     assert (spec["kind"], spec["source"], spec["path"]) == ("exact_match", "file", str(em_file))
     config = tiny_config({"name": "em", "label": "EM", "kind": "exact_match", "toy": 3})
     rc.validate_config(config, root=ROOT)
-    assert plan.toy_ood_inputs(config, "em") == {"corpus": [], "benchmarks": []}
-    assert plan.toy_ood_params(config, "em")["kind"] == "exact_match"
+    assert ood_plan.toy_ood_inputs(config, "em") == {"corpus": [], "benchmarks": []}
+    assert ood_plan.toy_ood_params(config, "em")["kind"] == "exact_match"
     # the kind's own file suffixes
     bad = tiny_config({"name": "em", "label": "EM", "kind": "exact_match", "file": "em.csv"})
     with pytest.raises(rc.ConfigError, match="expected a .jsonl file for kind exact_match"):

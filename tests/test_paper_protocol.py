@@ -18,7 +18,7 @@ import yaml
 
 from redi.eval import benchmarks, evaluation, token_analysis
 from redi.workflow import config as rc
-from redi.workflow import names, paths, plan
+from redi.workflow import names, ood_plan, paths, plan, report_plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
 
 
@@ -77,7 +77,7 @@ def training_runs(config: dict[str, Any]) -> list[str]:
 
 def genstats_runs(config: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(r for f, kind in plan.FIGURES.items() if "genstats" in kind.reads
-                              for r in plan.figure_runs(config, f)))
+                              for r in report_plan.figure_runs(config, f)))
 
 
 def generation_jobs(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -89,7 +89,7 @@ def generation_jobs(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, An
     for run in genstats_runs(config):
         jobs[f"genstats/{run}"] = ("genstats", plan.genstats_params(config))
     for label in config["tables"]["table5"]["models"]:
-        jobs[f"ood/{label}"] = ("ood", plan.ood_eval_params(config, label))
+        jobs[f"ood/{label}"] = ("ood", ood_plan.ood_eval_params(config, label))
     return jobs
 
 

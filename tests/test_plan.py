@@ -26,7 +26,15 @@ from snakemake.settings.types import (
 from redi.report import plotting
 from redi.train import losses
 from redi.workflow import config as rc
-from redi.workflow import names, paths, plan
+from redi.workflow import (
+    default_target,
+    names,
+    ood_plan,
+    paths,
+    plan,
+    report_plan,
+    snakemake_helpers,
+)
 
 from .conftest import ROOT, copy_workflow, planned_jobs
 
@@ -56,25 +64,25 @@ def shipped(preset: str = "tiny") -> dict:
     (["-p", "results/table2.csv"], False), (["--config", "n=1"], False), (["-F"], False),
 ])
 def test_dry_run_requested(argv, dry):
-    assert plan.dry_run_requested(argv) is dry
+    assert snakemake_helpers.dry_run_requested(argv) is dry
 
 
 def test_session_helpers():
-    assert plan.slurm_placement(environ={}) == {}
+    assert snakemake_helpers.slurm_placement(environ={}) == {}
     env = {"REDI_SLURM_ACCOUNT": "p", "REDI_SLURM_PARTITION": "cpu", "REDI_SLURM_GPU_PARTITION": "a"}
-    assert plan.slurm_placement(environ=env) == {"slurm_account": "p", "slurm_partition": "cpu"}
-    assert plan.slurm_placement(gpu=True, environ=env)["slurm_partition"] == "a"
-    assert plan.slurm_placement(gpu=True, environ={"REDI_SLURM_PARTITION": "cpu"}) == {
+    assert snakemake_helpers.slurm_placement(environ=env) == {"slurm_account": "p", "slurm_partition": "cpu"}
+    assert snakemake_helpers.slurm_placement(gpu=True, environ=env)["slurm_partition"] == "a"
+    assert snakemake_helpers.slurm_placement(gpu=True, environ={"REDI_SLURM_PARTITION": "cpu"}) == {
         "slurm_partition": "cpu"}
-    assert plan.shell_args("--x", []) == ""
-    assert plan.shell_args("--x", "a b") == "--x 'a b'"
-    assert plan.shell_args("--x", ["a", "$(b)"]) == "--x a '$(b)'"
-    assert plan.one_of(["a.b", "c"]) == r"a\.b|c" and plan.one_of([]) == "(?!)"
-    assert plan.pythonpath("/wf", None) == "/wf"
-    assert plan.pythonpath("/wf", "/x") == "/wf:/x"
-    code = plan.code_inputs(str(ROOT))
+    assert snakemake_helpers.shell_args("--x", []) == ""
+    assert snakemake_helpers.shell_args("--x", "a b") == "--x 'a b'"
+    assert snakemake_helpers.shell_args("--x", ["a", "$(b)"]) == "--x a '$(b)'"
+    assert snakemake_helpers.one_of(["a.b", "c"]) == r"a\.b|c" and snakemake_helpers.one_of([]) == "(?!)"
+    assert snakemake_helpers.pythonpath("/wf", None) == "/wf"
+    assert snakemake_helpers.pythonpath("/wf", "/x") == "/wf:/x"
+    code = snakemake_helpers.code_inputs(str(ROOT))
     assert code("scripts/make_tables.py")[:2] == ["scripts/make_tables.py", "redi/__init__.py"]
-    assert plan.hp({"b": 1, "a": 2.5}) == '{"a":2.5,"b":1}'
+    assert snakemake_helpers.hp({"b": 1, "a": 2.5}) == '{"a":2.5,"b":1}'
 
 
 def test_the_plan_imports_no_heavy_package():
@@ -225,8 +233,8 @@ def test_job_inputs():
     assert plan.final_inputs(tiny, "sft_5ep")["manifests"] == ["results/train/sft_5ep/manifest.json"]
     assert plan.final_inputs(tiny, "baseline-tiny-base")["model_dir"] == "results/models/base"
     assert plan.final_inputs(tiny, "sft_5ep")["valid"] == paths.BENCHMARKS_VALID
-    assert plan.ood_inputs(tiny, "sft_3ep")["valid"] == paths.OOD_VALID
-    assert plan.ood_validation_params(paper)["ood"] == [
+    assert ood_plan.ood_inputs(tiny, "sft_3ep")["valid"] == paths.OOD_VALID
+    assert ood_plan.ood_validation_params(paper)["ood"] == [
         {"name": "humaneval", "kind": "code", "path": None},
         {"name": "gpqa_diamond", "kind": "multiple_choice",
          "path": "results/data/ood/gpqa_diamond.jsonl"}]
@@ -245,40 +253,40 @@ def test_job_inputs():
 
 def test_ood_benchmarks_and_data_jobs():
     tiny, paper = shipped(), shipped("paper")
-    assert plan.ood_benchmarks(tiny) == [
+    assert ood_plan.ood_benchmarks(tiny) == [
         {"name": "toy_code", "label": "Toy-Code", "kind": "code", "source": "toy",
          "path": "results/data/toy_ood/toy_code.jsonl", "max_new_tokens": 48},
         {"name": "toy_mc", "label": "Toy-MC", "kind": "multiple_choice", "source": "toy",
          "path": "results/data/toy_ood/toy_mc.jsonl", "max_new_tokens": 96}]
-    assert plan.ood_benchmarks(paper) == [
+    assert ood_plan.ood_benchmarks(paper) == [
         {"name": "humaneval", "label": "HumanEval", "kind": "code", "source": "humaneval",
          "path": None, "max_new_tokens": 1024},
         {"name": "gpqa_diamond", "label": "GPQA Diamond", "kind": "multiple_choice",
          "source": "hub", "path": "results/data/ood/gpqa_diamond.jsonl",
          "max_new_tokens": 32768}]  # null: the preset's eval.max_new_tokens
-    assert plan.ood_names(tiny, source="toy") == ["toy_code", "toy_mc"]
-    assert plan.ood_names(paper, source="toy") == [] and plan.ood_names(paper, "hub") == [
+    assert ood_plan.ood_names(tiny, source="toy") == ["toy_code", "toy_mc"]
+    assert ood_plan.ood_names(paper, source="toy") == [] and ood_plan.ood_names(paper, "hub") == [
         "gpqa_diamond"]
-    assert plan.toy_ood_params(tiny, "toy_mc") == {"kind": "multiple_choice", "n": 32,
+    assert ood_plan.toy_ood_params(tiny, "toy_mc") == {"kind": "multiple_choice", "n": 32,
                                                    "seed": 20250530}
-    assert plan.toy_ood_params(tiny, "toy_code") == {"kind": "code", "n": 16, "seed": 20250530}
-    assert plan.toy_ood_inputs(tiny, "toy_code") == {"corpus": [], "benchmarks": []}
-    assert plan.toy_ood_inputs(tiny, "toy_mc") == {
+    assert ood_plan.toy_ood_params(tiny, "toy_code") == {"kind": "code", "n": 16, "seed": 20250530}
+    assert ood_plan.toy_ood_inputs(tiny, "toy_code") == {"corpus": [], "benchmarks": []}
+    assert ood_plan.toy_ood_inputs(tiny, "toy_mc") == {
         "corpus": ["results/data/raw_toy.parquet"], "benchmarks": ["results/data/toy_benchmarks"]}
-    assert plan.ood_download_params(paper, "gpqa_diamond") == {
+    assert ood_plan.ood_download_params(paper, "gpqa_diamond") == {
         "name": "gpqa_diamond", "hub": "Idavidrein/gpqa", "hub_config": "gpqa_diamond",
         "revision": "633f5ee89ab8ad4522a9f850766b73f62147ffdd"}
 
 
 def test_ood_eval_params_and_inputs(cfg):
     preset, ev = names.preset(cfg), cfg["evaluation"]
-    params = plan.ood_eval_params(cfg, "table1-final")
+    params = ood_plan.ood_eval_params(cfg, "table1-final")
     assert (params["n_samples"], params["temperature"], params["top_p"], params["seed"]) == (
         16, 0.6, 0.95, 1234)
     assert params["force_think"] is True and params["think_prefix"] == "<think>\n"
     assert params["backend"] == preset["eval"]["backend"] and "max_new_tokens" not in params
     assert "grader" not in params  # nothing of the math grading
-    assert params["benchmarks"] == plan.ood_benchmarks(cfg)
+    assert params["benchmarks"] == ood_plan.ood_benchmarks(cfg)
     assert params["sandbox"] == {"timeout_s": 3.0, "memory_mb": 1024}
     assert params["model"] == {"kind": "run", "run": "redi_a0.8_lr1e-6_sft5ep",
                                "checkpoint": "best",
@@ -289,17 +297,17 @@ def test_ood_eval_params_and_inputs(cfg):
     no_think = copy.deepcopy(cfg)
     no_think["presets"][cfg["preset"]]["baselines"][0]["force_think"] = False
     label = f"baseline-{preset['baselines'][0]['name']}"
-    assert plan.ood_eval_params(no_think, label)["force_think"] is False
-    inputs = plan.ood_inputs(cfg, "table1-final")
+    assert ood_plan.ood_eval_params(no_think, label)["force_think"] is False
+    inputs = ood_plan.ood_inputs(cfg, "table1-final")
     assert inputs["bests"] == ["results/eval/curves/redi_a0.8_lr1e-6_sft5ep.best.json"]
     assert "bench" not in inputs and inputs["manifests"] == [] and inputs["model_dir"] == []
-    assert inputs["data"] == [b["path"] for b in plan.ood_benchmarks(cfg) if b["path"]]
-    assert plan.ood_inputs(cfg, "sft_3ep")["manifests"] == ["results/train/sft_3ep/manifest.json"]
+    assert inputs["data"] == [b["path"] for b in ood_plan.ood_benchmarks(cfg) if b["path"]]
+    assert ood_plan.ood_inputs(cfg, "sft_3ep")["manifests"] == ["results/train/sft_3ep/manifest.json"]
     assert ev["final"]["n_samples"] == params["n_samples"]
 
 
 def test_table5_spec_and_inputs(cfg):
-    spec = plan.table5_spec(cfg)
+    spec = ood_plan.table5_spec(cfg)
     assert spec["reference"] == "sft_3ep" and spec["paper_row"] == "table1-final"
     assert spec["title"] == (f"Table 5 (preset {cfg['preset']}): out-of-domain evaluation, "
                              "relative to SFT-3ep.")
@@ -308,43 +316,43 @@ def test_table5_spec_and_inputs(cfg):
         {"label": "table1-final", "model": "REDI (final)", "kind": "run",
          "runs": ["redi_a0.8_lr1e-6_sft5ep"]}]
     assert [b["kind"] for b in spec["benchmarks"]] == ["code", "multiple_choice"]
-    assert plan.table5_inputs(cfg) == ["results/eval/ood/sft_3ep/summary.json",
+    assert ood_plan.table5_inputs(cfg) == ["results/eval/ood/sft_3ep/summary.json",
                                        "results/eval/ood/table1-final/summary.json"]
     more = copy.deepcopy(cfg)
     more["tables"]["table5"]["models"] = ["sft_5ep", "table2-redi", "baseline-"
                                           + names.preset(cfg)["baselines"][0]["name"]]
-    rows = plan.table5_spec(more)["rows"]
+    rows = ood_plan.table5_spec(more)["rows"]
     assert [(r["model"], r["runs"]) for r in rows] == [
         ("SFT-5ep", ["sft_5ep"]),
         ("REDI", ["redi_a0.2_lr1e-6", "redi_a0.5_lr1e-6", "redi_a0.5_lr2e-6", "redi_a0.8_lr1e-6"]),
         (names.preset(cfg)["baselines"][0]["label"], [])]
-    assert plan.table5_spec(more)["title"].endswith("relative to SFT-5ep.")
+    assert ood_plan.table5_spec(more)["title"].endswith("relative to SFT-5ep.")
 
 
 # ------------------------------------------------------------ tables
 
 
 def test_table_registry(cfg):
-    assert list(plan.TABLES) == ["table1", "table2", "table4"]
-    assert plan.tables(cfg) == ["table1", "table2", "table4"]
-    for name, kind in plan.TABLES.items():
-        spec = plan.table_spec(cfg, name)
+    assert list(report_plan.TABLES) == ["table1", "table2", "table4"]
+    assert report_plan.tables(cfg) == ["table1", "table2", "table4"]
+    for name, kind in report_plan.TABLES.items():
+        spec = report_plan.table_spec(cfg, name)
         assert spec["table"] == name and kind.title == f"Table {name[-1]}"
-        assert plan.table_inputs(cfg, name) == [
+        assert report_plan.table_inputs(cfg, name) == [
             f"results/eval/final/{r['label']}/summary.json" for r in spec["rows"]]
         assert set(spec["run_labels"]) == {r for row in spec["rows"] for r in row.get("runs", [])}
         assert (ROOT / "report" / f"{name}.rst").exists()
         assert (ROOT / "report" / f"{name}_pass16.rst").exists()
-    assert plan.table_outputs("{table}") == {
+    assert report_plan.table_outputs("{table}") == {
         "csv": "results/{table}.csv", "md": "results/{table}.md",
         "pass16_csv": "results/{table}_pass16.csv", "pass16_md": "results/{table}_pass16.md"}
-    assert len(plan.agreement_inputs(cfg)) == len(plan.agreement_spec(cfg)["rows"]) * len(
+    assert len(report_plan.agreement_inputs(cfg)) == len(report_plan.agreement_spec(cfg)["rows"]) * len(
         names.preset(cfg)["benchmarks"])
 
 
 def test_caption_is_rendered_like_snakemakes():
     cfg = shipped()
-    caption = plan.Caption(str(ROOT), "fig8")
+    caption = snakemake_helpers.Caption(str(ROOT), "fig8")
     assert str(caption) == "report/fig8.rst"
     text = caption.render(snakemake=types.SimpleNamespace(config=cfg))
     assert text.startswith("Figure 8: generation statistics of run ``redi_a0.8_lr1e-6`` on\n"
@@ -358,21 +366,21 @@ def test_caption_is_rendered_like_snakemakes():
 
 def test_figure_runs_inputs_and_params():
     cfg = shipped()
-    assert plan.figure_runs(cfg, "fig2") == ["sft_3ep", "sft_5ep"]
-    assert plan.figure_runs(cfg, "fig8") == ["redi_a0.8_lr1e-6"]
-    assert plan.figure_runs(cfg)[:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
-    assert plan.figure_inputs(cfg, "fig2") == {
+    assert report_plan.figure_runs(cfg, "fig2") == ["sft_3ep", "sft_5ep"]
+    assert report_plan.figure_runs(cfg, "fig8") == ["redi_a0.8_lr1e-6"]
+    assert report_plan.figure_runs(cfg)[:3] == ["sft_3ep", "sft_5ep", "dpo_b0.001_lr1e-6"]
+    assert report_plan.figure_inputs(cfg, "fig2") == {
         "curves": ["results/eval/curves/sft_3ep.csv", "results/eval/curves/sft_5ep.csv"],
         "logs": [], "genstats": [], "entropy": [], "token_logps": []}
-    fig5 = plan.figure_inputs(cfg, "fig5")
+    fig5 = report_plan.figure_inputs(cfg, "fig5")
     assert fig5["logs"] == ["results/train/simpo_b2_g1_lr5e-7/log.csv",
                             "results/train/simpo_b10_g5_lr3e-7/log.csv"]
-    assert plan.figure_inputs(cfg, "fig8") == {
+    assert report_plan.figure_inputs(cfg, "fig8") == {
         "curves": [], "logs": [], "genstats": ["results/eval/genstats/redi_a0.8_lr1e-6.csv"],
         "entropy": [], "token_logps": []}
-    assert plan.figure_inputs(cfg, "fig10")["token_logps"] == [
+    assert report_plan.figure_inputs(cfg, "fig10")["token_logps"] == [
         "results/analysis/redi_a0.8_lr1e-6/token_logps.parquet"]
-    fig5 = plan.figure_params(cfg, "fig5")
+    fig5 = report_plan.figure_params(cfg, "fig5")
     # own runs in full, the others as far as their objective's style_keys go
     assert fig5["specs"]["simpo_b2_g1_lr5e-7"] == {"objective": "simpo", "init": "sft_3ep",
                                                   "lr": 5e-7, "beta": 2.0, "gamma": 1.0}
@@ -380,7 +388,7 @@ def test_figure_runs_inputs_and_params():
     assert fig5["specs"]["sft_3ep"] == {"objective": "sft"}
     assert fig5["labels"] == {"simpo_b2_g1_lr5e-7": "SimPO β=2 γ=1 LR=5e-7",
                               "simpo_b10_g5_lr3e-7": "SimPO β=10 γ=5 LR=3e-7"}
-    assert plan.figure_params(cfg, "fig8")["benchmark"] == {"name": "toy_long",
+    assert report_plan.figure_params(cfg, "fig8")["benchmark"] == {"name": "toy_long",
                                                             "label": "Toy-Long (OOD)"}
 
 
@@ -391,7 +399,7 @@ def test_every_registered_figure_has_its_caption():
 
 
 def test_all_targets(cfg):
-    targets = plan.all_targets(cfg)
+    targets = default_target.all_targets(cfg)
     assert len(targets) == len(set(targets))
     assert targets[0] == "results/data/report.json"
     assert "results/eval/genstats/redi_a0.8_lr1e-6.csv" in targets
@@ -400,7 +408,7 @@ def test_all_targets(cfg):
     assert sum(t.startswith("results/train/") for t in targets) == 27
     assert {"results/table4.csv", "results/table4_pass16.md"} <= set(targets)
     assert sum(t.startswith("results/eval/final/") for t in targets) == len(plan.final_models(cfg))
-    assert [t for t in targets if t.startswith("results/eval/ood/")] == plan.table5_inputs(cfg)
+    assert [t for t in targets if t.startswith("results/eval/ood/")] == ood_plan.table5_inputs(cfg)
     assert {"results/table5.csv", "results/table5.md"} <= set(targets)
 
 
@@ -457,18 +465,18 @@ def test_table4_models_and_spec(cfg):
     assert models["llama3b_sft_3ep"] == {"kind": "sft", "run": "llama3b_sft_3ep"}
     assert models["table4-qwen7b"] == {"kind": "run", "run": "qwen7b_redi_a0.8_lr1e-6",
                                        "checkpoint": "best"}
-    spec = plan.table_spec(cfg, "table4")
+    spec = report_plan.table_spec(cfg, "table4")
     assert [(r["label"], r["model"], r.get("relative_to"), r.get("paper_relative"))
             for r in spec["rows"]] == [
         ("llama3b_sft_3ep", "Llama-3.2-3B SFT-3ep", None, None),
         ("table4-llama3b", "Llama-3.2-3B REDI", "llama3b_sft_3ep", 17.7),
         ("qwen7b_sft_3ep", "Qwen2.5-Math-7B SFT-3ep", None, None),
         ("table4-qwen7b", "Qwen2.5-Math-7B REDI", "qwen7b_sft_3ep", 4.2)]
-    assert plan.table_inputs(cfg, "table4")[1] == "results/eval/final/table4-llama3b/summary.json"
+    assert report_plan.table_inputs(cfg, "table4")[1] == "results/eval/final/table4-llama3b/summary.json"
     # Table 3 and the paper comparison time the primary base model's runs only
-    timed = [r["manifest"] for stage in plan.table3_spec(cfg)["stages"] for r in stage["runs"]]
+    timed = [r["manifest"] for stage in report_plan.table3_spec(cfg)["stages"] for r in stage["runs"]]
     assert not any("llama3b" in m or "qwen7b" in m for m in timed) and len(timed) == 23
-    assert "llama3b_redi_a0.8_lr1e-6" not in plan.comparison_params(cfg)["training_stages"][
+    assert "llama3b_redi_a0.8_lr1e-6" not in report_plan.comparison_params(cfg)["training_stages"][
         "redi_1ep"]
 
 
@@ -477,8 +485,8 @@ def test_without_other_base_models_there_is_no_table4():
     cfg["base_models"], cfg["tables"]["table4"] = {}, {"models": []}
     cfg["runs"] = {r: s for r, s in cfg["runs"].items() if s["init"].startswith("sft_")}
     rc.validate_config(cfg)
-    assert plan.tables(cfg) == ["table1", "table2"]
-    assert not any("table4" in t for t in plan.all_targets(cfg))
+    assert report_plan.tables(cfg) == ["table1", "table2"]
+    assert not any("table4" in t for t in default_target.all_targets(cfg))
     assert plan.base_sft_runs(cfg) == [] and plan.own_tokenizers(cfg) == []
 
 
@@ -505,9 +513,9 @@ def test_a_registered_objective_is_planned_with_no_other_edit(weighted_sft):
     params = plan.stage2_params(cfg, "wsft_w0.5")
     assert (params["objective"], params["weight"]) == ("wsft", 0.5)
     assert plan.stage2_inputs(cfg, "wsft_w0.5")["ref"] == []  # needs_ref is False
-    assert plan.figure_params(cfg, "fig3")["specs"]["wsft_w0.5"] == {"objective": "wsft",
+    assert report_plan.figure_params(cfg, "fig3")["specs"]["wsft_w0.5"] == {"objective": "wsft",
                                                                      "weight": 0.5}
-    assert plan.comparison_params(cfg)["training_stages"]["wsft_1ep"] == ["wsft_w0.5"]
+    assert report_plan.comparison_params(cfg)["training_stages"]["wsft_1ep"] == ["wsft_w0.5"]
     for bad, key in ((0, "runs.wsft_w0.5.weight"), (None, "runs.wsft_w0.5")):
         broken = copy.deepcopy(cfg)
         if bad is None:
@@ -555,10 +563,10 @@ def test_a_registered_figure_is_planned_with_no_other_edit(monkeypatch):
         rc.validate_config(copy.deepcopy(cfg))
     cfg["figures"]["fig99"] = ["redi_a0.2_lr1e-6"]
     rc.validate_config(cfg)
-    assert plan.figure_inputs(cfg, "fig99")["curves"] == [
+    assert report_plan.figure_inputs(cfg, "fig99")["curves"] == [
         "results/eval/curves/redi_a0.2_lr1e-6.csv"]
-    assert "results/figures/fig99.png" in plan.all_targets(cfg)
-    assert json.loads(plan.hp(plan.figure_params(cfg, "fig99")))["runs"] == ["redi_a0.2_lr1e-6"]
+    assert "results/figures/fig99.png" in default_target.all_targets(cfg)
+    assert json.loads(snakemake_helpers.hp(report_plan.figure_params(cfg, "fig99")))["runs"] == ["redi_a0.2_lr1e-6"]
 
 
 def test_analysis_and_table3_plans():
@@ -566,7 +574,7 @@ def test_analysis_and_table3_plans():
     params = plan.analysis_params(paper_config)
     assert (params["n_pairs"], params["fig10_after"], params["max_length"]) == (300, "last", 19800)
     assert params["benchmark"]["name"] == "aime24" and params["think_prefix_newline"] is False
-    spec = plan.table3_spec(tiny_config)
+    spec = report_plan.table3_spec(tiny_config)
     labels = [s["label"] for s in spec["stages"]]
     assert labels == ["SFT 3 ep", "SFT 5 ep", "DPO", "SimPO", "REDI"]
     dpo = spec["stages"][2]
@@ -574,6 +582,6 @@ def test_analysis_and_table3_plans():
     assert dpo["shared"] == {"results/benchmarks/ref_logps/sft_3ep.tsv": 11}
     assert all(r["ref"] == "results/benchmarks/ref_logps/sft_3ep.tsv" for r in dpo["runs"])
     assert "shared" not in spec["stages"][0] and spec["stages"][4]["shared"] == {}
-    inputs = plan.table3_inputs(spec)
+    inputs = report_plan.table3_inputs(spec)
     assert "results/benchmarks/sft/sft_5ep.tsv" in inputs
     assert inputs.count("results/benchmarks/ref_logps/sft_3ep.tsv") == 1

@@ -320,7 +320,7 @@ def write_fake_upstream(workdir: Path, cfg: dict) -> None:
            genstats(preset["fig8_benchmark"]).to_csv(index=False), final_age)
 
 
-# one wildcard rule per registry (redi.workflow.plan.TABLES, redi.report.plotting.FIGURES)
+# one wildcard rule per registry (redi.workflow.report_plan.TABLES, redi.report.plotting.FIGURES)
 REPORT_RULES = {"table": 2, "paper_comparison": 1, "figure": len(FIGURES)}
 
 

@@ -25,7 +25,7 @@ from redi.model.checkpoints import (
 from redi.model.models import load_causal_lm, load_tokenizer
 from redi.train import training
 from redi.workflow import config as rc
-from redi.workflow import cost_plan, names, plan
+from redi.workflow import cost_plan, default_target, names, plan, prune_plan, report_plan
 from tests.conftest import ROOT, copy_workflow, planned_jobs, snakemake
 from tests.support.training import Interrupt, kill_after, sft_params
 
@@ -257,12 +257,12 @@ def test_off_by_default_and_targets_only_when_on(preset):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert config["presets"][preset]["prune_checkpoints"] is False
     config = load_config(preset)
-    assert plan.prune_targets(config) == []
-    assert not any(t.endswith(PRUNE_MARKER) for t in plan.all_targets(config))
+    assert prune_plan.prune_targets(config) == []
+    assert not any(t.endswith(PRUNE_MARKER) for t in default_target.all_targets(config))
     on = load_config(preset, prune_on=True)
     runs = names.all_sft_runs(on) + plan.stage2_runs(on)
-    assert plan.prune_targets(on) == [f"results/train/{r}/pruned.json" for r in runs]
-    assert plan.all_targets(on)[-len(runs):] == plan.prune_targets(on)
+    assert prune_plan.prune_targets(on) == [f"results/train/{r}/pruned.json" for r in runs]
+    assert default_target.all_targets(on)[-len(runs):] == prune_plan.prune_targets(on)
 
 
 def test_schema_refuses_a_non_boolean():
@@ -275,10 +275,10 @@ def test_schema_refuses_a_non_boolean():
 def test_prune_waits_for_every_job_that_loads_a_checkpoint():
     config = load_config("tiny", prune_on=True)
     # Figures 8-10's runs keep every checkpoint
-    assert plan.every_checkpoint_runs(config) == plan.figure_runs(config, "fig8")
-    figure_run = plan.figure_runs(config, "fig8")[0]
+    assert prune_plan.every_checkpoint_runs(config) == report_plan.figure_runs(config, "fig8")
+    figure_run = report_plan.figure_runs(config, "fig8")[0]
     sft = plan.init_run(config, figure_run)
-    inputs = plan.prune_inputs(config, sft)
+    inputs = prune_plan.prune_inputs(config, sft)
     assert (inputs["manifest"], inputs["curve"], inputs["best"]) == (
         f"results/train/{sft}/manifest.json", f"results/eval/curves/{sft}.csv",
         f"results/eval/curves/{sft}.best.json")
@@ -295,7 +295,7 @@ def test_prune_waits_for_every_job_that_loads_a_checkpoint():
     group = plan.table2_groups(config)[-1]
     label = f"table2-{group['slug']}"
     for r in group["runs"]:
-        assert f"results/eval/final/{label}/summary.json" in plan.checkpoint_consumers(
+        assert f"results/eval/final/{label}/summary.json" in prune_plan.checkpoint_consumers(
             config, r)
 
 
@@ -309,7 +309,7 @@ def test_dry_run_plans_prune_jobs_only_with_the_key_on(tmp_path):
     (work / "prune_on.yaml").write_text("presets: {tiny: {prune_checkpoints: true}}\n")
     on = planned_jobs(snakemake(work, "-n", "--configfile", "prune_on.yaml"))
     config = load_config("tiny", prune_on=True)
-    assert on.pop("prune") == len(plan.prune_runs(config))
+    assert on.pop("prune") == len(prune_plan.prune_runs(config))
     assert on == off  # the same jobs besides
 
 
@@ -340,7 +340,7 @@ def test_snakemake_prunes_one_run_and_then_plans_nothing(trained, tmp_path):
     work = copy_workflow(tmp_path / "wf")
     shutil.copytree(trained / "results", work / "results")
     (work / "prune_on.yaml").write_text("presets: {tiny: {prune_checkpoints: true}}\n")
-    inputs = plan.prune_inputs(load_config("tiny", prune_on=True), RUN)
+    inputs = prune_plan.prune_inputs(load_config("tiny", prune_on=True), RUN)
     write_best(work / inputs["best"], BEST)
     marker = str(RUN_DIR / PRUNE_MARKER)
     built = [inputs["manifest"], str(RUN_DIR / "log.csv"), inputs["curve"], inputs["best"],

@@ -12,7 +12,7 @@ import pytest
 
 from redi.eval import metrics
 from redi.report import agreement, comparison, table3, tables
-from redi.workflow import paths, plan
+from redi.workflow import paths, report_plan
 from tests.conftest import ROOT
 from tests.support.reports import summary
 
@@ -373,7 +373,7 @@ def cfg() -> dict:
 
 def test_table2_spec_rows_in_the_papers_order(cfg):
     cfg["tables"]["table2"]["groups"][1]["pin"] = "simpo_b2_g1_lr5e-7"
-    spec = plan.table_spec(cfg, "table2")
+    spec = report_plan.table_spec(cfg, "table2")
     assert [(r["label"], r["model"], r["role"], r["selection"]) for r in spec["rows"]] == [
         ("sft_3ep", "SFT-3ep", "start", "final checkpoint"),
         ("table2-dpo", "DPO", "group", "best of 11 runs, peak checkpoint"),
@@ -396,7 +396,7 @@ def test_table2_spec_rows_in_the_papers_order(cfg):
 def test_table1_spec_paper_preset(cfg):
     cfg["preset"] = "paper"
     cfg["tables"]["table1"]["final_checkpoint"] = "last"
-    spec = plan.table_spec(cfg, "table1")
+    spec = report_plan.table_spec(cfg, "table1")
     assert [(r["label"], r["model"], r["role"]) for r in spec["rows"]] == [
         ("baseline-r1_distill_1.5b", "DeepSeek-R1-Distill-Qwen-1.5B", "baseline"),
         ("baseline-qwen_math_instruct_1.5b", "Qwen2.5-Math-1.5B-Instruct", "baseline"),
@@ -413,7 +413,7 @@ def test_table1_spec_paper_preset(cfg):
 
 
 def test_figure_params(cfg):
-    fig3 = plan.figure_params(cfg, "fig3")
+    fig3 = report_plan.figure_params(cfg, "fig3")
     assert fig3["runs"] == ["dpo_b0.001_lr1e-6", "dpo_b0.01_lr1e-7", "dpo_b0.1_lr1e-8"]
     assert fig3["benchmark"] == {"name": "toy_arith", "label": "Toy-Arith"}
     assert fig3["step_sizes"] == ["lr_x_grad_norm", "update_norm"]
@@ -426,7 +426,7 @@ def test_figure_params(cfg):
     assert fig3["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi"}
     assert fig3["specs"]["dpo_b0.01_lr5e-7"] == {"objective": "dpo", "beta": 0.01}
     assert set(fig3["labels"]) == set(fig3["runs"])
-    fig7 = plan.figure_params(cfg, "fig7")
+    fig7 = report_plan.figure_params(cfg, "fig7")
     assert fig7["specs"]["redi_a0.8_lr1e-6"] == {"objective": "redi", "init": "sft_3ep",
                                                 "lr": 1e-6, "alpha": 0.8}
     # another figure's LR does not change this figure's job parameters
@@ -435,10 +435,10 @@ def test_figure_params(cfg):
     # (and as a --configfile override would leave it: that run first)
     changed["runs"] = {"redi_a0.2_lr1e-6": changed["runs"].pop("redi_a0.2_lr1e-6"),
                        **changed["runs"]}
-    assert plan.figure_params(changed, "fig3") == fig3
-    assert plan.figure_params(changed, "fig7") != fig7
-    assert plan.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
-    fig8 = plan.figure_params(cfg, "fig8")
+    assert report_plan.figure_params(changed, "fig3") == fig3
+    assert report_plan.figure_params(changed, "fig7") != fig7
+    assert report_plan.figure_params(cfg, "fig2")["runs"] == ["sft_3ep", "sft_5ep"]
+    fig8 = report_plan.figure_params(cfg, "fig8")
     assert fig8["runs"] == ["redi_a0.8_lr1e-6"]
     assert fig8["benchmark"] == {"name": "toy_long", "label": "Toy-Long (OOD)"}
 
@@ -464,7 +464,7 @@ def test_training_time_table():
 
 
 def test_comparison_params_time_every_run(cfg):
-    params = plan.comparison_params(cfg)
+    params = report_plan.comparison_params(cfg)
     stages = params["training_stages"]
     assert stages["sft_5ep"] == ["sft_5ep"]
     assert len(stages["dpo_1ep"]) == 11 and len(stages["simpo_1ep"]) == 2
@@ -546,11 +546,11 @@ def test_agreement_inputs_are_checked(tmp_path):
 
 
 def test_agreement_spec_covers_every_table_model(cfg):
-    spec = plan.agreement_spec(cfg)
+    spec = report_plan.agreement_spec(cfg)
     assert spec["graders"] == ["rllm", "strict"]
     assert [r["label"] for r in spec["rows"]] == [
         "baseline-tiny-base", "sft_5ep", "table1-final", "sft_3ep", "table2-dpo",
         "table2-simpo", "table2-symmetric_redi", "table2-redi",
         "llama3b_sft_3ep", "table4-llama3b", "qwen7b_sft_3ep", "table4-qwen7b"]
     cfg["evaluation"]["final"]["grader"] = "strict"
-    assert plan.agreement_spec(cfg)["graders"] == ["strict", "rllm"]
+    assert report_plan.agreement_spec(cfg)["graders"] == ["strict", "rllm"]

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from redi.workflow import config as rc
-from redi.workflow import plan
+from redi.workflow import ood_plan, plan
 from tests.conftest import VLLM_PYTHON, require_vllm, toy_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def protocol(served) -> dict:
     rc.validate_config(config, ROOT)
     bench = [{"name": "toy", "label": "Toy", "file": "toy.json", "dir": str(served["root"])}]
     short = {"benchmarks": bench, "max_new_tokens": 24}
-    ood = plan.ood_eval_params(config, "sft_3ep")
+    ood = ood_plan.ood_eval_params(config, "sft_3ep")
     ood["benchmarks"] = [{"name": "mc", "label": "MC", "kind": "multiple_choice",
                           "source": "file", "path": str(served["root"] / "mc.jsonl"),
                           "max_new_tokens": 24}]

@@ -175,7 +175,7 @@ def validate_multiple_choice(path: str | Path | None) -> int:
 def validate_all(params: dict[str, Any]) -> dict[str, Any]:
     """Check every benchmark file of a run before any generation: ``params["benchmarks"]``
     (``redi.workflow.plan.benchmark_specs``: name, file, dir) and ``params["ood"]``
-    (``redi.workflow.plan.ood_benchmarks``: name, kind, path). Returns the record of what was
+    (``redi.workflow.ood_plan.ood_benchmarks``: name, kind, path). Returns the record of what was
     checked (path, items, sha256 per file); raises one error listing every bad file."""
     record: dict[str, Any] = {"benchmarks": {}, "ood": {}}
     errors = []

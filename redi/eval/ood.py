@@ -1,6 +1,6 @@
 """Out-of-domain evaluation of one final-evaluation model (paper appendix D.2, Table 5).
 
-The benchmarks (``redi.workflow.plan.ood_eval_params``, from the preset's ``ood`` section) are of
+The benchmarks (``redi.workflow.ood_plan.ood_eval_params``, from the preset's ``ood`` section) are of
 the kinds registered in :mod:`redi.eval.ood_kinds`, whose entry names the functions this job
 calls to load, prompt and grade (a new kind is one entry there); the two of the paper:
 
@@ -253,7 +253,7 @@ def run_ood(label: str, params: Mapping[str, Any], out_dir: str | Path,
             make_backend: BackendFactory | None = None) -> dict[str, Any]:
     """Every out-of-domain benchmark of one model: ``<name>.parquet`` + ``summary.json``.
 
-    ``params``: ``redi.workflow.plan.ood_eval_params`` (the protocol + ``model``, the label's
+    ``params``: ``redi.workflow.ood_plan.ood_eval_params`` (the protocol + ``model``, the label's
     ``final_models`` entry, resolved like the final evaluation's). ``make_backend``
     builds a backend from one benchmark's params (default: the preset's).
     """

@@ -14,7 +14,7 @@ inputs from static imports (``redi.sources.module_inputs``), so a kind's functio
 in a module that the jobs' modules (``redi.eval.ood``, ``redi.eval.toy_ood``, ``redi.eval.benchmarks``)
 import, or its changes would not rerun them.
 
-Signatures (``params``: ``redi.workflow.plan.ood_eval_params``; ``spec``: one entry of its
+Signatures (``params``: ``redi.workflow.ood_plan.ood_eval_params``; ``spec``: one entry of its
 ``benchmarks``):
 
 * ``load(spec) -> items``; ``ids(items) -> list[str]``

@@ -11,8 +11,8 @@ difference above ``SEM_FACTOR``·σ holds, one below −``SEM_FACTOR``·σ does 
 between is not enough evidence. pass@16 has no SEM (the paper reports none): it is
 compared as is.
 
-Adding a claim = one check function + one ``CLAIMS`` entry. ``redi.workflow.plan.claims_spec`` (the
-job's parameters) and ``redi.workflow.plan.claims_inputs`` read the config; the module imports pandas lazily,
+Adding a claim = one check function + one ``CLAIMS`` entry. ``redi.workflow.report_plan.claims_spec`` (the
+job's parameters) and ``redi.workflow.report_plan.claims_inputs`` read the config; the module imports pandas lazily,
 because the Snakefile reads them while it parses.
 """
 
@@ -48,7 +48,7 @@ class Verdict:
 @dataclass
 class Evidence:
     """This run's numbers: tables by name (``table1``, ``table2_pass16``, ...), curves
-    by run, and the job's spec (``redi.workflow.plan.claims_spec``: groups, runs' hyper-parameters)."""
+    by run, and the job's spec (``redi.workflow.report_plan.claims_spec``: groups, runs' hyper-parameters)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     curves: dict[str, pd.DataFrame] = field(default_factory=dict)

@@ -489,7 +489,7 @@ def _read(kind: FigureKind, params: Mapping[str, Any],
 def make_figure(params: Mapping[str, Any], inputs: Mapping[str, Sequence[str | Path]],
                 png: str | Path, pdf: str | Path) -> None:
     """The figure job. ``params``: figure, runs, palette, specs, labels, benchmark
-    ({name, label}) and step_sizes (``redi.workflow.plan.figure_params``); ``inputs``: paths by
+    ({name, label}) and step_sizes (``redi.workflow.report_plan.figure_params``); ``inputs``: paths by
     ``READS`` kind."""
     figure = params["figure"]
     if figure not in FIGURES:

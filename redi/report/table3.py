@@ -200,7 +200,7 @@ def table3_markdown(table: pd.DataFrame, preset: str) -> str:
 
 def run_table3(spec: Mapping[str, Any], training_times: str | Path, csv: str | Path,
                md: str | Path) -> None:
-    """The Table 3 job: ``spec`` from ``redi.workflow.plan.table3_spec``."""
+    """The Table 3 job: ``spec`` from ``redi.workflow.report_plan.table3_spec``."""
     table = cost_table(spec, pd.read_csv(training_times))
     write_csv(csv, table)
     write_text(md, table3_markdown(table, spec["preset"]))

@@ -5,7 +5,7 @@ benchmark kind's ``paper`` figure, ``redi.eval.ood_kinds``).
 
 Inputs are the out-of-domain summaries ``results/eval/ood/<label>/summary.json``
 (``redi.eval.ood``; fractions); the table holds percentages. The job parameters come from
-``redi.workflow.plan.table5_spec``::
+``redi.workflow.ood_plan.table5_spec``::
 
     {"table": "table5", "preset": "tiny", "title": "...", "reference": "sft_3ep",
      "benchmarks": [{"name": "toy_code", "label": "Toy-Code", "kind": "code"}, ...],

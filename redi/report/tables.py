@@ -4,7 +4,7 @@ helpers the other table modules share (percentages, averages, markdown).
 Inputs are the final-evaluation summaries ``results/eval/final/<label>/summary.json``
 (fractions in [0, 1]); tables hold percentages. What a table shows (its rows,
 benchmarks, run labels, captions) arrives from the rule as one JSON object, the
-*table spec* (built by ``redi.workflow.plan.table_spec``)::
+*table spec* (built by ``redi.workflow.report_plan.table_spec``)::
 
     {"table": "table2", "title": "...", "selection": "...", "preset": "tiny",
      "benchmarks": [{"name": "toy_arith", "label": "Toy-Arith"}, ...],

@@ -23,7 +23,7 @@ from redi.model import prune
 from redi.report.plotting import FIGURES
 from redi.report.table3 import non_embedding_params
 from redi.train.losses import OBJECTIVES
-from redi.workflow import names, paths, plan
+from redi.workflow import names, paths, plan, prune_plan, report_plan
 
 Config = Mapping[str, Any]
 
@@ -176,7 +176,7 @@ class Planner:
         self.data = data_sizes(config)
         self.paper_params = parameters(HUB_ARCHITECTURES[PAPER_MODEL])
         self.jobs: dict[str, Job] = {}
-        self.full_runs = set(plan.every_checkpoint_runs(config))
+        self.full_runs = set(prune_plan.every_checkpoint_runs(config))
         self.pruning = bool(self.preset.get("prune_checkpoints", False))
         self._training_jobs()
         self._evaluation_jobs()
@@ -351,10 +351,10 @@ class Planner:
     def targets(self) -> dict[str, list[str]]:
         """Each table and figure target of the config and the jobs it reads directly."""
         config = self.config
-        out = {plan.table_outputs(t)["csv"]: [f"final:{row['label']}"
-                                              for row in plan.table_spec(config, t)["rows"]]
-               for t in plan.tables(config)}
-        spec = plan.table3_spec(config)
+        out = {report_plan.table_outputs(t)["csv"]: [f"final:{row['label']}"
+                                              for row in report_plan.table_spec(config, t)["rows"]]
+               for t in report_plan.tables(config)}
+        spec = report_plan.table3_spec(config)
         out[paths.TABLE3_OUTPUTS["csv"]] = [
             f"train:{Path(r['manifest']).parent.name}" for s in spec["stages"] for r in s["runs"]]
         out[paths.TABLE5_OUTPUTS["csv"]] = [f"ood:{m}" for m in config["tables"]["table5"]["models"]]
@@ -363,10 +363,10 @@ class Planner:
         for figure, kind in FIGURES.items():
             out[paths.figure(figure)] = list(dict.fromkeys(
                 f"{kinds[read]}:{r}" for read in kind.reads
-                for r in plan.figure_runs(config, figure)))
-        inputs = plan.claims_inputs(config)
+                for r in report_plan.figure_runs(config, figure)))
+        inputs = report_plan.claims_inputs(config)
         out[paths.CLAIMS_OUTPUTS["csv"]] = [
-            *(j for t in plan.tables(config) for j in out[plan.table_outputs(t)["csv"]]),
+            *(j for t in report_plan.tables(config) for j in out[report_plan.table_outputs(t)["csv"]]),
             *out[paths.TABLE5_OUTPUTS["csv"]],
             *(f"curve:{Path(c).stem}" for c in inputs["curves"])]
         return out
