@@ -36,7 +36,7 @@ def tiny() -> cp.Planner:
 
 
 def rows_by_target(planner: cp.Planner) -> dict[str, dict]:
-    return {r["target"]: r for r in planner.rows()}
+    return {r["target"]: r for r in cp.target_rows(planner)}
 
 
 def test_parameter_counts_are_the_hub_models():
@@ -109,7 +109,7 @@ def test_markdown_says_whether_pruning_is_on(on):
     config = load_config("paper")
     config["presets"]["paper"]["prune_checkpoints"] = on
     planner = cp.Planner(config, TIMES)
-    md = cp.markdown(planner, planner.rows())
+    md = cp.markdown(planner, cp.target_rows(planner))
     state = "on** (`presets.paper.prune_checkpoints: true`)" if on else (
         "off** (`presets.paper.prune_checkpoints: false`)")
     assert f"Pruning is **{state}" in md

@@ -348,72 +348,78 @@ class Planner:
 
     # ---------------------------------------------------------------- targets
 
-    def targets(self) -> dict[str, list[str]]:
-        """Each table and figure target of the config and the jobs it reads directly."""
-        config = self.config
-        out = {report_plan.table_outputs(t)["csv"]: [f"final:{row['label']}"
-                                              for row in report_plan.table_spec(config, t)["rows"]]
-               for t in report_plan.tables(config)}
-        spec = report_plan.table3_spec(config)
-        out[paths.TABLE3_OUTPUTS["csv"]] = [
-            f"train:{Path(r['manifest']).parent.name}" for s in spec["stages"] for r in s["runs"]]
-        out[paths.TABLE5_OUTPUTS["csv"]] = [f"ood:{m}" for m in config["tables"]["table5"]["models"]]
-        kinds = {"curves": "curve", "logs": "train", "genstats": "genstats",
-                 "entropy": "analysis", "token_logps": "analysis"}
-        for figure, kind in FIGURES.items():
-            out[paths.figure(figure)] = list(dict.fromkeys(
-                f"{kinds[read]}:{r}" for read in kind.reads
-                for r in report_plan.figure_runs(config, figure)))
-        inputs = report_plan.claims_inputs(config)
-        out[paths.CLAIMS_OUTPUTS["csv"]] = [
-            *(j for t in report_plan.tables(config) for j in out[report_plan.table_outputs(t)["csv"]]),
-            *out[paths.TABLE5_OUTPUTS["csv"]],
-            *(f"curve:{Path(c).stem}" for c in inputs["curves"])]
-        return out
 
-    def closure(self, names: Iterable[str]) -> set[str]:
-        """Every job ``names`` need, themselves included."""
-        seen: set[str] = set()
-        todo = list(names)
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(self.jobs[name].deps)
-        return seen
+def target_jobs(planner: Planner) -> dict[str, list[str]]:
+    """Each table and figure target of the config and the jobs it reads directly."""
+    config = planner.config
+    out = {report_plan.table_outputs(t)["csv"]: [f"final:{row['label']}"
+                                          for row in report_plan.table_spec(config, t)["rows"]]
+           for t in report_plan.tables(config)}
+    spec = report_plan.table3_spec(config)
+    out[paths.TABLE3_OUTPUTS["csv"]] = [
+        f"train:{Path(r['manifest']).parent.name}" for s in spec["stages"] for r in s["runs"]]
+    out[paths.TABLE5_OUTPUTS["csv"]] = [f"ood:{m}" for m in config["tables"]["table5"]["models"]]
+    kinds = {"curves": "curve", "logs": "train", "genstats": "genstats",
+             "entropy": "analysis", "token_logps": "analysis"}
+    for figure, kind in FIGURES.items():
+        out[paths.figure(figure)] = list(dict.fromkeys(
+            f"{kinds[read]}:{r}" for read in kind.reads
+            for r in report_plan.figure_runs(config, figure)))
+    inputs = report_plan.claims_inputs(config)
+    out[paths.CLAIMS_OUTPUTS["csv"]] = [
+        *(j for t in report_plan.tables(config) for j in out[report_plan.table_outputs(t)["csv"]]),
+        *out[paths.TABLE5_OUTPUTS["csv"]],
+        *(f"curve:{Path(c).stem}" for c in inputs["curves"])]
+    return out
 
-    def critical_path(self, names: Iterable[str]) -> float:
-        """The longest chain of dependent jobs' wall hours ending in one of ``names``."""
-        memo: dict[str, float] = {}
 
-        def finish(name: str) -> float:
-            if name not in memo:
-                job = self.jobs[name]
-                memo[name] = job.wall_hours + max((finish(d) for d in job.deps), default=0.0)
-            return memo[name]
+def closure(planner: Planner, names: Iterable[str]) -> set[str]:
+    """Every job ``names`` need, themselves included."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(planner.jobs[name].deps)
+    return seen
 
-        return max((finish(n) for n in names), default=0.0)
 
-    def row(self, target: str, names: list[str]) -> dict[str, Any]:
-        jobs = [self.jobs[n] for n in sorted(self.closure(names))]
-        gpu = self.train_gpus or self.eval_gpus
-        return {
-            "target": target, "jobs": len(jobs),
-            "gpu_jobs": sum(1 for j in jobs if j.gpu_hours > 0),
-            "checkpoints": sum(j.checkpoints for j in jobs),
-            "gpu_hours": round(sum(j.gpu_hours for j in jobs), 1),
-            "wall_h_one_node": round(sum(j.wall_hours for j in jobs), 1) if gpu else None,
-            "wall_h_critical_path": round(self.critical_path(names), 1) if gpu else None,
-            "disk_gb": round(sum(j.disk for j in jobs) / GB, 3),
-            "disk_gb_pruned": round(sum(j.disk_pruned for j in jobs) / GB, 3),
-        }
+def critical_path(planner: Planner, names: Iterable[str]) -> float:
+    """The longest chain of dependent jobs' wall hours ending in one of ``names``."""
+    memo: dict[str, float] = {}
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per target, then ``all`` (every job of every target, each once)."""
-        targets = self.targets()
-        rows = [self.row(t, names) for t, names in targets.items()]
-        everything = [n for names in targets.values() for n in names]
-        return [*rows, self.row("all", everything)]
+    def finish(name: str) -> float:
+        if name not in memo:
+            job = planner.jobs[name]
+            memo[name] = job.wall_hours + max((finish(d) for d in job.deps), default=0.0)
+        return memo[name]
+
+    return max((finish(n) for n in names), default=0.0)
+
+
+def target_row(planner: Planner, target: str, names: list[str]) -> dict[str, Any]:
+    """A target's cost: the jobs it needs, their GPU-hours, wall time and disk."""
+    jobs = [planner.jobs[n] for n in sorted(closure(planner, names))]
+    gpu = planner.train_gpus or planner.eval_gpus
+    return {
+        "target": target, "jobs": len(jobs),
+        "gpu_jobs": sum(1 for j in jobs if j.gpu_hours > 0),
+        "checkpoints": sum(j.checkpoints for j in jobs),
+        "gpu_hours": round(sum(j.gpu_hours for j in jobs), 1),
+        "wall_h_one_node": round(sum(j.wall_hours for j in jobs), 1) if gpu else None,
+        "wall_h_critical_path": round(critical_path(planner, names), 1) if gpu else None,
+        "disk_gb": round(sum(j.disk for j in jobs) / GB, 3),
+        "disk_gb_pruned": round(sum(j.disk_pruned for j in jobs) / GB, 3),
+    }
+
+
+def target_rows(planner: Planner) -> list[dict[str, Any]]:
+    """One row per target, then ``all`` (every job of every target, each once)."""
+    targets = target_jobs(planner)
+    rows = [target_row(planner, t, names) for t, names in targets.items()]
+    everything = [n for names in targets.values() for n in names]
+    return [*rows, target_row(planner, "all", everything)]
 
 
 def job_rows(planner: Planner) -> list[dict[str, Any]]:
@@ -467,7 +473,7 @@ def write_plan(config: Config, times_csv: str | Path, out_csv: str | Path,
                out_md: str | Path) -> list[dict[str, Any]]:
     """cost.csv (one row per target) and cost.md (the same, the assumptions, every job)."""
     planner = Planner(config, load_times(times_csv))
-    rows = planner.rows()
+    rows = target_rows(planner)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
