@@ -1,4 +1,4 @@
-"""Grading throughput (responses/s) of every mode of ``redi.eval.grading.MODES``.
+"""Grading throughput (responses/s) of every mode of ``redi.grading.MODES``.
 
 A thin wrapper around ``scripts/bench_grading.py`` (the worker pool on typical long
 responses graded against the five real benchmark files, 16 samples per problem): it
@@ -50,7 +50,7 @@ def parse(output: str) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    from redi.eval.grading import MODES
+    from redi.grading import MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 problems, 2 samples")

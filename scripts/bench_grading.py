@@ -21,7 +21,7 @@ import random
 import time
 from pathlib import Path
 
-from redi.eval.grading import MODES, Grader, gold_latex
+from redi.grading import MODES, Grader, gold_latex
 
 THINK = ("Let me set up the problem. We have $x^2 - 5x + 6 = 0$, so $(x-2)(x-3) = 0$ and "
          "$x \\in \\{2, 3\\}$. Wait, let me double-check the discriminant: $25 - 24 = 1$. ")

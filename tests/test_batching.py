@@ -7,8 +7,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from redi.data import prompts
 from redi.data.prompts import ENDOFTEXT, IM_END
-from redi.train import batching, train_data
+from redi.train import train_data
 from tests.support.models import QWEN25_MATH_TEMPLATE
 
 from .conftest import toy_rows
@@ -42,8 +43,8 @@ def rows(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.parametrize("template", [None, QWEN25_MATH_TEMPLATE], ids=["ours", "qwen2.5-math"])
 def test_qwen_suffixes_and_ids_are_unchanged(template, rows) -> None:
     tokenizer = tokenizer_of("qwen2", template)
-    assert batching.sft_suffix(tokenizer) == OLD_SFT_SUFFIX == "<|im_end|>\n"
-    assert batching.stage2_suffix(tokenizer) == OLD_STAGE2_SUFFIX == "<|im_end|>\n<|endoftext|>"
+    assert prompts.sft_suffix(tokenizer) == OLD_SFT_SUFFIX == "<|im_end|>\n"
+    assert prompts.stage2_suffix(tokenizer) == OLD_STAGE2_SUFFIX == "<|im_end|>\n<|endoftext|>"
     responses = list(pd.read_parquet(rows["sft"])["response"])
     old = tokenizer([r + OLD_SFT_SUFFIX for r in responses], add_special_tokens=False)["input_ids"]
     sft = train_data.sft_items(tokenizer, rows["sft"], max_length=4096)
@@ -65,8 +66,8 @@ def test_llama_completions_end_with_eot(rows) -> None:
                      for t in ("<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"))
     header = tokenizer("<|start_header_id|>assistant<|end_header_id|>\n\n",
                        add_special_tokens=False)["input_ids"]
-    assert batching.sft_suffix(tokenizer) == "<|eot_id|>"
-    assert batching.stage2_suffix(tokenizer) == "<|eot_id|><|end_of_text|>"
+    assert prompts.sft_suffix(tokenizer) == "<|eot_id|>"
+    assert prompts.stage2_suffix(tokenizer) == "<|eot_id|><|end_of_text|>"
 
     response = pd.read_parquet(rows["sft"])["response"][0]
     sft = train_data.sft_items(tokenizer, rows["sft"], max_length=4096)[0].seqs[0]

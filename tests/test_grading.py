@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from redi.eval import grading
-from redi.eval.grading import (
+from redi import grading
+from redi.grading import (
     Grader,
     gold_candidates,
     gold_latex,

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from redi.eval import benchmarks, evaluation, token_analysis
+from redi.report.plotting import FIGURES
 from redi.workflow import config as rc
 from redi.workflow import names, ood_plan, paths, plan, report_plan
 from tests.conftest import BENCHMARKS_DIR, ROOT
@@ -76,7 +77,7 @@ def training_runs(config: dict[str, Any]) -> list[str]:
 
 
 def genstats_runs(config: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(r for f, kind in plan.FIGURES.items() if "genstats" in kind.reads
+    return list(dict.fromkeys(r for f, kind in FIGURES.items() if "genstats" in kind.reads
                               for r in report_plan.figure_runs(config, f)))
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from redi.eval import evaluation
 from redi.eval.generation import Backend, Completion
-from redi.eval.grading import Grader
+from redi.grading import Grader
 from redi.workflow import config as rc
 from redi.workflow import plan
 from tests.conftest import ROOT

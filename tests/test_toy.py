@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from redi.data import filters, toy
-from redi.eval.grading import grade
+from redi.grading import grade
 
 PARAMS = {"seed": 7, "n_problems": 240, "benchmarks": {"toy_arith": 12, "toy_frac": 8,
                                                        "toy_long": 8}}

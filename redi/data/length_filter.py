@@ -40,15 +40,15 @@ def response_lengths(tokenizer: Any, rows: Iterable[dict[str, Any]]) -> list[int
 def sft_sequence_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]],
                          chunk: int = 1000) -> list[tuple[int, int]]:
     """(prompt, completion) token counts of SFT examples as the SFT job tokenizes them
-    (``redi.train.batching``: chat-template prompt; response + end tokens)."""
-    from redi.train import batching
+    (as ``redi.train.train_data`` does: chat-template prompt; response + end tokens)."""
+    from redi.data.prompts import encode_completions, encode_prompts, sft_suffix
 
     out: list[tuple[int, int]] = []
     for start in range(0, len(rows), chunk):  # chunks: only the counts are kept
         part = rows[start:start + chunk]
-        prompts = batching.encode_prompts(tokenizer, [r["problem"] for r in part])
-        completions = batching.encode_completions(
-            tokenizer, [r["response"] for r in part], batching.sft_suffix(tokenizer))
+        prompts = encode_prompts(tokenizer, [r["problem"] for r in part])
+        completions = encode_completions(
+            tokenizer, [r["response"] for r in part], sft_suffix(tokenizer))
         out += [(len(p), len(c)) for p, c in zip(prompts, completions, strict=True)]
     return out
 

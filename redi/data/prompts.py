@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 # The Qwen2.5-Math default system prompt (added by its chat template).
@@ -179,3 +180,17 @@ def authors_token_lengths(tokenizer: Any, problem: str, responses: list[str]) ->
             ids = ids["input_ids"]
         lengths.append(len(ids) + 1)
     return lengths
+
+
+def sft_suffix(tokenizer: Any) -> str:
+    """The end of an SFT completion: the chat template's end of an assistant turn."""
+    return turn_end(tokenizer)
+
+
+def encode_prompts(tokenizer: Any, problems: Sequence[str]) -> list[list[int]]:
+    texts = [render_generation_prompt(tokenizer, p) for p in problems]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def encode_completions(tokenizer: Any, traces: Sequence[str], suffix: str) -> list[list[int]]:
+    return tokenizer([t + suffix for t in traces], add_special_tokens=False)["input_ids"]

@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from redi.data.prompts import EVAL_USER_TEMPLATE
-from redi.eval.grading import Grader
+from redi.grading import Grader
 
 SOURCES = ["olympiads", "aops_forum", "amc_aime", "cn_contest", "number_theory", "inequalities"]
 WAIT_PHRASES = [

@@ -42,7 +42,7 @@ def _verifiable(row: Any) -> bool:
 
 def run_verify(raw_source: str, params: dict[str, Any], out: str, workers: int) -> dict[str, Any]:
     """Re-grade every generation of the structurally valid rows with Math-Verify."""
-    from redi.eval.grading import Grader
+    from redi.grading import Grader
     from redi.io import write_json
 
     corpus = load_raw(raw_source)

@@ -5,7 +5,7 @@ rllm copies in ``../shared/benchmarks`` work offline) or, when it is null,
 downloaded from the Hub once by a local rule into ``results/data/benchmarks``
 in the same format. ``answer`` keeps its source type: a string (MATH-500,
 AIME), a float (AMC: ``142.0``) or a list of alternatives (Minerva,
-OlympiadBench); ``redi.eval.grading.gold_candidates`` normalises all of them.
+OlympiadBench); ``redi.grading.gold_candidates`` normalises all of them.
 
 Every file is checked against one schema before any generation
 (:func:`validate_benchmark_file`, run by the data stage): UTF-8, a well-formed
@@ -93,7 +93,7 @@ def answer_error(answer: Any) -> str | None:
     if isinstance(answer, float) and not math.isfinite(answer):
         return f"answer must be a finite number, got {answer!r}"
     if isinstance(answer, str):
-        from redi.eval.grading import gold_latex
+        from redi.grading import gold_latex
 
         try:
             gold_latex(answer)  # what grading does to it: nothing may be left
@@ -228,7 +228,7 @@ def _amc(row: dict) -> dict:
 
 
 def _minerva(row: dict) -> dict:
-    from redi.eval.grading import last_boxed
+    from redi.grading import last_boxed
 
     # field names differ between copies; the answer may only be in the solution
     answer = row.get("answer")

@@ -32,8 +32,8 @@ from redi.data.prompts import THINK_CLOSE, render_eval_prompt
 from redi.eval.backends import make_backend
 from redi.eval.benchmarks import benchmark_path, load_benchmark
 from redi.eval.generation import Backend, Completion, Sampling
-from redi.eval.grading import MODES, Grade, Grader
 from redi.eval.metrics import summarize, wait_count
+from redi.grading import MODES, Grade, Grader
 from redi.io import read_json, sha256_file, write_csv, write_json, write_parquet
 from redi.model.models import load_tokenizer
 

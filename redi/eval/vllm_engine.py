@@ -258,6 +258,11 @@ class _OutputTail:
         self.lines: deque[str] = deque(maxlen=keep)
 
     def __enter__(self) -> _OutputTail:
+        # multiprocessing's resource tracker outlives the engines: started after the
+        # redirect it would hold the pipe open and __exit__ would wait its full timeout
+        import multiprocessing.resource_tracker
+
+        multiprocessing.resource_tracker.ensure_running()
         sys.stdout.flush()
         sys.stderr.flush()
         self._console = (os.dup(1), os.dup(2))

@@ -33,7 +33,6 @@ from redi.io import (
     read_json,
     verify_files,
 )
-from redi.train.resume import STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +141,7 @@ def recorded_files(folder: Path) -> tuple[dict[str, Any], Path] | None:
 # beside a run's manifest: the files ``redi.prune`` removed (``removed``: checkpoint,
 # file, bytes, kind)
 PRUNE_MARKER = "pruned.json"
+STATE_FILE = "trainer_state.json"  # the Trainer's own state in a checkpoint's resume/
 
 
 class PrunedCheckpointError(FileIntegrityError):

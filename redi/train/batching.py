@@ -42,14 +42,6 @@ from typing import Any
 
 import torch
 
-from redi.data.prompts import render_generation_prompt, turn_end
-from redi.data.prompts import stage2_suffix as stage2_suffix  # re-exported beside sft_suffix
-
-
-def sft_suffix(tokenizer: Any) -> str:
-    """The end of an SFT completion: the chat template's end of an assistant turn."""
-    return turn_end(tokenizer)
-
 
 @dataclass(frozen=True)
 class TokenSeq:
@@ -95,15 +87,6 @@ class Batch:
             k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()
         }
         return Batch(**move)
-
-
-def encode_prompts(tokenizer: Any, problems: Seq[str]) -> list[list[int]]:
-    texts = [render_generation_prompt(tokenizer, p) for p in problems]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-def encode_completions(tokenizer: Any, traces: Seq[str], suffix: str) -> list[list[int]]:
-    return tokenizer([t + suffix for t in traces], add_special_tokens=False)["input_ids"]
 
 
 def sft_sequence(prompt: list[int], completion: list[int], max_length: int) -> TokenSeq:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from redi.io import JobFileError, read_json, sha256_file, verify_files
+from redi.model.checkpoints import STATE_FILE
 from redi.sources import CHECKOUT, PACKAGE, module_inputs
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 # as the rules' code inputs are) make the code whose change invalidates a resume state
 TRAINING_MODULE = f"{PACKAGE}/train/training.py"
 _HASH_LIMIT = 64 * 2**20  # bigger input files are fingerprinted by size + mtime
-STATE_FILE = "trainer_state.json"
 STATE_KEYS = ("step", "rows", "checkpoints", "elapsed_s", "files")
 
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from redi.data.prompts import encode_completions, encode_prompts, sft_suffix, stage2_suffix
 from redi.train import batching
 from redi.train.batching import TokenSeq
 
@@ -34,9 +35,9 @@ def read_parquet_columns(path: str | os.PathLike, columns: list[str]) -> dict[st
 
 def sft_items(tokenizer: Any, path: str | os.PathLike, max_length: int) -> list[Item]:
     rows = read_parquet_columns(path, ["problem", "response"])
-    prompts = batching.encode_prompts(tokenizer, rows["problem"])
-    suffix = batching.sft_suffix(tokenizer)
-    completions = batching.encode_completions(tokenizer, rows["response"], suffix)
+    prompts = encode_prompts(tokenizer, rows["problem"])
+    suffix = sft_suffix(tokenizer)
+    completions = encode_completions(tokenizer, rows["response"], suffix)
     return [
         Item((batching.sft_sequence(p, c, max_length),))
         for p, c in zip(prompts, completions, strict=True)
@@ -63,10 +64,10 @@ def pair_items(
     ref_path: str | os.PathLike | None = None,
 ) -> list[Item]:
     rows = read_parquet_columns(path, ["problem", "chosen", "rejected"])
-    prompts = batching.encode_prompts(tokenizer, rows["problem"])
-    suffix = batching.stage2_suffix(tokenizer)
-    chosen = batching.encode_completions(tokenizer, rows["chosen"], suffix)
-    rejected = batching.encode_completions(tokenizer, rows["rejected"], suffix)
+    prompts = encode_prompts(tokenizer, rows["problem"])
+    suffix = stage2_suffix(tokenizer)
+    chosen = encode_completions(tokenizer, rows["chosen"], suffix)
+    rejected = encode_completions(tokenizer, rows["rejected"], suffix)
     refs: list[tuple[float, float] | None] = (
         list(read_ref_logps(ref_path, len(prompts))) if ref_path is not None
         else [None] * len(prompts))
