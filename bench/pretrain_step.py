@@ -32,28 +32,30 @@ MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 TOP = 12
 
 
-def base_params(base: str) -> dict[str, Any]:
-    """The tiny preset's spec of base model ``base`` (config.yaml)."""
+def load_config() -> dict[str, Any]:
     import yaml
 
-    from redi import plan
-
-    config = yaml.safe_load((benchlib.ROOT / "config.yaml").read_text())
-    return plan.base_model_params(config, None if base == "primary" else base)
+    return yaml.safe_load((benchlib.ROOT / "config.yaml").read_text())
 
 
-def tokenizer_for(params: dict[str, Any], workdir: Path) -> Any:
-    """The tokenizer the tokenizer job would train for ``params`` on the toy corpus."""
-    import yaml
+def base_name(base: str) -> str | None:
+    """config.yaml's name of ``base``: None for the primary base model."""
+    return None if base == "primary" else base
 
+
+def tokenizer_for(base: str, workdir: Path) -> Any:
+    """The tokenizer the tokenizer job trains for ``base`` (its own, or the primary one's
+    where it shares it) on the toy corpus."""
     from redi import base_model, plan, toy
 
-    config = yaml.safe_load((benchlib.ROOT / "config.yaml").read_text())
+    config = load_config()
     corpus = workdir / "raw_toy.parquet"
     if not corpus.exists():
-        toy.run(plan.toy_params(config), str(corpus), str(workdir / "toy_benchmarks"), workers=1)
-    return base_model.tiny_tokenizer(str(corpus), params["vocab_size"],
-                                     params.get("family", base_model.DEFAULT_FAMILY))
+        toy.run(plan.toy_params(config), str(corpus), str(workdir / "toy_benchmarks"),
+                workers=1)
+    spec = plan.tokenizer_params(config, plan.tokenizer_owner(config, base_name(base)))
+    return base_model.tiny_tokenizer(str(corpus), spec["vocab_size"],
+                                     spec.get("family", base_model.DEFAULT_FAMILY))
 
 
 def weights_sha256(model: Any) -> str:
@@ -129,8 +131,11 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         benchlib.print_machine(benchlib.machine(args.threads), "machine (load average at the start)")
-        params = {**base_params(args.base), "pretrain_steps": args.steps}
-        tokenizer = tokenizer_for(params, workdir)
+        from redi import plan
+
+        params = {**plan.base_model_params(load_config(), base_name(args.base)),
+                  "pretrain_steps": args.steps}
+        tokenizer = tokenizer_for(args.base, workdir)
         runs = [timed_run(params, tokenizer) for _ in range(args.repeats)]
         print(f"\n== {args.base}: {args.steps} steps of {params['pretrain_batch']} x "
               f"{params['pretrain_block']} tokens, {args.threads} thread(s)")
