@@ -167,6 +167,54 @@ def accumulation_steps(params: dict[str, Any], world: int) -> int:
     return params["global_batch"] // per_step
 
 
+def prepare_model(acc: Any, spec: RunSpec, attn: str, total_steps: int, accum: int
+                  ) -> tuple[Any, Any, Any]:
+    """The model to train (wrapped to give token log-probs), its optimizer and its LR
+    schedule, prepared by accelerate (DeepSpeed's "auto" values filled from the run's
+    params)."""
+    p = spec.params
+    plugin = acc.state.deepspeed_plugin
+    # DeepSpeed bf16 keeps bf16 weights + an fp32 master copy: load bf16 (the
+    # checkpoints are bf16); otherwise fp32 weights (+ autocast on GPU)
+    deepspeed_bf16 = plugin is not None and acc.mixed_precision == "bf16"
+    dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
+    model = load_causal_lm(spec.init, dtype, attn, bool(p.get("gradient_checkpointing")))
+    model.config.use_cache = False
+    module = logprobs.TokenLogps(model)
+    optimizer = make_optimizer(module.parameters(), p)
+    # not prepared: accelerate would step it once per process
+    scheduler = make_scheduler(optimizer, total_steps, p["warmup_ratio"])
+    if plugin is not None:  # DeepSpeed's "auto" values, from our params
+        plugin.deepspeed_config.update({
+            "train_micro_batch_size_per_gpu": p["micro_batch"],
+            "gradient_accumulation_steps": accum,
+            "train_batch_size": p["global_batch"],
+            "gradient_clipping": p["max_grad_norm"],
+        })
+    module, optimizer = acc.prepare(module, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    return module, optimizer, scheduler
+
+
+def stop_requested(acc: Any, world: int, stop: StopSignals) -> bool:
+    """Whether any process got a stop signal: all ranks must save and stop together."""
+    if world == 1:
+        return stop.received is not None
+    flag = torch.tensor(0.0 if stop.received is None else 1.0, device=acc.device)
+    return bool(acc.reduce(flag, reduction="sum") > 0)
+
+
+def fp32_partitions(optimizer: Any) -> list[torch.Tensor] | None:
+    """DeepSpeed ZeRO-1/2's fp32 master weights of this process, else None."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return list(getattr(inner, "single_partition_of_fp32_groups", None) or []) or None
+
+
+def completion_tokens(items: list[Item], indices: list[int]) -> float:
+    """The loss-bearing tokens of the examples ``indices``."""
+    return float(sum(s.n_completion for i in indices for s in items[i].seqs))
+
+
 class Trainer:
     """The optimisation loop, the same for every objective."""
 
@@ -192,37 +240,14 @@ class Trainer:
         self.total_steps = len(self.plan)
         self.attn, self.packed = attention.training_attention()
         self.pad_id = pad_id(spec.tokenizer)
-        self._prepare_model()
+        self.module, self.optimizer, self.scheduler = prepare_model(
+            self.accelerator, spec, self.attn, self.total_steps, self.accum)
         self.device = self.accelerator.device
         self.ckpt_dir = spec.run_dir / "checkpoints"
         self.rows: list[dict[str, Any]] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.start_step, self.elapsed_before = 0, 0.0
         self._resume()
-
-    def _prepare_model(self) -> None:
-        acc, p = self.accelerator, self.spec.params
-        plugin = acc.state.deepspeed_plugin
-        # DeepSpeed bf16 keeps bf16 weights + an fp32 master copy: load bf16 (the
-        # checkpoints are bf16); otherwise fp32 weights (+ autocast on GPU)
-        deepspeed_bf16 = plugin is not None and acc.mixed_precision == "bf16"
-        dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
-        model = load_causal_lm(self.spec.init, dtype, self.attn,
-                               bool(p.get("gradient_checkpointing")))
-        model.config.use_cache = False
-        module = logprobs.TokenLogps(model)
-        optimizer = make_optimizer(module.parameters(), p)
-        # not prepared: accelerate would step it once per process
-        self.scheduler = make_scheduler(optimizer, self.total_steps, p["warmup_ratio"])
-        if plugin is not None:  # DeepSpeed's "auto" values, from our params
-            plugin.deepspeed_config.update({
-                "train_micro_batch_size_per_gpu": p["micro_batch"],
-                "gradient_accumulation_steps": self.accum,
-                "train_batch_size": p["global_batch"],
-                "gradient_clipping": p["max_grad_norm"],
-            })
-        self.module, self.optimizer = acc.prepare(module, optimizer)
-        acc.register_for_checkpointing(self.scheduler)
 
     @property
     def layout(self) -> dict[str, Any]:
@@ -254,11 +279,6 @@ class Trainer:
 
     # -------------------------------------------------------------- one step
 
-    def _partitions(self) -> list[torch.Tensor] | None:
-        """DeepSpeed ZeRO-1/2's fp32 master weights of this process, else None."""
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        return list(getattr(inner, "single_partition_of_fp32_groups", None) or []) or None
-
     def _forward(self, indices: list[int]) -> tuple[torch.Tensor, Stats]:
         items = [self.spec.items[i] for i in indices]
         batch = batching.make_batch([s for it in items for s in it.seqs], self.packed,
@@ -267,16 +287,14 @@ class Trainer:
             if self.objective.needs_ref else None
         return micro_loss(self.module, batch, self.objective, self.spec.params, refs)
 
-    def _tokens(self, indices: list[int]) -> float:
-        return float(sum(s.n_completion for i in indices for s in self.spec.items[i].seqs))
-
     def _normaliser(self, indices: list[int], mine: list[list[int]]) -> float:
         """This process's divisor of its summed losses (``loss_divisor``): a token mean
         under the run's ``loss_normalisation`` (SFT), else the step's examples."""
         if not self.objective.token_mean:
             return float(len(indices))
-        own = self._tokens([i for mb in mine for i in mb])
-        return loss_divisor(self.normalisation, own, self._tokens(indices), self.world)
+        own = completion_tokens(self.spec.items, [i for mb in mine for i in mb])
+        step_tokens = completion_tokens(self.spec.items, indices)
+        return loss_divisor(self.normalisation, own, step_tokens, self.world)
 
     def _apply_update(self, before: list[torch.Tensor] | None) -> tuple[float, torch.Tensor]:
         """Clip, step (DeepSpeed already stepped inside the last backward) and measure
@@ -289,7 +307,7 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 squared = sum(((t.detach() - b).double().pow(2).sum()
-                               for t, b in zip(self._partitions(), before, strict=True)),
+                               for t, b in zip(fp32_partitions(self.optimizer), before, strict=True)),
                               torch.zeros((), dtype=torch.float64, device=self.device))
             squared = acc.reduce(squared, reduction="sum")  # each rank: its partition
         self.optimizer.zero_grad(set_to_none=True)
@@ -310,7 +328,7 @@ class Trainer:
             with acc.accumulate(self.module):
                 # an empty micro-batch (short last step): a dummy forward with weight 0
                 loss_sum, mb_stats = self._forward(mb or indices[:1])
-                partitions = self._partitions() if last else None
+                partitions = fp32_partitions(self.optimizer) if last else None
                 before = [t.detach().clone() for t in partitions] if partitions else None
                 acc.backward(loss_sum * ((1.0 if mb else 0.0) * scale))
                 if mb:
@@ -346,12 +364,6 @@ class Trainer:
             checkpoints.drop_unlisted(self.ckpt_dir, listed)
         self.checkpoints = listed
 
-    def _save_resume_point(self, step: int, elapsed: float) -> None:
-        """The state at a step that is no checkpoint of the run (a stop signal): saved
-        like one, but not listed, so the manifest and the curves see the same
-        checkpoints as in an uninterrupted run."""
-        self._save_state(step, elapsed, self.checkpoints)
-
     def _save_state(self, step: int, elapsed: float, listed: list[dict[str, Any]]) -> None:
         state = {**self.layout, "fingerprint": self.spec.fingerprint, "step": step,
                  "rows": self.rows, "checkpoints": listed, "elapsed_s": elapsed}
@@ -361,16 +373,11 @@ class Trainer:
         if self.accelerator.is_main_process:
             checkpoints.write_log_csv(self.spec.log_csv_path, self.rows)
 
-    def _stop_requested(self, stop: StopSignals) -> bool:
-        """Whether any process got a stop signal: all ranks must save and stop together."""
-        if self.world == 1:
-            return stop.received is not None
-        flag = torch.tensor(0.0 if stop.received is None else 1.0, device=self.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
-
     def _stop(self, step: int, elapsed: float) -> None:
-        if not self._is_checkpoint(step):  # a checkpoint step is saved already
-            self._save_resume_point(step, elapsed)
+        # a checkpoint step is saved already; another step's state is saved like one but
+        # not listed, so the manifest and the curves see an uninterrupted run's checkpoints
+        if not self._is_checkpoint(step):
+            self._save_state(step, elapsed, self.checkpoints)
         raise TrainingStopped(
             f"{self.spec.params.get('run')}: stopped by a signal after step {step}/"
             f"{self.total_steps}; its state is saved in {self.ckpt_dir}: rerun to resume")
@@ -393,7 +400,7 @@ class Trainer:
                 if self._is_checkpoint(row["step"]):
                     self._save_checkpoint(row["step"], elapsed)
                     progress.flush()
-                if self._stop_requested(stop):
+                if stop_requested(self.accelerator, self.world, stop):
                     progress.close()
                     self._stop(row["step"], elapsed)
                 if spec.hooks.after_step is not None:
