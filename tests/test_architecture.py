@@ -9,7 +9,7 @@ from redi.sources import PACKAGE, direct_imports
 from tests.conftest import ROOT
 
 STAGES = ("data", "model", "train", "eval", "report")
-SHARED = {"__init__", "cli", "distributed", "hub", "io", "provenance", "sources"}
+SHARED = {"__init__", "cli", "distributed", "grading", "hub", "io", "provenance", "sources"}
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
