@@ -85,7 +85,7 @@ from redi.data.prompts import (  # noqa: E402
 from redi.eval import backends, generation  # noqa: E402
 from redi.model import attention, models  # noqa: E402
 from redi.model.base_model import save, set_stop_tokens, train_tokenizer  # noqa: E402
-from redi.report import table3  # noqa: E402
+from redi.report import flops  # noqa: E402
 from redi.train import batching, logprobs, resume, train_data, training  # noqa: E402
 from redi.train.batching import TokenSeq  # noqa: E402
 from redi.workflow import config  # noqa: E402
@@ -157,8 +157,8 @@ TINY_PLAN = Plan(2048, 4, 0.25, 8, 64, 1, 2, 4, 2, 8)
 
 
 def non_embedding_params(shape: Shape) -> int:
-    """Qwen2 parameters without the (tied) embedding (``redi.report.table3``, as Table 3 counts)."""
-    return table3.non_embedding_params({
+    """Qwen2 parameters without the (tied) embedding (``redi.report.flops``, as Table 3 counts)."""
+    return flops.non_embedding_params({
         "model_type": "qwen2", "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
         "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
         "num_key_value_heads": shape.kv_heads})
@@ -166,13 +166,13 @@ def non_embedding_params(shape: Shape) -> int:
 
 def attention_flops(seq_lens: Sequence[int], layers: int, hidden: int) -> float:
     """Causal self-attention, forward + backward (the attention term of
-    :func:`redi.report.table3.training_flops`)."""
-    return table3.training_flops(0, 0, sum(s * s for s in seq_lens), layers, hidden)
+    :func:`redi.report.flops.training_flops`)."""
+    return flops.training_flops(0, 0, sum(s * s for s in seq_lens), layers, hidden)
 
 
 def model_flops(n_params: int, seq_lens: Sequence[int], layers: int, hidden: int) -> float:
     """Model FLOPs of one training step (the MFU numerator): 6 N T + attention."""
-    return table3.training_flops(n_params, sum(seq_lens), sum(s * s for s in seq_lens), layers,
+    return flops.training_flops(n_params, sum(seq_lens), sum(s * s for s in seq_lens), layers,
                                  hidden)
 
 
@@ -186,13 +186,13 @@ def hardware_flops(
 ) -> float:
     """What actually runs: model FLOPs + LM head over the targets (+ its chunk
     recompute) + the gradient-checkpointing re-forward of every layer."""
-    flops = model_flops(n_params, seq_lens, shape.layers, shape.hidden)
+    total = model_flops(n_params, seq_lens, shape.layers, shape.hidden)
     head = 2.0 * shape.vocab * shape.hidden * n_targets  # one forward of the LM head
-    flops += 3 * head + (head if lm_head_recompute else 0.0)
+    total += 3 * head + (head if lm_head_recompute else 0.0)
     if checkpointing:  # one more forward: a third of the fwd+bwd figures
-        flops += 2.0 * n_params * sum(seq_lens)
-        flops += attention_flops(seq_lens, shape.layers, shape.hidden) / 3
-    return flops
+        total += 2.0 * n_params * sum(seq_lens)
+        total += attention_flops(seq_lens, shape.layers, shape.hidden) / 3
+    return total
 
 
 # ---------------------------------------------------------------- workload

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from redi.report import table3
+from redi.report import flops, table3
 
 QWEN_1_5B = {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
              "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2}
@@ -17,7 +17,7 @@ def test_non_embedding_params_of_qwen_1_5b():
     # per layer: q 1536^2+1536, k/v 2 x (1536*256+256), o 1536^2, MLP 3*1536*8960, 2 norms
     per_layer = (1536 * 1536 + 1536) + 2 * (1536 * 256 + 256) + 1536 * 1536 \
         + 3 * 1536 * 8960 + 2 * 1536
-    assert table3.non_embedding_params(QWEN_1_5B) == 28 * per_layer + 1536 == 1_310_340_608
+    assert flops.non_embedding_params(QWEN_1_5B) == 28 * per_layer + 1536 == 1_310_340_608
 
 
 def write_run(tmp_path, name, tokens, tokens_sq, seconds, world=8, device="NVIDIA A100-SXM4-80GB"):
@@ -72,6 +72,6 @@ def test_cpu_runs_have_no_mfu(tmp_path):
 
 
 def test_device_peaks():
-    assert table3.device_peak("NVIDIA H100 80GB HBM3") == 989e12
-    assert table3.device_peak("NVIDIA A100-SXM4-80GB") == 312e12
-    assert table3.device_peak("Tesla T4") is None and table3.device_peak(None) is None
+    assert flops.device_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert flops.device_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert flops.device_peak("Tesla T4") is None and flops.device_peak(None) is None

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from redi.model import prune
+from redi.report.flops import non_embedding_params
 from redi.report.plotting import FIGURES
-from redi.report.table3 import non_embedding_params
 from redi.train.losses import OBJECTIVES
 from redi.workflow import names, paths, plan, prune_plan, report_plan
 
