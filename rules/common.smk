@@ -107,7 +107,7 @@ def get_stage2_inputs(wildcards):
 
 
 def get_init_manifest(wildcards):
-    return plan.manifest(plan.init_run(config, wildcards.run))
+    return paths.manifest(plan.init_run(config, wildcards.run))
 
 
 def get_curve_inputs(wildcards):

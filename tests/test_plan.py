@@ -343,7 +343,7 @@ def test_table_registry(cfg):
         assert set(spec["run_labels"]) == {r for row in spec["rows"] for r in row.get("runs", [])}
         assert (ROOT / "report" / f"{name}.rst").exists()
         assert (ROOT / "report" / f"{name}_pass16.rst").exists()
-    assert report_plan.table_outputs("{table}") == {
+    assert paths.table_outputs("{table}") == {
         "csv": "results/{table}.csv", "md": "results/{table}.md",
         "pass16_csv": "results/{table}_pass16.csv", "pass16_md": "results/{table}_pass16.md"}
     assert len(report_plan.agreement_inputs(cfg)) == len(report_plan.agreement_spec(cfg)["rows"]) * len(

@@ -25,7 +25,7 @@ from redi.model.checkpoints import (
 from redi.model.models import load_causal_lm, load_tokenizer
 from redi.train import training
 from redi.workflow import config as rc
-from redi.workflow import cost_plan, default_target, names, plan, prune_plan, report_plan
+from redi.workflow import cost_plan, default_target, names, paths, plan, prune_plan, report_plan
 from tests.conftest import ROOT, copy_workflow, planned_jobs, snakemake
 from tests.support.training import Interrupt, kill_after, sft_params
 
@@ -284,7 +284,7 @@ def test_prune_waits_for_every_job_that_loads_a_checkpoint():
         f"results/eval/curves/{sft}.best.json")
     children = [r for r in plan.stage2_runs(config) if plan.init_run(config, r) == sft]
     consumers = inputs["consumers"]
-    assert {plan.manifest(r) for r in children} <= set(consumers)  # stage-2 inits
+    assert {paths.manifest(r) for r in children} <= set(consumers)  # stage-2 inits
     assert f"results/train/ref_logps/{sft}.parquet" in consumers
     assert f"results/eval/final/{sft}/summary.json" in consumers
     # the init model is step 0 of Figure 8's generations and Figures 9/10's analysis

@@ -196,7 +196,6 @@ def test_the_shipped_list_is_the_authors_draw():
         "HuggingFaceH4/MATH-500 (test)", "HuggingFaceH4/MATH-500 (test)"]
 
 
-@pytest.mark.skipif(not BENCHMARKS_DIR.is_dir(), reason="no ../shared/benchmarks")
 @pytest.mark.parametrize("name, file", [("aime24", "aime.json"), ("math500", "math.json")])
 def test_the_shipped_test_prompts_are_in_the_benchmark_files(name, file):
     """Each named problem of a project benchmark is found (id and answer); AIME25 is

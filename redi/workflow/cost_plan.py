@@ -352,7 +352,7 @@ class Planner:
 def target_jobs(planner: Planner) -> dict[str, list[str]]:
     """Each table and figure target of the config and the jobs it reads directly."""
     config = planner.config
-    out = {report_plan.table_outputs(t)["csv"]: [f"final:{row['label']}"
+    out = {paths.table_outputs(t)["csv"]: [f"final:{row['label']}"
                                           for row in report_plan.table_spec(config, t)["rows"]]
            for t in report_plan.tables(config)}
     spec = report_plan.table3_spec(config)
@@ -367,7 +367,7 @@ def target_jobs(planner: Planner) -> dict[str, list[str]]:
             for r in report_plan.figure_runs(config, figure)))
     inputs = report_plan.claims_inputs(config)
     out[paths.CLAIMS_OUTPUTS["csv"]] = [
-        *(j for t in report_plan.tables(config) for j in out[report_plan.table_outputs(t)["csv"]]),
+        *(j for t in report_plan.tables(config) for j in out[paths.table_outputs(t)["csv"]]),
         *out[paths.TABLE5_OUTPUTS["csv"]],
         *(f"curve:{Path(c).stem}" for c in inputs["curves"])]
     return out

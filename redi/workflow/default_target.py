@@ -13,16 +13,15 @@ def all_targets(config: Config) -> list[str]:
     statistics, every table and figure; with ``prune_checkpoints`` on, each run's prune
     marker."""
     trained = names.all_sft_runs(config) + plan.stage2_runs(config)
-    genstats = [paths.FIGURE_INPUTS["genstats"].format(run=r) for f, kind in FIGURES.items()
-                if "genstats" in kind.reads for r in report_plan.figure_runs(config, f)]
+    genstats = [paths.genstats(r) for r in report_plan.figure_readers(config, ["genstats"])]
     return [
         paths.DATA_REPORT,
-        *(plan.manifest(r) for r in trained),
+        *(paths.manifest(r) for r in trained),
         *(path for r in trained for path in (paths.curve(r), paths.best(r))),
         *(paths.final_summary(label) for label in plan.final_models(config)),
         *ood_plan.table5_inputs(config),
         *genstats,
-        *(path for t in report_plan.tables(config) for path in report_plan.table_outputs(t).values()),
+        *(path for t in report_plan.tables(config) for path in paths.table_outputs(t).values()),
         *paths.PAPER_COMPARISON.values(),
         *paths.AGREEMENT_OUTPUTS.values(),
         *paths.TABLE3_OUTPUTS.values(),

@@ -114,10 +114,6 @@ def ood_inputs(config: Config, label: str) -> dict[str, Any]:
     return inputs
 
 
-def ood_summary(label: str) -> str:
-    return paths.ood_summary(label)
-
-
 def final_model_name(config: Config, label: str) -> str:
     """A final-evaluation model's name in a table, as Tables 1 and 2 name it."""
     spec = plan.final_models(config)[label]
@@ -149,7 +145,7 @@ def table5_spec(config: Config) -> dict[str, Any]:
 
 
 def table5_inputs(config: Config) -> list[str]:
-    return [ood_summary(m) for m in config["tables"]["table5"]["models"]]
+    return [paths.ood_summary(m) for m in config["tables"]["table5"]["models"]]
 
 
 def ood_validation_params(config: Config) -> dict[str, Any]:

@@ -96,10 +96,6 @@ def init_run(config: Config, run: str) -> str:
     return config["runs"][run]["init"]
 
 
-def manifest(run: str) -> str:
-    return paths.manifest(run)
-
-
 def sft_model_name(run: str) -> str:
     """sft_3ep -> SFT-3ep; llama3b_sft_3ep -> llama3b SFT-3ep."""
     match = names.SFT_RUN.fullmatch(run)
@@ -432,7 +428,7 @@ def stage2_inputs(config: Config, run: str) -> dict[str, Any]:
     reference log-probs if the objective needs them."""
     init = init_run(config, run)
     needs_ref = OBJECTIVES[config["runs"][run]["objective"]].needs_ref
-    return {"init": manifest(init), "pairs": pairs_path(config, run),
+    return {"init": paths.manifest(init), "pairs": pairs_path(config, run),
             "ref": paths.ref_logps(init) if needs_ref else []}
 
 
@@ -443,7 +439,7 @@ def benchmark_validation_params(config: Config) -> dict[str, Any]:
 
 
 def curve_inputs(config: Config, run: str) -> dict[str, Any]:
-    inputs = {"manifest": manifest(run), "log_csv": paths.train_log(run),
+    inputs = {"manifest": paths.manifest(run), "log_csv": paths.train_log(run),
               "bench": names.benchmarks_dir(config), "valid": paths.BENCHMARKS_VALID}
     if run in config["runs"]:  # step 0 = the init SFT model, from its curve
         inputs["init_curve"] = paths.curve(init_run(config, run))
@@ -455,7 +451,7 @@ def final_inputs(config: Config, label: str) -> dict[str, Any]:
     inputs = {"bench": names.benchmarks_dir(config), "valid": paths.BENCHMARKS_VALID, "manifests": [],
               "bests": [], "model_dir": []}
     if spec["kind"] == "sft" or (spec["kind"] == "run" and spec["checkpoint"] == "last"):
-        inputs["manifests"] = [manifest(spec["run"])]
+        inputs["manifests"] = [paths.manifest(spec["run"])]
     elif spec["kind"] == "run":
         inputs["bests"] = [paths.best(spec["run"])]
     elif spec["kind"] == "group":

@@ -4,29 +4,21 @@ run's checkpoints) and which runs are kept whole (Figures 8-10 read every checkp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from redi.report.plotting import FIGURES
 from redi.train.losses import OBJECTIVES
 from redi.workflow import names, paths, plan
 from redi.workflow.names import Config
-from redi.workflow.ood_plan import ood_summary
-from redi.workflow.report_plan import figure_runs
+from redi.workflow.report_plan import figure_readers
 
 # what reads every checkpoint of a run (Figures 8-10): pruning keeps all of that run's
 EVERY_CHECKPOINT_READS = ("genstats", "entropy", "token_logps")
 
 
-def _figure_readers(config: Config, reads: Iterable[str]) -> list[str]:
-    """The runs of the figures that read any of ``reads`` (``paths.FIGURE_INPUTS`` kinds)."""
-    return list(dict.fromkeys(r for f, kind in FIGURES.items() if set(reads) & set(kind.reads)
-                              for r in figure_runs(config, f)))
-
-
 def every_checkpoint_runs(config: Config) -> list[str]:
     """The runs Figures 8-10 read checkpoint by checkpoint: pruning keeps them whole."""
-    return _figure_readers(config, EVERY_CHECKPOINT_READS)
+    return figure_readers(config, EVERY_CHECKPOINT_READS)
 
 
 def prune_runs(config: Config) -> list[str]:
@@ -58,14 +50,14 @@ def checkpoint_consumers(config: Config, run: str) -> list[str]:
     of its models, Figure 8's generations and Figures 9/10's analysis of it and of the
     runs it initialises (step 0). Its curve is the prune job's own input."""
     children = [r for r in plan.stage2_runs(config) if plan.init_run(config, r) == run]
-    out = [plan.manifest(r) for r in children]
+    out = [paths.manifest(r) for r in children]
     if any(OBJECTIVES[config["runs"][r]["objective"]].needs_ref for r in children):
         out.append(paths.ref_logps(run))
     labels = [label for label, spec in plan.final_models(config).items() if run in _label_runs(spec)]
     out += [paths.final_summary(label) for label in labels]
-    out += [ood_summary(label) for label in labels if label in config["tables"]["table5"]["models"]]
-    genstats = _figure_readers(config, ["genstats"])
-    analysed = _figure_readers(config, ["entropy", "token_logps"])
+    out += [paths.ood_summary(label) for label in labels if label in config["tables"]["table5"]["models"]]
+    genstats = figure_readers(config, ["genstats"])
+    analysed = figure_readers(config, ["entropy", "token_logps"])
     for r in (run, *children):
         out += [paths.FIGURE_INPUTS["genstats"].format(run=r)] if r in genstats else []
         out += [paths.FIGURE_INPUTS[k].format(run=r) for k in ("entropy", "token_logps")
@@ -76,5 +68,5 @@ def checkpoint_consumers(config: Config, run: str) -> list[str]:
 def prune_inputs(config: Config, run: str) -> dict[str, Any]:
     """What a run's prune job waits for: its manifest, curve and best checkpoint, and
     every job that loads one of its checkpoints (``checkpoint_consumers``)."""
-    return {"manifest": plan.manifest(run), "curve": paths.curve(run), "best": paths.best(run),
+    return {"manifest": paths.manifest(run), "curve": paths.curve(run), "best": paths.best(run),
             "consumers": checkpoint_consumers(config, run)}

@@ -4,7 +4,7 @@ claims check's spec, and every target of `snakemake` without arguments."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,11 +143,6 @@ def table_spec(config: Config, table: str) -> dict[str, Any]:
     }
 
 
-def table_outputs(table: str) -> dict[str, str]:
-    """A table job's files (``table`` may be the rule's ``{table}`` wildcard)."""
-    return paths.table_outputs(table)
-
-
 def table_inputs(config: Config, table: str) -> list[str]:
     return [paths.final_summary(row["label"])
             for row in table_spec(config, table)["rows"]]
@@ -174,10 +169,6 @@ def agreement_inputs(config: Config) -> list[str]:
             for row in spec["rows"] for b in spec["benchmarks"]]
 
 
-def _benchmark_file(rule: str, name: str) -> str:
-    return paths.benchmark_tsv(rule, name)
-
-
 def _objective_order(config: Config) -> list[str]:
     """The stage-2 objectives in Table 2's row order (then any others)."""
     listed = [config["runs"][r]["objective"] for g in config["tables"]["table2"]["groups"]
@@ -190,14 +181,14 @@ def table3_spec(config: Config) -> dict[str, Any]:
     benchmark files; DPO runs also name their reference job, shared by the DPO runs
     from the same SFT model."""
     stages = [{"label": f"SFT {run[4:-2]} ep", "paper": f"{run}",
-               "runs": [{"manifest": plan.manifest(run), "benchmark": _benchmark_file("sft", run)}]}
+               "runs": [{"manifest": paths.manifest(run), "benchmark": paths.benchmark_tsv("sft", run)}]}
               for run in plan.sft_runs(config)]
     for objective in _objective_order(config):
         runs = [r for r in plan.stage2_runs(config, primary_only=True)
                 if config["runs"][r]["objective"] == objective]
         needs_ref = OBJECTIVES[objective].needs_ref
-        entries = [{"manifest": plan.manifest(r), "benchmark": _benchmark_file("stage2", r),
-                    **({"ref": _benchmark_file("ref_logps", plan.init_run(config, r))}
+        entries = [{"manifest": paths.manifest(r), "benchmark": paths.benchmark_tsv("stage2", r),
+                    **({"ref": paths.benchmark_tsv("ref_logps", plan.init_run(config, r))}
                        if needs_ref else {})} for r in runs]
         shared: dict[str, int] = {}
         for entry in entries:
@@ -252,6 +243,12 @@ def _figure_spec(config: Config, run: str, own: bool) -> dict[str, Any]:
     keys = (*rc.RUN_FIELDS, *objective.hyper_names) if own else (
         "objective", *objective.style_keys)
     return {k: v for k, v in spec.items() if k in keys}
+
+
+def figure_readers(config: Config, reads: Iterable[str]) -> list[str]:
+    """The runs of the figures that read any of ``reads`` (``paths.FIGURE_INPUTS`` kinds)."""
+    return list(dict.fromkeys(r for f, kind in FIGURES.items() if set(reads) & set(kind.reads)
+                              for r in figure_runs(config, f)))
 
 
 def figure_params(config: Config, figure: str) -> dict[str, Any]:
@@ -323,7 +320,7 @@ def claims_spec(config: Config) -> dict[str, Any]:
 
 def claims_inputs(config: Config) -> dict[str, list[str]]:
     """The tables (pass@1 and pass@16 CSVs, Table 5) and the curves of Table 2's grid."""
-    csvs = [table_outputs(t)[k] for t in tables(config) for k in ("csv", "pass16_csv")]
+    csvs = [paths.table_outputs(t)[k] for t in tables(config) for k in ("csv", "pass16_csv")]
     runs = claims_spec(config)["runs"]
     return {"tables": [*csvs, paths.TABLE5_OUTPUTS["csv"]],
             "curves": [paths.FIGURE_INPUTS["curves"].format(run=r) for r in runs]}
